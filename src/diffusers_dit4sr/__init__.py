@@ -1,0 +1,11 @@
+"""DiT4SR real-world image super-resolution as a Diffusers library.
+
+Modules are imported eagerly: `model_index.json` names our classes by module path, and Diffusers finds them in
+`sys.modules` without importing them itself.
+"""
+
+from .models import DiT4SRTransformer2DModel
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["DiT4SRTransformer2DModel"]

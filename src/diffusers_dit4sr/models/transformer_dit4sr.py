@@ -1,0 +1,494 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+"""The DiT4SR transformer: SD3's MM-DiT with a second image stream for the low-resolution (LR) input.
+
+Inside the blocks, noise tokens X and LR tokens R travel stacked along a leading axis, `(2, B, N, D)`, so that every
+layer they share (AdaLN modulation, projections, MLP) runs once over both and the streams stay contiguous views.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from accelerate.utils import set_module_tensor_to_device
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin, FeedForward
+from diffusers.models.cache_utils import CacheMixin
+from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings, PatchEmbed
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero, SD35AdaLayerNormZeroX
+from diffusers.utils import apply_lora_scale, logging
+from diffusers.utils.torch_utils import maybe_allow_in_graph
+from torch import nn
+
+from .attention_processor import LR_KEY_SOURCES, DiT4SRAttention
+
+logger = logging.get_logger(__name__)
+
+LR_INJECTION_MODES = ("conv", "linear", "none")
+_DIT4SR_OPTIONS = ("lr_key_source", "lr_attention", "lr_residual", "lr_injection")
+
+
+class DiT4SRFeedForward(FeedForward):
+    r"""
+    SD3's MLP shared by both streams, with the LR hidden activations injected into the noise stream's.
+
+    Between the two linear layers, `H_X += scale * inject(H_R)`, where `inject` is a zero-initialized depthwise 3x3
+    convolution over the patch grid (`control_conv`), a zero-initialized per-token linear layer (`control_linear`,
+    ablation D) or absent (`"none"`, ablation C).
+    """
+
+    def __init__(self, dim: int, lr_injection: str = "conv"):
+        super().__init__(dim=dim, dim_out=dim, activation_fn="gelu-approximate")
+        if lr_injection not in LR_INJECTION_MODES:
+            raise ValueError(f"`lr_injection` must be one of {LR_INJECTION_MODES}, got {lr_injection!r}.")
+        self.lr_injection = lr_injection
+        inner_dim = 4 * dim
+        if lr_injection == "conv":
+            self.control_conv = nn.Conv2d(inner_dim, inner_dim, kernel_size=3, padding=1, groups=inner_dim)
+        elif lr_injection == "linear":
+            self.control_linear = nn.Linear(inner_dim, inner_dim)
+        self.init_lr_stream()
+
+    @torch.no_grad()
+    def init_lr_stream(self) -> None:
+        """Zero the injection layer, so a model initialized from SD3 starts out computing SD3."""
+        for name, param in self.named_parameters():
+            if name.startswith("control_"):
+                nn.init.zeros_(param)
+
+    def inject(self, lr_hidden: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        """What the LR activations `(B, N, 4D)` add to the noise activations, `(B, N, 4D)`."""
+        if self.lr_injection == "linear":
+            return self.control_linear(lr_hidden)
+        # Row-major tokens are an NHWC image: this permute is a free view, and the depthwise conv runs channels-last.
+        grid = lr_hidden.unflatten(1, grid_size).permute(0, 3, 1, 2)
+        return self.control_conv(grid).permute(0, 2, 3, 1).flatten(1, 2)
+
+    def forward(
+        self, hidden_states: torch.Tensor, grid_size: tuple[int, int], lr_injection_scale: float = 1.0
+    ) -> torch.Tensor:
+        project_in, dropout, project_out = self.net
+        hidden = dropout(project_in(hidden_states))
+        noise_hidden, lr_hidden = hidden.unbind(0)
+        if self.lr_injection != "none":
+            noise_hidden = noise_hidden + lr_injection_scale * self.inject(lr_hidden, grid_size)
+        return torch.stack([project_out(noise_hidden), project_out(lr_hidden)])
+
+
+@maybe_allow_in_graph
+class DiT4SRTransformerBlock(nn.Module):
+    r"""
+    One MM-DiT-Control block: SD3's `JointTransformerBlock` acting on three streams (noise, LR, text).
+
+    The LR stream shares the noise stream's AdaLN-Zero modulation, projections, norms, MLP and residual gates; it
+    adds its own attention projections ([`DiT4SRAttention`]) and the injection layer ([`DiT4SRFeedForward`]).
+
+    Args:
+        dim (`int`): Channels of the token streams.
+        num_attention_heads (`int`): Number of attention heads.
+        attention_head_dim (`int`): Channels per head.
+        context_pre_only (`bool`): Last block: the text stream is only read, not updated.
+        qk_norm (`str`, *optional*): Query/key normalization (`"rms_norm"` in SD3.5).
+        use_dual_attention (`bool`): SD3.5's second, image-only attention (`attn2`).
+        lr_key_source, lr_attention, lr_residual, lr_injection: See [`DiT4SRTransformer2DModel`].
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        context_pre_only: bool = False,
+        qk_norm: str | None = None,
+        use_dual_attention: bool = False,
+        lr_key_source: str = "noise",
+        lr_attention: bool = True,
+        lr_residual: bool = True,
+        lr_injection: str = "conv",
+    ):
+        super().__init__()
+        self.use_dual_attention = use_dual_attention
+        self.context_pre_only = context_pre_only
+        attention_options = {
+            "dim": dim,
+            "heads": num_attention_heads,
+            "dim_head": attention_head_dim,
+            "qk_norm": qk_norm,
+            "lr_key_source": lr_key_source,
+            "lr_attention": lr_attention,
+            "lr_residual": lr_residual,
+        }
+
+        self.norm1 = SD35AdaLayerNormZeroX(dim) if use_dual_attention else AdaLayerNormZero(dim)
+        if context_pre_only:
+            self.norm1_context = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        else:
+            self.norm1_context = AdaLayerNormZero(dim)
+
+        self.attn = DiT4SRAttention(added_kv_proj_dim=dim, context_pre_only=context_pre_only, **attention_options)
+        self.attn2 = DiT4SRAttention(**attention_options) if use_dual_attention else None
+
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff = DiT4SRFeedForward(dim, lr_injection=lr_injection)
+
+        if not context_pre_only:
+            self.norm2_context = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+            self.ff_context = FeedForward(dim=dim, dim_out=dim, activation_fn="gelu-approximate")
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        joint_attention_kwargs: dict[str, Any] | None = None,
+        grid_size: tuple[int, int] | None = None,
+        lr_injection_scale: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            hidden_states (`torch.Tensor` of shape `(2, B, N, D)`): Noise tokens (index 0) and LR tokens (index 1).
+            encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text tokens.
+            temb (`torch.Tensor` of shape `(B, D)`): Timestep and pooled-text embedding.
+            joint_attention_kwargs (`dict`, *optional*): Extra arguments for the attention processors.
+            grid_size (`tuple[int, int]`): Height and width of the patch grid (`N = height * width`).
+            lr_injection_scale (`float`): Strength of the LR injection between the MLP layers.
+
+        Returns:
+            `(encoder_hidden_states, hidden_states)`. The last block returns its text input unchanged, so that
+            Diffusers' caching hooks always see tensors.
+        """
+        joint_attention_kwargs = joint_attention_kwargs or {}
+        if self.use_dual_attention:
+            norm_hidden_states, gate_msa, shift_mlp, scale_mlp, gate_mlp, norm_hidden_states2, gate_msa2 = self.norm1(
+                hidden_states, emb=temb
+            )
+        else:
+            norm_hidden_states, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
+
+        if self.context_pre_only:
+            norm_encoder_hidden_states = self.norm1_context(encoder_hidden_states, temb)
+        else:
+            norm_encoder_hidden_states, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(
+                encoder_hidden_states, emb=temb
+            )
+
+        # (B, D) modulations broadcast over the stream axis: one AdaLN acts on both X and R.
+        attn_output, context_attn_output = self.attn(
+            norm_hidden_states, encoder_hidden_states=norm_encoder_hidden_states, **joint_attention_kwargs
+        )
+        hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
+
+        if self.use_dual_attention:
+            attn_output2 = self.attn2(norm_hidden_states2, **joint_attention_kwargs)
+            hidden_states = hidden_states + gate_msa2.unsqueeze(1) * attn_output2
+
+        norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
+        ff_output = self.ff(norm_hidden_states, grid_size=grid_size, lr_injection_scale=lr_injection_scale)
+        hidden_states = hidden_states + gate_mlp.unsqueeze(1) * ff_output
+
+        if self.context_pre_only:
+            return encoder_hidden_states, hidden_states
+
+        encoder_hidden_states = encoder_hidden_states + c_gate_msa.unsqueeze(1) * context_attn_output
+        norm_encoder_hidden_states = self.norm2_context(encoder_hidden_states)
+        norm_encoder_hidden_states = norm_encoder_hidden_states * (1 + c_scale_mlp[:, None]) + c_shift_mlp[:, None]
+        context_ff_output = self.ff_context(norm_encoder_hidden_states)
+        encoder_hidden_states = encoder_hidden_states + c_gate_mlp.unsqueeze(1) * context_ff_output
+        return encoder_hidden_states, hidden_states
+
+
+TransformerBlockRegistry.register(
+    DiT4SRTransformerBlock,
+    TransformerBlockMetadata(return_hidden_states_index=1, return_encoder_hidden_states_index=0),
+)
+
+
+class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMixin, PeftAdapterMixin):
+    r"""
+    The DiT4SR transformer ([Taming Diffusion Transformer for Real-World Image Super-Resolution](
+    https://huggingface.co/papers/2503.23580)): SD3/SD3.5's MM-DiT with an LR stream.
+
+    The LR latent is embedded like the noisy latent (same patch and position embeddings) and travels through every
+    block as a second image stream that attends jointly with the noise and text tokens and injects its MLP
+    activations into the noise stream. Only the noise stream is decoded into the velocity prediction.
+
+    The SD3 arguments have `SD3Transformer2DModel`'s names and defaults, so SD3/SD3.5 and released DiT4SR configs
+    and state dicts load as they are.
+
+    Args:
+        sample_size (`int`, defaults to `128`): Latent size the position embeddings were trained at.
+        patch_size (`int`, defaults to `2`): Side of the square latent patches that become tokens.
+        in_channels (`int`, defaults to `16`): Latent channels of the inputs.
+        num_layers (`int`, defaults to `18`): Number of transformer blocks.
+        attention_head_dim (`int`, defaults to `64`): Channels per attention head.
+        num_attention_heads (`int`, defaults to `18`): Number of attention heads.
+        joint_attention_dim (`int`, defaults to `4096`): Channels of the text encoder states.
+        caption_projection_dim (`int`, defaults to `1152`): Channels of the projected text tokens (the model width).
+        pooled_projection_dim (`int`, defaults to `2048`): Channels of the pooled text embedding.
+        out_channels (`int`, defaults to `16`): Latent channels of the output.
+        pos_embed_max_size (`int`, defaults to `96`): Side of the position-embedding grid, in patches.
+        dual_attention_layers (`tuple[int, ...]`, defaults to `()`): Blocks with SD3.5's second attention.
+        qk_norm (`str`, *optional*): Query/key normalization (`"rms_norm"` in SD3.5).
+        lr_key_source (`str`, defaults to `"noise"`): Where the LR tokens' attention keys come from. `"noise"`
+            reproduces the released checkpoints (with `qk_norm`, the LR keys are the noise keys normalized a second
+            time); `"lr"` follows the paper's Eq. 1 (keys from `to_k_control`).
+        lr_attention (`bool`, defaults to `True`): Whether the LR tokens take part in attention (ablation A: False).
+        lr_residual (`bool`, defaults to `True`): Whether the LR tokens are added back to their attention output
+            before `to_out_control` (ablation B: False).
+        lr_injection (`str`, defaults to `"conv"`): How the LR stream feeds the noise stream between the MLP layers:
+            `"conv"` (depthwise 3x3), `"linear"` (ablation D) or `"none"` (ablation C).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["DiT4SRTransformerBlock"]
+    _repeated_blocks = ["DiT4SRTransformerBlock"]
+    _skip_layerwise_casting_patterns = ["pos_embed", "norm"]
+    # Released checkpoints carry text projections in the image-only `attn2`, which the model never used.
+    _keys_to_ignore_on_load_unexpected = [r"\.attn2\.(add_[qkv]_proj|to_add_out|norm_added_[qk])\."]
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 128,
+        patch_size: int = 2,
+        in_channels: int = 16,
+        num_layers: int = 18,
+        attention_head_dim: int = 64,
+        num_attention_heads: int = 18,
+        joint_attention_dim: int = 4096,
+        caption_projection_dim: int = 1152,
+        pooled_projection_dim: int = 2048,
+        out_channels: int = 16,
+        pos_embed_max_size: int = 96,
+        dual_attention_layers: tuple[int, ...] = (),
+        qk_norm: str | None = None,
+        lr_key_source: str = "noise",
+        lr_attention: bool = True,
+        lr_residual: bool = True,
+        lr_injection: str = "conv",
+    ):
+        super().__init__()
+        if lr_key_source not in LR_KEY_SOURCES:
+            raise ValueError(f"`lr_key_source` must be one of {LR_KEY_SOURCES}, got {lr_key_source!r}.")
+        if lr_injection not in LR_INJECTION_MODES:
+            raise ValueError(f"`lr_injection` must be one of {LR_INJECTION_MODES}, got {lr_injection!r}.")
+        for name, value in (("lr_attention", lr_attention), ("lr_residual", lr_residual)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be a bool, got {value!r}.")
+        self.out_channels = out_channels if out_channels is not None else in_channels
+        self.inner_dim = num_attention_heads * attention_head_dim
+        if caption_projection_dim != self.inner_dim:
+            raise ValueError(
+                f"`caption_projection_dim` ({caption_projection_dim}) must equal num_attention_heads * "
+                f"attention_head_dim ({self.inner_dim}): text and image tokens share the attention width."
+            )
+        bad_layers = [i for i in dual_attention_layers if not 0 <= i < num_layers]
+        if bad_layers:
+            raise ValueError(f"`dual_attention_layers` must index blocks 0..{num_layers - 1}, got {bad_layers}.")
+
+        self.pos_embed = PatchEmbed(
+            height=sample_size,
+            width=sample_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            embed_dim=self.inner_dim,
+            pos_embed_max_size=pos_embed_max_size,
+        )
+        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
+            embedding_dim=self.inner_dim, pooled_projection_dim=pooled_projection_dim
+        )
+        self.context_embedder = nn.Linear(joint_attention_dim, caption_projection_dim)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                DiT4SRTransformerBlock(
+                    dim=self.inner_dim,
+                    num_attention_heads=num_attention_heads,
+                    attention_head_dim=attention_head_dim,
+                    context_pre_only=i == num_layers - 1,
+                    qk_norm=qk_norm,
+                    use_dual_attention=i in dual_attention_layers,
+                    lr_key_source=lr_key_source,
+                    lr_attention=lr_attention,
+                    lr_residual=lr_residual,
+                    lr_injection=lr_injection,
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.norm_out = AdaLayerNormContinuous(self.inner_dim, self.inner_dim, elementwise_affine=False, eps=1e-6)
+        self.proj_out = nn.Linear(self.inner_dim, patch_size * patch_size * self.out_channels)
+
+        self.gradient_checkpointing = False
+
+    @classmethod
+    def from_transformer(cls, transformer: ModelMixin, **dit4sr_options: Any) -> DiT4SRTransformer2DModel:
+        r"""
+        Builds a DiT4SR transformer from an SD3/SD3.5 transformer (paper, Sec. 3): every SD3 weight is copied, the LR
+        attention projections and the injection layer start at zero and `to_out_control` starts as a copy of
+        `to_out.0`. The source model and its config are left untouched.
+
+        Args:
+            transformer ([`~diffusers.SD3Transformer2DModel`]): The pre-trained SD3 transformer.
+            **dit4sr_options: `lr_key_source`, `lr_attention`, `lr_residual`, `lr_injection`.
+        """
+        unknown = sorted(set(dit4sr_options) - set(_DIT4SR_OPTIONS))
+        if unknown:
+            raise TypeError(f"Unknown DiT4SR option(s) {unknown}; expected a subset of {list(_DIT4SR_OPTIONS)}.")
+        config = {key: value for key, value in transformer.config.items() if not key.startswith("_")}
+        unsupported = sorted(set(config) - set(cls._get_init_keys(cls)))
+        if unsupported:
+            raise ValueError(f"`transformer` has config keys this model does not know: {unsupported}.")
+        config.update(dit4sr_options)
+
+        with init_empty_weights():
+            model = cls.from_config(config)
+        # Own copies of the SD3 weights, so that training the new model never writes into the source model.
+        source_state = {name: tensor.clone() for name, tensor in transformer.state_dict().items()}
+        missing, unexpected = model.load_state_dict(source_state, strict=False, assign=True)
+        if unexpected:
+            raise ValueError(f"`transformer` has weights a DiT4SR model does not: {unexpected[:5]}...")
+        uninitialized = [name for name in missing if "control" not in name]
+        if uninitialized:
+            raise ValueError(f"`transformer` lacks SD3 weights: {uninitialized[:5]}...")
+        reference = next(transformer.parameters())
+        for name in missing:
+            shape = model.get_parameter(name).shape
+            value = torch.empty(shape, device=reference.device, dtype=reference.dtype)
+            set_module_tensor_to_device(model, name, reference.device, value=value, dtype=reference.dtype)
+        model.init_lr_stream()
+        return model
+
+    @torch.no_grad()
+    def init_lr_stream(self) -> None:
+        """Resets every LR-stream layer to DiT4SR's initialization (see [`~DiT4SRTransformer2DModel.from_transformer`])."""
+        for module in self.modules():
+            if isinstance(module, (DiT4SRAttention, DiT4SRFeedForward)):
+                module.init_lr_stream()
+
+    def lr_branch_parameters(self, include_unused: bool = False) -> dict[str, nn.Parameter]:
+        r"""
+        The parameters of the LR branch, which the released training trained (every name containing `control`) while
+        everything else stayed frozen.
+
+        Args:
+            include_unused (`bool`, defaults to `False`): Also return `to_k_control`, which exists in the released key
+                mode only so that released checkpoints load, and receives no gradient there (leaving it out keeps
+                DDP from waiting for its gradient).
+        """
+        parameters = {name: param for name, param in self.named_parameters() if "control" in name}
+        if include_unused:
+            return parameters
+        for module_name, module in self.named_modules():
+            if isinstance(module, DiT4SRAttention) and module.lr_attention and module.lr_keys_reuse_noise_keys:
+                prefix = f"{module_name}.to_k_control."
+                parameters = {name: param for name, param in parameters.items() if not name.startswith(prefix)}
+        return parameters
+
+    def _check_inputs(self, hidden_states: torch.Tensor, lr_hidden_states: torch.Tensor) -> None:
+        if hidden_states.ndim != 4 or lr_hidden_states.ndim != 4:
+            raise ValueError(
+                "`hidden_states` and `lr_hidden_states` must be (batch, channels, height, width) latents, got shapes "
+                f"{tuple(hidden_states.shape)} and {tuple(lr_hidden_states.shape)}."
+            )
+        if hidden_states.shape != lr_hidden_states.shape:
+            raise ValueError(
+                "`lr_hidden_states` must have the shape of `hidden_states` (the LR image is upscaled to the output "
+                f"size before encoding), got {tuple(lr_hidden_states.shape)} and {tuple(hidden_states.shape)}."
+            )
+        patch_size = self.config.patch_size
+        height, width = hidden_states.shape[-2:]
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"The latent height and width must be multiples of the patch size {patch_size}, got `hidden_states` "
+                f"{tuple(hidden_states.shape)} and `lr_hidden_states` {tuple(lr_hidden_states.shape)}."
+            )
+        max_size = self.config.pos_embed_max_size * patch_size
+        if height > max_size or width > max_size:
+            raise ValueError(
+                f"Latents of at most {max_size}x{max_size} fit the position embedding; got {height}x{width} "
+                f"(`hidden_states` {tuple(hidden_states.shape)}). Process larger images in tiles."
+            )
+
+    @apply_lora_scale("joint_attention_kwargs")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        lr_hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        pooled_projections: torch.Tensor,
+        timestep: torch.Tensor,
+        joint_attention_kwargs: dict[str, Any] | None = None,
+        lr_injection_scale: float = 1.0,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        r"""
+        Predicts the flow-matching velocity of the noisy latent, conditioned on the LR latent and the text.
+
+        Args:
+            hidden_states (`torch.Tensor` of shape `(B, C, h, w)`): The noisy latent of the high-resolution output.
+            lr_hidden_states (`torch.Tensor` of shape `(B, C, h, w)`): The latent of the LR image, bicubic-upscaled
+                to the output size and encoded like an HR image (`(vae.encode(x).latent_dist.sample() - shift) *
+                scale`).
+            encoder_hidden_states (`torch.Tensor` of shape `(B, T, joint_attention_dim)`): Text encoder states.
+            pooled_projections (`torch.Tensor` of shape `(B, pooled_projection_dim)`): Pooled text embedding.
+            timestep (`torch.Tensor` of shape `(B,)`): Flow-matching timestep in [0, 1000].
+            joint_attention_kwargs (`dict`, *optional*): Passed to the attention processors; `"scale"` scales LoRA
+                layers.
+            lr_injection_scale (`float`, defaults to `1.0`): Strength of the LR injection between the MLP layers
+                (1.0 in training; the released inference used 1.2).
+            return_dict (`bool`, defaults to `True`): Return a [`~models.modeling_outputs.Transformer2DModelOutput`]
+                instead of a tuple.
+        """
+        self._check_inputs(hidden_states, lr_hidden_states)
+        batch_size, _, height, width = hidden_states.shape
+        patch_size = self.config.patch_size
+        grid_size = (height // patch_size, width // patch_size)
+
+        # One patch embedding for both latents; PatchEmbed's output is a transposed view, made contiguous once here.
+        image_tokens = self.pos_embed(torch.cat([hidden_states, lr_hidden_states]))
+        hidden_states = image_tokens.unflatten(0, (2, batch_size)).contiguous()
+        temb = self.time_text_embed(timestep, pooled_projections)
+        encoder_hidden_states = self.context_embedder(encoder_hidden_states)
+
+        for block in self.transformer_blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                encoder_hidden_states, hidden_states = self._gradient_checkpointing_func(
+                    block,
+                    hidden_states,
+                    encoder_hidden_states,
+                    temb,
+                    joint_attention_kwargs,
+                    grid_size,
+                    lr_injection_scale,
+                )
+            else:
+                encoder_hidden_states, hidden_states = block(
+                    hidden_states=hidden_states,
+                    encoder_hidden_states=encoder_hidden_states,
+                    temb=temb,
+                    joint_attention_kwargs=joint_attention_kwargs,
+                    grid_size=grid_size,
+                    lr_injection_scale=lr_injection_scale,
+                )
+
+        # Only the noise stream is decoded; the LR stream ends here.
+        hidden_states = self.norm_out(hidden_states[0], temb)
+        hidden_states = self.proj_out(hidden_states)
+        output = self._unpatchify(hidden_states, grid_size)
+
+        if not return_dict:
+            return (output,)
+        return Transformer2DModelOutput(sample=output)
+
+    def _unpatchify(self, tokens: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        """`(B, h * w, p * p * C)` tokens -> `(B, C, h * p, w * p)` latent."""
+        patch_size = self.config.patch_size
+        grid_height, grid_width = grid_size
+        patches = tokens.reshape(-1, grid_height, grid_width, patch_size, patch_size, self.out_channels)
+        latent = patches.permute(0, 5, 1, 3, 2, 4)
+        return latent.reshape(-1, self.out_channels, grid_height * patch_size, grid_width * patch_size)
