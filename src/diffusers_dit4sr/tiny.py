@@ -1,0 +1,225 @@
+"""Tiny, randomly initialized SD3-style components, built fully offline.
+
+They make the library's tests and smoke runs independent of the Hub: two CLIP text encoders, a T5 encoder,
+their tokenizers, a VAE with SD3's 16 latent channels and 8x scale factor, and a transformer config that fits
+them. Weights are random but deterministic given the seed; the global RNG state is left untouched.
+"""
+
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+import torch
+from diffusers import AutoencoderKL
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
+
+
+__all__ = [
+    "TINY_TRANSFORMER_CONFIG",
+    "make_tiny_clip_tokenizer",
+    "make_tiny_t5_tokenizer",
+    "make_tiny_text_encoders",
+    "make_tiny_vae",
+]
+
+TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
+    "sample_size": 32,
+    "patch_size": 2,
+    "in_channels": 16,
+    "out_channels": 16,
+    "num_layers": 2,
+    "attention_head_dim": 8,
+    "num_attention_heads": 4,
+    "joint_attention_dim": 32,
+    "caption_projection_dim": 32,
+    "pooled_projection_dim": 64,
+    "pos_embed_max_size": 64,
+    "dual_attention_layers": (0,),
+    "qk_norm": "rms_norm",
+}
+"""An SD3.5-shaped ``SD3Transformer2DModel`` config matching the tiny text encoders and VAE.
+
+``joint_attention_dim`` is the T5 width (32; the SD3 pipelines fit the concatenated CLIP hidden states to it),
+``pooled_projection_dim`` the two pooled CLIP projections concatenated (32 + 32), and block 0 uses SD3.5's
+dual attention with RMS qk-norm. Copy it before changing values: ``{**TINY_TRANSFORMER_CONFIG, "num_layers": 3}``.
+"""
+
+_CLIP_MAX_LENGTH = 77
+_CLIP_MERGES = (("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n"), ("o", "n</w>"), ("e", "r</w>"))
+_T5_VOCAB_SIZE = 200
+_T5_CORPUS = (
+    "a photo of a cat sitting on a wooden table",
+    "a high resolution photograph of a mountain lake at sunrise",
+    "close up of a red flower with water drops on its petals",
+    "an old brick building in a narrow street with parked cars",
+    "portrait of a smiling woman wearing a blue scarf",
+    "a dog running across a green field in the summer",
+    "detailed texture of tree bark and moss in a forest",
+    "city skyline at night with bright lights and reflections",
+    "a bowl of fresh fruit: apples, oranges, bananas and grapes",
+    "cinematic, hyper sharpness, highly detailed, ultra HD, 32k",
+    "motion blur, noisy, dotted, bokeh, jpeg artifacts, lowres",
+    "The quick brown fox jumps over the lazy dog. 0123456789!?",
+    "two children playing with a ball on a sandy beach near the ocean",
+    "a bicycle leaning against a yellow wall under a window",
+    "snow covered pine trees on a quiet winter morning",
+    "a plate of pasta with tomato sauce and basil leaves",
+    "an orange butterfly resting on a purple lavender plant",
+    "the face of an elderly man with deep wrinkles and grey hair",
+    "a vintage car parked in front of a small coffee shop",
+    "macro shot of a honey bee collecting pollen from a sunflower",
+    "a sailing boat on calm blue water under white clouds",
+    "handwritten text on an old paper map with a compass",
+    "skin pore detailing, camera, photo realistic, maximum detail",
+    "watermark, signature, deformed, chaotic, worst quality, frames",
+)
+
+
+def make_tiny_clip_tokenizer(save_dir: str | Path | None = None) -> CLIPTokenizer:
+    """A byte-level BPE CLIP tokenizer with a ~520-token vocabulary and ``model_max_length=77``.
+
+    The vocabulary is the 256 byte-level characters, the same with the end-of-word suffix ``</w>``, a few merges,
+    and ``<|startoftext|>`` / ``<|endoftext|>`` as the last two ids (CLIP's pooling relies on the end token having
+    the largest id). The files (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``) are written to
+    ``save_dir`` if given, otherwise to a temporary directory that is removed after loading.
+    """
+    if save_dir is None:
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            return make_tiny_clip_tokenizer(tmp_dir)
+
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    characters = list(_bytes_to_unicode().values())
+    tokens = characters + [character + "</w>" for character in characters]
+    tokens += ["".join(pair) for pair in _CLIP_MERGES]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+
+    (save_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merges = ["#version: 0.2"] + [" ".join(pair) for pair in _CLIP_MERGES]
+    (save_dir / "merges.txt").write_text("\n".join(merges) + "\n", encoding="utf-8")
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": _CLIP_MAX_LENGTH}
+    (save_dir / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return CLIPTokenizer.from_pretrained(save_dir)
+
+
+def make_tiny_t5_tokenizer() -> T5TokenizerFast:
+    """A T5 tokenizer with a ~200-piece sentencepiece unigram vocabulary: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2.
+
+    The unigram model is trained in memory on a small fixed corpus and handed to the tokenizer as
+    ``(piece, score)`` pairs (``T5TokenizerFast(vocab_file=...)`` silently gives a 4-token vocabulary with
+    transformers 5). It has no ``<extra_id_*>`` tokens and round-trips through ``save_pretrained`` /
+    ``from_pretrained``.
+    """
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_T5_CORPUS),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=_T5_VOCAB_SIZE,
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = [(processor.id_to_piece(index), processor.get_score(index)) for index in range(processor.get_piece_size())]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+
+
+def make_tiny_text_encoders(seed: int = 0) -> dict[str, Any]:
+    """Tiny SD3 text encoders and their tokenizers, keyed like the SD3 pipelines' components.
+
+    Returns ``text_encoder`` and ``text_encoder_2`` (CLIP with projection: hidden size 32, 5 layers, 4 heads,
+    projection 32), ``text_encoder_3`` (T5 encoder: d_model 32, 2 layers, 4 heads), and ``tokenizer``,
+    ``tokenizer_2`` (the tiny CLIP tokenizer) and ``tokenizer_3`` (the tiny T5 tokenizer). The models are in
+    eval mode and their weights depend only on ``seed``.
+    """
+    clip_tokenizer = make_tiny_clip_tokenizer()
+    t5_tokenizer = make_tiny_t5_tokenizer()
+    clip_config = CLIPTextConfig(
+        vocab_size=len(clip_tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        projection_dim=32,
+        max_position_embeddings=_CLIP_MAX_LENGTH,
+        bos_token_id=clip_tokenizer.bos_token_id,
+        eos_token_id=clip_tokenizer.eos_token_id,
+        pad_token_id=clip_tokenizer.pad_token_id,
+    )
+    t5_config = T5Config(
+        vocab_size=len(t5_tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        pad_token_id=t5_tokenizer.pad_token_id,
+        eos_token_id=t5_tokenizer.eos_token_id,
+        decoder_start_token_id=t5_tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModelWithProjection(clip_config).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(clip_config).eval()
+        text_encoder_3 = T5EncoderModel(t5_config).eval()
+    return {
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "text_encoder_3": text_encoder_3,
+        "tokenizer": clip_tokenizer,
+        "tokenizer_2": make_tiny_clip_tokenizer(),
+        "tokenizer_3": t5_tokenizer,
+    }
+
+
+def make_tiny_vae(seed: int = 0) -> AutoencoderKL:
+    """A tiny ``AutoencoderKL`` shaped like SD3's: 16 latent channels, 4 blocks (8x scale factor), SD3's
+    ``shift_factor``/``scaling_factor``, no quant convs. In eval mode; weights depend only on ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            layers_per_block=1,
+            latent_channels=16,
+            norm_num_groups=4,
+            sample_size=32,
+            shift_factor=0.0609,
+            scaling_factor=1.5305,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        )
+    return vae.eval()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from the 256 byte values to printable unicode characters."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping = {byte: chr(byte) for byte in printable}
+    extra = 0
+    for byte in range(256):
+        if byte not in mapping:
+            mapping[byte] = chr(256 + extra)
+            extra += 1
+    return dict(sorted(mapping.items()))
