@@ -1,0 +1,198 @@
+"""Forward latency and peak memory of `DiT4SRTransformer2DModel` (random weights), optionally beside plain SD3.
+
+    python benchmarks/bench_transformer.py --preset sd35-medium --resolution 1024 --batch 2 --dtype bf16
+    python benchmarks/bench_transformer.py --preset tiny --device cpu --iters 20
+
+Prints one line per model and writes the numbers, with the machine and library versions, as JSON under
+`benchmarks/results/`. Timings are medians over `--iters` forwards after `--warmup` forwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import diffusers
+import torch
+from accelerate import init_empty_weights
+from diffusers import SD3Transformer2DModel
+
+from diffusers_dit4sr import DiT4SRTransformer2DModel
+from diffusers_dit4sr.tiny import TINY_TRANSFORMER_CONFIG
+
+PRESETS = {
+    "tiny": TINY_TRANSFORMER_CONFIG,
+    "sd35-medium": {
+        "sample_size": 128,
+        "patch_size": 2,
+        "in_channels": 16,
+        "out_channels": 16,
+        "num_layers": 24,
+        "attention_head_dim": 64,
+        "num_attention_heads": 24,
+        "joint_attention_dim": 4096,
+        "caption_projection_dim": 1536,
+        "pooled_projection_dim": 2048,
+        "pos_embed_max_size": 384,
+        "dual_attention_layers": tuple(range(13)),
+        "qk_norm": "rms_norm",
+    },
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+VAE_SCALE_FACTOR = 8
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def build_model(model_cls, config: dict, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Random-weight model built directly on `device`: std 0.02 keeps activations in range; speed only."""
+    with init_empty_weights():
+        model = model_cls(**config)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.02)
+    # `nn.Module.to`: Diffusers' `ModelMixin.to` warns on every dtype cast of a model without fp32 modules.
+    return torch.nn.Module.to(model, dtype=dtype).eval()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_forward(forward, device: torch.device, warmup: int, iters: int) -> dict:
+    for _ in range(warmup):
+        forward()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        forward()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    result = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "iters": iters}
+    if device.type == "cuda":
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        # Process-wide high-water mark of resident memory (Linux reports KiB).
+        result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return result
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as file:
+        json.dump(payload, file, indent=2)
+    os.replace(file.name, path)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--resolution", type=int, default=1024, help="output image side in pixels")
+    parser.add_argument("--batch", type=int, default=2, help="2 = one image with classifier-free guidance")
+    parser.add_argument("--text-tokens", type=int, default=154, help="77 CLIP + 77 T5 tokens in released training")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--attention-backend", default=None, help="a diffusers attention backend, e.g. _native_cudnn")
+    parser.add_argument("--lr-injection-scale", type=float, default=1.2)
+    parser.add_argument("--baseline-sd3", action="store_true", help="also time plain SD3 with the same config")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--output", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.resolution % (VAE_SCALE_FACTOR * 2):
+        raise SystemExit(f"--resolution must be a multiple of {VAE_SCALE_FACTOR * 2}, got {args.resolution}")
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    config = PRESETS[args.preset]
+    latent_size = args.resolution // VAE_SCALE_FACTOR
+    generator = torch.Generator(device).manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    latents = randn(args.batch, config["in_channels"], latent_size, latent_size)
+    inputs = {
+        "hidden_states": latents,
+        "encoder_hidden_states": randn(args.batch, args.text_tokens, config["joint_attention_dim"]),
+        "pooled_projections": randn(args.batch, config["pooled_projection_dim"]),
+        "timestep": torch.full((args.batch,), 500.0, device=device),
+    }
+    runs = {"dit4sr": (DiT4SRTransformer2DModel, {**inputs, "lr_hidden_states": randn(*latents.shape)})}
+    if args.baseline_sd3:
+        runs["sd3"] = (SD3Transformer2DModel, inputs)
+
+    results = {}
+    for name, (model_cls, model_inputs) in runs.items():
+        model = build_model(model_cls, config, device, dtype)
+        if args.attention_backend:
+            model.set_attention_backend(args.attention_backend)
+        extra = {"lr_injection_scale": args.lr_injection_scale} if name == "dit4sr" else {}
+
+        @torch.inference_mode()
+        def forward(model=model, model_inputs=model_inputs, extra=extra):
+            return model(**model_inputs, **extra, return_dict=False)
+
+        results[name] = time_forward(forward, device, args.warmup, args.iters)
+        results[name]["parameters"] = sum(param.numel() for param in model.parameters())
+        memory = results[name].get("peak_memory_gib", results[name].get("peak_rss_gib"))
+        print(f"{name:>7}: {results[name]['median_s'] * 1e3:9.2f} ms/forward (median of {args.iters}), peak {memory:.2f} GiB")
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if "sd3" in results:
+        results["dit4sr_over_sd3"] = results["dit4sr"]["median_s"] / results["sd3"]["median_s"]
+        print(f"DiT4SR / SD3 time ratio: {results['dit4sr_over_sd3']:.2f}")
+
+    payload = {
+        "benchmark": "transformer_forward",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        "settings": {
+            "preset": args.preset,
+            "resolution": args.resolution,
+            "latent": [latent_size, latent_size],
+            "batch": args.batch,
+            "text_tokens": args.text_tokens,
+            "dtype": args.dtype,
+            "attention_backend": args.attention_backend or "default",
+            "lr_injection_scale": args.lr_injection_scale,
+        },
+        "results": results,
+    }
+    output = args.output or RESULTS_DIR / f"transformer_{args.preset}_{args.resolution}px_b{args.batch}_{args.dtype}_{device.type}.json"
+    write_json_atomically(output, payload)
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
