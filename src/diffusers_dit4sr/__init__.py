@@ -5,7 +5,8 @@ Modules are imported eagerly: `model_index.json` names our classes by module pat
 """
 
 from .models import DiT4SRTransformer2DModel
+from .pipelines import StableDiffusion3SRPipeline, StableDiffusion3SRPipelineOutput
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["DiT4SRTransformer2DModel"]
+__all__ = ["DiT4SRTransformer2DModel", "StableDiffusion3SRPipeline", "StableDiffusion3SRPipelineOutput"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import sentencepiece as spm
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from transformers import (
     CLIPTextConfig,
     CLIPTextModelWithProjection,
@@ -23,12 +23,17 @@ from transformers import (
     T5TokenizerFast,
 )
 
+from .models import DiT4SRTransformer2DModel
+from .pipelines import StableDiffusion3SRPipeline
+
 
 __all__ = [
     "TINY_TRANSFORMER_CONFIG",
     "make_tiny_clip_tokenizer",
+    "make_tiny_pipeline",
     "make_tiny_t5_tokenizer",
     "make_tiny_text_encoders",
+    "make_tiny_transformer",
     "make_tiny_vae",
 ]
 
@@ -211,6 +216,39 @@ def make_tiny_vae(seed: int = 0) -> AutoencoderKL:
             use_post_quant_conv=False,
         )
     return vae.eval()
+
+
+def make_tiny_transformer(seed: int = 0, **dit4sr_options: Any) -> DiT4SRTransformer2DModel:
+    """A tiny ``DiT4SRTransformer2DModel`` (``TINY_TRANSFORMER_CONFIG``) in eval mode.
+
+    Unlike a freshly initialized DiT4SR model, its LR layers are not zero: the LR stream must change the output,
+    or tests could not see it wired wrongly.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = DiT4SRTransformer2DModel(**TINY_TRANSFORMER_CONFIG, **dit4sr_options)
+        with torch.no_grad():
+            for name, param in transformer.named_parameters():
+                if "control" in name:
+                    param.normal_(0.0, 0.05)
+    return transformer.eval()
+
+
+def make_tiny_pipeline(seed: int = 0, with_t5: bool = True) -> StableDiffusion3SRPipeline:
+    """A complete tiny ``StableDiffusion3SRPipeline`` (random weights, SD3.5's scheduler config), built offline.
+
+    It runs a few steps on a CPU in well under a second; images are noise, but shapes, dtypes and control flow are
+    those of the real pipeline. ``with_t5=False`` leaves out the optional T5 encoder and tokenizer.
+    """
+    text_components = make_tiny_text_encoders(seed)
+    if not with_t5:
+        text_components.update(text_encoder_3=None, tokenizer_3=None)
+    return StableDiffusion3SRPipeline(
+        transformer=make_tiny_transformer(seed),
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        vae=make_tiny_vae(seed),
+        **text_components,
+    )
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -1,0 +1,19 @@
+from .pipeline_stable_diffusion_3_sr import (
+    DEFAULT_ADDED_PROMPT,
+    DEFAULT_NEGATIVE_PROMPT,
+    RELEASED_DIT4SR_MODEL,
+    RELEASED_SD3_MODEL,
+    RELEASED_VARIANTS,
+    StableDiffusion3SRPipeline,
+    StableDiffusion3SRPipelineOutput,
+)
+
+__all__ = [
+    "DEFAULT_ADDED_PROMPT",
+    "DEFAULT_NEGATIVE_PROMPT",
+    "RELEASED_DIT4SR_MODEL",
+    "RELEASED_SD3_MODEL",
+    "RELEASED_VARIANTS",
+    "StableDiffusion3SRPipeline",
+    "StableDiffusion3SRPipelineOutput",
+]

@@ -1,0 +1,588 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+"""`StableDiffusion3SRPipeline`: real-world image super-resolution with DiT4SR on Stable Diffusion 3.5."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+from diffusers.loaders import SD3LoraLoaderMixin
+from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
+from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import retrieve_latents
+from diffusers.utils import BaseOutput, replace_example_docstring
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+from ..color import COLOR_FIX_METHODS, apply_color_fix
+from ..image_processing import MAX_OUTPUT_SIDE, ImageInput, SizePlan, pad_to, plan_sizes, resize, to_rgb_tensors
+from ..models import DiT4SRTransformer2DModel
+from ..tiling import blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
+
+DEFAULT_ADDED_PROMPT = (
+    "Cinematic, hyper sharpness, highly detailed, perfect without deformations, camera, hyper detailed photo - "
+    "realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing."
+)
+"""The released positive prompt, appended to every caption."""
+DEFAULT_NEGATIVE_PROMPT = (
+    "motion blur, noisy, dotted, bokeh, pointed, CG Style, 3D render, unreal engine, blurring, dirty, messy, "
+    "worst quality, low quality, frames, watermark, signature, jpeg artifacts, deformed, lowres, chaotic"
+)
+"""The released negative prompt."""
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+RELEASED_SD3_MODEL = "stabilityai/stable-diffusion-3.5-medium"
+"""The base model whose VAE, text encoders and scheduler the released DiT4SR weights were trained with (gated)."""
+RELEASED_DIT4SR_MODEL = "acceptee/DiT4SR"
+"""The repository of the released DiT4SR transformers, one per variant in `dit4sr_{variant}/transformer`."""
+RELEASED_VARIANTS = ("q", "f")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from PIL import Image
+        >>> from diffusers_dit4sr import StableDiffusion3SRPipeline
+
+        >>> pipe = StableDiffusion3SRPipeline.from_pretrained("path/to/dit4sr-pipeline", torch_dtype=torch.bfloat16)
+        >>> pipe.to("cuda")
+        >>> low_res = Image.open("photo.png")
+        >>> image = pipe(image=low_res, prompt="a red brick house by a lake", upscale=4).images[0]
+        >>> image.save("photo_x4.png")
+        ```
+"""
+
+
+@dataclass
+class StableDiffusion3SRPipelineOutput(BaseOutput):
+    """
+    Args:
+        images (`list[PIL.Image.Image]`, `np.ndarray`, `torch.Tensor` or a list of arrays/tensors):
+            The upscaled images: PIL images, a `(B, H, W, 3)` array or a `(B, 3, H, W)` tensor in [0, 1] (a list of
+            them when the images differ in size), or the final latents for `output_type="latent"`.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list[np.ndarray] | list[torch.Tensor]
+
+
+class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
+    r"""
+    Real-world image super-resolution with DiT4SR ([paper](https://huggingface.co/papers/2503.23580)).
+
+    The LR image is bicubic-upscaled to the output size and VAE-encoded; a [`DiT4SRTransformer2DModel`] denoises the
+    output latent from pure noise, conditioned on that LR latent and on a caption, with classifier-free guidance.
+    Large images are denoised in overlapping latent tiles that run through the transformer in batches, and the
+    result is color-corrected against the upscaled LR image.
+
+    Args:
+        transformer ([`DiT4SRTransformer2DModel`]): The DiT4SR transformer.
+        scheduler ([`FlowMatchEulerDiscreteScheduler`]): SD3.5's flow-matching scheduler (shift 3.0).
+        vae ([`AutoencoderKL`]): SD3's VAE (16 latent channels).
+        text_encoder, text_encoder_2 ([`CLIPTextModelWithProjection`]): SD3's CLIP-L and CLIP-G.
+        tokenizer, tokenizer_2 ([`CLIPTokenizer`]): Their tokenizers.
+        text_encoder_3 ([`T5EncoderModel`], *optional*): SD3's T5-XXL; without it the T5 tokens are zeros.
+        tokenizer_3 ([`T5TokenizerFast`], *optional*): Its tokenizer.
+    """
+
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->transformer->vae"
+    _optional_components = ["text_encoder_3", "tokenizer_3"]
+    _callback_tensor_inputs = ["latents", "lr_latents", "prompt_embeds", "pooled_prompt_embeds"]
+
+    # SD3's prompt encoding (two CLIPs + T5), reused as it is.
+    _get_t5_prompt_embeds = StableDiffusion3Pipeline._get_t5_prompt_embeds
+    _get_clip_prompt_embeds = StableDiffusion3Pipeline._get_clip_prompt_embeds
+    encode_prompt = StableDiffusion3Pipeline.encode_prompt
+
+    def __init__(
+        self,
+        transformer: DiT4SRTransformer2DModel,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModelWithProjection,
+        tokenizer: CLIPTokenizer,
+        text_encoder_2: CLIPTextModelWithProjection,
+        tokenizer_2: CLIPTokenizer,
+        text_encoder_3: T5EncoderModel | None = None,
+        tokenizer_3: T5TokenizerFast | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            text_encoder_3=text_encoder_3,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            tokenizer_3=tokenizer_3,
+            transformer=transformer,
+            scheduler=scheduler,
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 8
+        self.tokenizer_max_length = self.tokenizer.model_max_length if self.tokenizer is not None else 77
+
+    @classmethod
+    def from_released(
+        cls,
+        variant: str = "q",
+        sd3_model: str = RELEASED_SD3_MODEL,
+        dit4sr_model: str = RELEASED_DIT4SR_MODEL,
+        torch_dtype: torch.dtype | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> StableDiffusion3SRPipeline:
+        r"""
+        Composes the released DiT4SR pipeline: SD3.5-medium's VAE, text encoders and scheduler with a released
+        DiT4SR transformer. Both are Hub ids or local folders; `stabilityai/stable-diffusion-3.5-medium` is gated
+        (accept its license on the Hub, then `huggingface-cli login` or pass `token`).
+
+        Args:
+            variant (`str`, defaults to `"q"`): Which released transformer, `"q"` or `"f"` (folder
+                `dit4sr_{variant}/transformer` of `dit4sr_model`).
+            sd3_model (`str`): The SD3.5-medium pipeline.
+            dit4sr_model (`str`): The repository or folder with the released transformers.
+            torch_dtype (`torch.dtype`, *optional*): Load every component in this dtype.
+            token, cache_dir, local_files_only: Hub options for both downloads.
+            **kwargs: Passed to [`~DiffusionPipeline.from_pretrained`] of the SD3.5 pipeline.
+        """
+        if variant not in RELEASED_VARIANTS:
+            raise ValueError(f"`variant` must be one of {RELEASED_VARIANTS}, got {variant!r}.")
+        hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        transformer = DiT4SRTransformer2DModel.from_pretrained(
+            dit4sr_model, subfolder=f"dit4sr_{variant}/transformer", torch_dtype=torch_dtype, **hub_options
+        )
+        return cls.from_pretrained(sd3_model, transformer=transformer, torch_dtype=torch_dtype, **hub_options, **kwargs)
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Image sides must be multiples of this (VAE factor x patch size) to map onto whole tokens."""
+        patch_size = self.transformer.config.patch_size if self.transformer is not None else 2
+        return self.vae_scale_factor * patch_size
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1
+
+    @property
+    def joint_attention_kwargs(self) -> dict[str, Any] | None:
+        return self._joint_attention_kwargs
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def enable_vae_tiling(self) -> None:
+        """Encode and decode the VAE in tiles, so large images never need full-size VAE activations at once."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
+
+    def check_inputs(
+        self,
+        num_images: int,
+        prompt: str | list[str] | None,
+        negative_prompt: str | list[str] | None,
+        prompt_embeds: torch.Tensor | None,
+        pooled_prompt_embeds: torch.Tensor | None,
+        negative_prompt_embeds: torch.Tensor | None,
+        negative_pooled_prompt_embeds: torch.Tensor | None,
+        upscale: float,
+        process_size: int,
+        num_inference_steps: int,
+        strength: float,
+        tile_size: int,
+        tile_overlap: int,
+        tile_batch_size: int,
+        color_fix: str | None,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> None:
+        """Raises a `ValueError`/`TypeError` naming the argument for every input the pipeline cannot honour."""
+        if isinstance(upscale, bool) or not isinstance(upscale, (int, float)) or not math.isfinite(upscale):
+            raise TypeError(f"`upscale` must be a finite number, got {upscale!r}.")
+        if upscale <= 0:
+            raise ValueError(f"`upscale` must be positive, got {upscale}.")
+        for name, value, minimum in (
+            ("process_size", process_size, 0),
+            ("num_inference_steps", num_inference_steps, 1),
+            ("tile_batch_size", tile_batch_size, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        if not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be in (0, 1], got {strength}.")
+        multiple = self.pixel_multiple
+        for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value % multiple:
+                raise ValueError(f"`{name}` must be a non-negative multiple of {multiple} pixels, got {value!r}.")
+        if tile_size == 0:
+            raise ValueError("`tile_size` must be positive.")
+        if tile_overlap >= tile_size:
+            raise ValueError(f"`tile_overlap` ({tile_overlap}) must be smaller than `tile_size` ({tile_size}).")
+        max_tile = self.transformer.config.pos_embed_max_size * multiple
+        if tile_size > max_tile:
+            raise ValueError(f"`tile_size` must be at most {max_tile} pixels (the position embedding), got {tile_size}.")
+        if color_fix is not None and color_fix not in COLOR_FIX_METHODS:
+            raise ValueError(f"`color_fix` must be one of {COLOR_FIX_METHODS} or None, got {color_fix!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}, got {unknown}."
+            )
+
+        for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if value is not None and not isinstance(value, (str, list)):
+                raise TypeError(f"`{name}` must be a string, a list of strings or None, got {type(value).__name__}.")
+            if isinstance(value, list) and len(value) != num_images:
+                raise ValueError(f"`{name}` has {len(value)} entries for {num_images} images; pass one per image.")
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("Pass either `prompt` or `prompt_embeds`, not both.")
+        for embeds, pooled, names in (
+            (prompt_embeds, pooled_prompt_embeds, ("prompt_embeds", "pooled_prompt_embeds")),
+            (negative_prompt_embeds, negative_pooled_prompt_embeds, ("negative_prompt_embeds", "negative_pooled_prompt_embeds")),
+        ):
+            if (embeds is None) != (pooled is None):
+                raise ValueError(f"`{names[0]}` and `{names[1]}` must be passed together.")
+            for name, tensor in zip(names, (embeds, pooled)):
+                if tensor is None:
+                    continue
+                if tensor.shape[0] not in (1, num_images):
+                    raise ValueError(f"`{name}` has batch size {tensor.shape[0]} for {num_images} images.")
+                if not torch.isfinite(tensor).all():
+                    raise ValueError(f"`{name}` contains NaN or infinite values.")
+
+    def check_sizes(self, plans: list[SizePlan]) -> None:
+        for plan in plans:
+            if max(plan.output_size) > MAX_OUTPUT_SIDE or max(plan.padded_size) > MAX_OUTPUT_SIDE:
+                raise ValueError(
+                    f"An input of {plan.input_size[1]}x{plan.input_size[0]} px would give a "
+                    f"{plan.output_size[1]}x{plan.output_size[0]} px output; sides above {MAX_OUTPUT_SIDE} px are "
+                    "not supported (lower `upscale`, or upscale in several passes)."
+                )
+
+    def _expand_prompts(self, prompt: str | list[str] | None, added_prompt: str, num_images: int) -> list[str]:
+        """One prompt per image: the caption, then the added (quality) prompt, as the released inference did."""
+        captions = prompt if isinstance(prompt, list) else [prompt or ""] * num_images
+        return [" ".join(part for part in (caption, added_prompt) if part) for caption in captions]
+
+    def _encode_lr(self, lr_image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """VAE latent of an image in [0, 1], scaled and shifted like SD3's training latents."""
+        pixels = (lr_image * 2 - 1).to(device=self._execution_device, dtype=self.vae.dtype)
+        latents = retrieve_latents(self.vae.encode(pixels), generator=generator, sample_mode="sample")
+        return (latents - self.vae.config.shift_factor) * self.vae.config.scaling_factor
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        decoded = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        return (decoded.float() / 2 + 0.5).clamp(0, 1)
+
+    def _timesteps(
+        self, num_inference_steps: int, strength: float, image_seq_len: int, device: torch.device
+    ) -> torch.Tensor:
+        """The scheduler's timesteps, cut short for `strength < 1` as in SD3's img2img pipeline."""
+        scheduler_kwargs = {}
+        if self.scheduler.config.get("use_dynamic_shifting", False):
+            scheduler_kwargs["mu"] = calculate_shift(
+                image_seq_len,
+                self.scheduler.config.get("base_image_seq_len", 256),
+                self.scheduler.config.get("max_image_seq_len", 4096),
+                self.scheduler.config.get("base_shift", 0.5),
+                self.scheduler.config.get("max_shift", 1.16),
+            )
+        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, **scheduler_kwargs)
+        skipped_steps = int(max(num_inference_steps - min(num_inference_steps * strength, num_inference_steps), 0))
+        start = skipped_steps * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start)
+        return timesteps[start:]
+
+    def _predict_velocity(
+        self,
+        latents: torch.Tensor,
+        lr_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        pooled_prompt_embeds: torch.Tensor,
+        tiles: list,
+        tile_weights: torch.Tensor | None,
+        tile_batch_size: int,
+        lr_injection_scale: float,
+    ) -> torch.Tensor:
+        """Guided velocity of the whole latent: tiles run through the transformer in batches, then blend."""
+        if len(tiles) == 1:
+            latent_tiles, lr_tiles = latents, lr_latents
+        else:
+            latent_tiles = split_into_tiles(latents[0], tiles)
+            lr_tiles = split_into_tiles(lr_latents[0], tiles)
+
+        velocities = []
+        for batch_index, start in enumerate(range(0, latent_tiles.shape[0], tile_batch_size)):
+            hidden_states = latent_tiles[start : start + tile_batch_size]
+            lr_hidden_states = lr_tiles[start : start + tile_batch_size]
+            count = hidden_states.shape[0]
+            guidance_copies = 2 if self.do_classifier_free_guidance else 1
+            # Each tile batch keeps its own cache state, so caching hooks compare a tile with itself across steps.
+            with self.transformer.cache_context(f"tiles_{batch_index}"):
+                velocity = self.transformer(
+                    hidden_states=hidden_states.repeat(guidance_copies, 1, 1, 1),
+                    lr_hidden_states=lr_hidden_states.repeat(guidance_copies, 1, 1, 1),
+                    encoder_hidden_states=prompt_embeds.repeat_interleave(count, dim=0),
+                    pooled_projections=pooled_prompt_embeds.repeat_interleave(count, dim=0),
+                    timestep=timestep.expand(guidance_copies * count),
+                    joint_attention_kwargs=self.joint_attention_kwargs,
+                    lr_injection_scale=lr_injection_scale,
+                    return_dict=False,
+                )[0]
+            if self.do_classifier_free_guidance:
+                unconditional, conditional = velocity.chunk(2)
+                velocity = unconditional + self.guidance_scale * (conditional - unconditional)
+            velocities.append(velocity)
+        velocity = torch.cat(velocities)
+
+        if len(tiles) == 1:
+            return velocity
+        return blend_tiles(velocity, tiles, latents.shape[-2], latents.shape[-1], tile_weights)[None]
+
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        image: ImageInput | list[ImageInput],
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = DEFAULT_NEGATIVE_PROMPT,
+        added_prompt: str = DEFAULT_ADDED_PROMPT,
+        prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        max_sequence_length: int = 77,
+        upscale: float = 4.0,
+        process_size: int = 512,
+        num_inference_steps: int = 40,
+        guidance_scale: float = 8.0,
+        strength: float = 1.0,
+        lr_injection_scale: float = 1.2,
+        tile_size: int = 512,
+        tile_overlap: int = 192,
+        tile_batch_size: int = 8,
+        color_fix: str | None = "adain",
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        joint_attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (Diffusers' convention)
+    ) -> StableDiffusion3SRPipelineOutput | tuple:
+        r"""
+        Upscales degraded images.
+
+        Args:
+            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                The low-resolution images: PIL, `(H, W, C)` arrays (uint8 or [0, 1]) or `(C, H, W)` / `(B, C, H, W)`
+                tensors in [0, 1]. Grayscale and RGBA are converted to RGB. Images of a list may differ in size.
+            prompt (`str` or `list[str]`, *optional*):
+                A caption of each image (one string for all, or one per image). Defaults to an empty caption.
+            negative_prompt (`str` or `list[str]`, *optional*): Defaults to the released negative prompt.
+            added_prompt (`str`): Appended to every caption; defaults to the released quality prompt, `""` disables it.
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds (`torch.Tensor`):
+                Precomputed SD3 text embeddings (batch 1 or one per image) instead of `prompt` / `negative_prompt`.
+            max_sequence_length (`int`, defaults to 77): T5 tokens (77 in the released training).
+            upscale (`float`, defaults to 4.0): Any positive factor. The output is exactly
+                `round(W * upscale) x round(H * upscale)`.
+            process_size (`int`, defaults to 512): Outputs whose short side is smaller are processed at a bicubic
+                enlargement with this short side and resized back (the released models saw 512 px crops).
+            num_inference_steps (`int`, defaults to 40): Denoising steps.
+            guidance_scale (`float`, defaults to 8.0): Classifier-free guidance scale; <= 1 disables guidance.
+            strength (`float`, defaults to 1.0): 1.0 starts from pure noise; below 1 the LR latent is noised to this
+                level and only the remaining steps run (img2img style).
+            lr_injection_scale (`float`, defaults to 1.2): Strength of the LR injection (released inference: 1.2).
+            tile_size (`int`, defaults to 512): Side of the square denoising tiles in output pixels (multiple of 16).
+                Images that fit one tile are not tiled.
+            tile_overlap (`int`, defaults to 192): Overlap of neighbouring tiles in output pixels (multiple of 16).
+            tile_batch_size (`int`, defaults to 8): How many tiles go through the transformer together (twice as
+                many rows with guidance). Changes speed and memory, not the result.
+            color_fix (`str`, *optional*, defaults to `"adain"`): `"adain"`, `"wavelet"` or `None`; the correction
+                is made against the bicubic-upscaled LR image.
+            generator (`torch.Generator` or a list, one per image, *optional*): For reproducible noise.
+            latents (`torch.Tensor`, *optional*): Initial noise `(B, 16, h, w)` of the padded latent grid; images must
+                then share one size.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
+            return_dict (`bool`, defaults to `True`): Return a [`StableDiffusion3SRPipelineOutput`] or a tuple.
+            joint_attention_kwargs (`dict`, *optional*): Passed to the attention processors (`"scale"` scales LoRA).
+            callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, timestep, kwargs)` after each
+                step; it may return replacements for the tensors in `kwargs`.
+            callback_on_step_end_tensor_inputs (`list[str]`): Tensors passed to the callback, from
+                `pipe._callback_tensor_inputs`.
+
+        Examples:
+        """
+        images = to_rgb_tensors(image)
+        num_images = len(images)
+        self.check_inputs(
+            num_images,
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            pooled_prompt_embeds,
+            negative_prompt_embeds,
+            negative_pooled_prompt_embeds,
+            upscale,
+            process_size,
+            num_inference_steps,
+            strength,
+            tile_size,
+            tile_overlap,
+            tile_batch_size,
+            color_fix,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        multiple = self.pixel_multiple
+        plans = [plan_sizes(*lr.shape[-2:], upscale, process_size, multiple) for lr in images]
+        self.check_sizes(plans)
+        latent_sizes = {(plan.padded_size[0] // self.vae_scale_factor, plan.padded_size[1] // self.vae_scale_factor) for plan in plans}
+        if latents is not None:
+            expected = (num_images, self.transformer.config.in_channels, *next(iter(latent_sizes)))
+            if len(latent_sizes) > 1 or tuple(latents.shape) != expected:
+                raise ValueError(
+                    f"`latents` must have shape {expected} for these images (one shared latent size), got "
+                    f"{tuple(latents.shape)}."
+                )
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise ValueError(f"`generator` has {len(generator)} generators for {num_images} images.")
+
+        self._guidance_scale = guidance_scale
+        self._joint_attention_kwargs = joint_attention_kwargs
+        self._interrupt = False
+        device = self._execution_device
+
+        lora_scale = (joint_attention_kwargs or {}).get("scale")
+        if prompt_embeds is None:
+            prompt = self._expand_prompts(prompt, added_prompt, num_images)
+        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
+            self.encode_prompt(
+                prompt=prompt,
+                prompt_2=None,
+                prompt_3=None,
+                negative_prompt=negative_prompt,
+                do_classifier_free_guidance=self.do_classifier_free_guidance,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                pooled_prompt_embeds=pooled_prompt_embeds,
+                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+                device=device,
+                max_sequence_length=max_sequence_length,
+                lora_scale=lora_scale,
+            )
+        )
+
+        tile_latents = tile_size // self.vae_scale_factor
+        overlap_latents = tile_overlap // self.vae_scale_factor
+        # Scheduler-dependent (a second-order scheduler takes more steps); the same for every image.
+        num_steps = len(self._timesteps(num_inference_steps, strength, (tile_latents // self.transformer.config.patch_size) ** 2, device))
+        self._num_timesteps = num_steps
+        outputs = []
+        with self.progress_bar(total=num_images * num_steps) as progress_bar:
+            for index, (lr_image, plan) in enumerate(zip(images, plans)):
+                image_generator = generator[index] if isinstance(generator, list) else generator
+                pick = index if prompt_embeds.shape[0] > 1 else 0
+                text = (prompt_embeds[pick : pick + 1], pooled_prompt_embeds[pick : pick + 1])
+                if self.do_classifier_free_guidance:
+                    negative_pick = index if negative_prompt_embeds.shape[0] > 1 else 0
+                    text = (
+                        torch.cat([negative_prompt_embeds[negative_pick : negative_pick + 1], text[0]]),
+                        torch.cat([negative_pooled_prompt_embeds[negative_pick : negative_pick + 1], text[1]]),
+                    )
+
+                upscaled_lr = resize(lr_image[None].to(device), plan.process_size)
+                lr_latents = self._encode_lr(pad_to(upscaled_lr, plan.padded_size), image_generator)
+                lr_latents = lr_latents.to(self.transformer.dtype)
+                latent_height, latent_width = lr_latents.shape[-2:]
+                tiles = plan_tiles(latent_height, latent_width, tile_latents, overlap_latents)
+                tile_weights = gaussian_tile_weights(tiles[0].height, tiles[0].width, device=device)
+
+                image_seq_len = tiles[0].height * tiles[0].width // self.transformer.config.patch_size**2
+                timesteps = self._timesteps(num_inference_steps, strength, image_seq_len, device)
+                noise = latents[index : index + 1] if latents is not None else None
+                if noise is None:
+                    noise = randn_tensor(lr_latents.shape, generator=image_generator, device=device, dtype=lr_latents.dtype)
+                noise = noise.to(device=device, dtype=lr_latents.dtype)
+                image_latents = noise if strength == 1 else self.scheduler.scale_noise(lr_latents, timesteps[:1], noise)
+                if self.transformer.is_cache_enabled:
+                    self.transformer._reset_stateful_cache()
+
+                for step, timestep in enumerate(timesteps):
+                    if self.interrupt:
+                        continue
+                    velocity = self._predict_velocity(
+                        image_latents,
+                        lr_latents,
+                        timestep,
+                        text[0],
+                        text[1],
+                        tiles,
+                        tile_weights,
+                        tile_batch_size,
+                        lr_injection_scale,
+                    )
+                    image_latents = self.scheduler.step(velocity, timestep, image_latents, return_dict=False)[0]
+
+                    if callback_on_step_end is not None:
+                        callback_kwargs = {
+                            "latents": image_latents,
+                            "lr_latents": lr_latents,
+                            "prompt_embeds": text[0],
+                            "pooled_prompt_embeds": text[1],
+                        }
+                        callback_kwargs = {name: callback_kwargs[name] for name in callback_on_step_end_tensor_inputs}
+                        callback_outputs = callback_on_step_end(self, step, timestep, callback_kwargs)
+                        image_latents = callback_outputs.pop("latents", image_latents)
+                        lr_latents = callback_outputs.pop("lr_latents", lr_latents)
+                        text = (
+                            callback_outputs.pop("prompt_embeds", text[0]),
+                            callback_outputs.pop("pooled_prompt_embeds", text[1]),
+                        )
+                    progress_bar.update()
+
+                if output_type == "latent":
+                    outputs.append(image_latents[0])
+                    continue
+                sr_image = self._decode(image_latents)[..., : plan.process_size[0], : plan.process_size[1]]
+                sr_image = apply_color_fix(sr_image, upscaled_lr, color_fix).clamp(0, 1)
+                outputs.append(resize(sr_image, plan.output_size)[0].cpu())
+
+        self.maybe_free_model_hooks()
+        images = self._format_outputs(outputs, output_type)
+        if not return_dict:
+            return (images,)
+        return StableDiffusion3SRPipelineOutput(images=images)
+
+    @staticmethod
+    def _format_outputs(outputs: list[torch.Tensor], output_type: str):
+        """`(3, H, W)` images in [0, 1] (or latents) -> the requested type, stacked when the sizes agree."""
+        if output_type == "pil":
+            return [
+                PIL.Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for image in outputs
+            ]
+        if output_type == "np":
+            outputs = [image.permute(1, 2, 0).float().numpy() for image in outputs]
+            return np.stack(outputs) if len({array.shape for array in outputs}) == 1 else outputs
+        return torch.stack(outputs) if len({tuple(image.shape) for image in outputs}) == 1 else outputs
+

@@ -1,0 +1,351 @@
+"""StableDiffusion3SRPipeline on tiny offline components: sizes, inputs, tiling, prompts, options and errors."""
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import FirstBlockCacheConfig, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+
+from diffusers_dit4sr import StableDiffusion3SRPipeline
+from diffusers_dit4sr.models import DiT4SRTransformerBlock
+from diffusers_dit4sr.pipelines import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
+from diffusers_dit4sr.tiny import make_tiny_pipeline
+
+# MKL's float results depend on memory alignment (e.g. of memory-mapped weights), so results computed along
+# different paths agree to round-off, not bitwise; the same call repeated is bitwise identical.
+ROUND_OFF = {"rtol": 0, "atol": 1e-5}
+
+# Small work: 64 px tiles (8 latents) with 32 px overlap; outputs below 64 px are processed at 64 px.
+FAST = {"num_inference_steps": 2, "process_size": 64, "tile_size": 64, "tile_overlap": 32}
+
+
+@pytest.fixture(scope="module")
+def pipe() -> StableDiffusion3SRPipeline:
+    pipe = make_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def random_image(height: int, width: int, seed: int = 0) -> PIL.Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return PIL.Image.fromarray(pixels)
+
+
+def upscale(pipe, image, seed: int = 0, **kwargs):
+    options = {**FAST, "output_type": "pt", **kwargs}
+    return pipe(image=image, generator=torch.Generator().manual_seed(seed), **options).images
+
+
+class CallSpy:
+    """Records the arguments of every call of `cls.name` while installed."""
+
+    def __init__(self, monkeypatch, cls, name):
+        self.calls = []
+        original = getattr(cls, name)
+
+        def spy(*args, **kwargs):
+            self.calls.append((args, kwargs))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, spy)
+
+
+class TestOutputSize:
+    @pytest.mark.parametrize(
+        "height, width, factor",
+        [(13, 21, 4.0), (16, 16, 4.0), (9, 30, 2.5), (25, 11, 1.0), (40, 24, 0.5), (7, 7, 3.3)],
+    )
+    def test_output_is_exactly_the_rounded_scaled_size(self, pipe, height, width, factor):
+        (image,) = pipe(image=random_image(height, width), upscale=factor, **FAST).images
+        assert image.size == (round(width * factor), round(height * factor))
+
+    def test_large_image_is_tiled_and_keeps_its_size(self, pipe, monkeypatch):
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        (image,) = upscale(pipe, random_image(20, 36), upscale=4.0, num_inference_steps=1, tile_batch_size=4)
+        assert image.shape == (3, 80, 144)
+        # 80 x 144 px -> 10 x 18 latents -> 8-latent tiles with stride 4: 2 x 4 tiles, in 2 batches of 4.
+        assert len(spy.calls) == 2
+        assert all(kwargs["hidden_states"].shape == (8, 16, 8, 8) for _, kwargs in spy.calls)
+
+    def test_image_that_fits_one_tile_is_not_tiled(self, pipe, monkeypatch):
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        upscale(pipe, random_image(12, 14), upscale=4.0, tile_size=128, tile_overlap=32)
+        # 48 x 56 px -> processed at 64 x 75 -> padded 64 x 80 -> one 8 x 10 latent, guidance doubles the batch.
+        assert [kwargs["hidden_states"].shape for _, kwargs in spy.calls] == [(2, 16, 8, 10)] * 2
+
+
+class TestInputs:
+    def test_input_types_give_the_same_image(self, pipe):
+        image = random_image(11, 13)
+        array = np.array(image)
+        tensor = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+        expected = upscale(pipe, image)
+        for variant in (array, array.astype(np.float32) / 255, tensor, tensor[None], [image]):
+            assert torch.equal(upscale(pipe, variant), expected)
+
+    def test_grayscale_and_rgba_become_rgb(self, pipe):
+        gray = random_image(11, 13).convert("L")
+        as_rgb = upscale(pipe, gray.convert("RGB"))
+        assert torch.equal(upscale(pipe, gray), as_rgb)
+        rgba = random_image(11, 13)
+        rgba.putalpha(128)
+        assert torch.equal(upscale(pipe, rgba), upscale(pipe, rgba.convert("RGB")))
+
+    def test_list_of_different_sizes(self, pipe):
+        images = upscale(pipe, [random_image(10, 12), random_image(14, 9)], upscale=2.0)
+        assert isinstance(images, list) and [tuple(image.shape) for image in images] == [(3, 20, 24), (3, 28, 18)]
+
+    def test_generator_seed_and_latents(self, pipe):
+        image = random_image(11, 13)
+        first = upscale(pipe, image, seed=3)
+        assert torch.equal(upscale(pipe, image, seed=3), first)
+        assert not torch.equal(upscale(pipe, image, seed=4), first)
+        # Explicit initial noise replaces the generator's noise; its shape is the padded latent grid.
+        noise = torch.randn(1, 16, 8, 10, generator=torch.Generator().manual_seed(0))
+        with_noise = upscale(pipe, image, seed=3, latents=noise)
+        assert torch.equal(upscale(pipe, image, seed=3, latents=noise.clone()), with_noise)
+        assert not torch.equal(upscale(pipe, image, seed=3, latents=-noise), with_noise)
+        with pytest.raises(ValueError, match=r"`latents` must have shape \(1, 16, 8, 10\)"):
+            upscale(pipe, image, latents=torch.randn(1, 16, 8, 8))
+
+    def test_generator_list_is_per_image(self, pipe):
+        images = [random_image(11, 13, seed=1), random_image(11, 13, seed=2)]
+        generators = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
+        batch = pipe(image=images, generator=generators, output_type="pt", **FAST).images
+        single = pipe(image=images[1], generator=torch.Generator().manual_seed(6), output_type="pt", **FAST).images
+        torch.testing.assert_close(batch[1], single[0], **ROUND_OFF)
+
+
+class TestOutputTypes:
+    def test_types_agree(self, pipe):
+        image = random_image(11, 13)
+        pt = upscale(pipe, image, output_type="pt")
+        array = upscale(pipe, image, output_type="np")
+        (pil,) = upscale(pipe, image, output_type="pil")
+        assert pt.shape == (1, 3, 44, 52) and pt.dtype == torch.float32
+        assert 0 <= pt.min() and pt.max() <= 1
+        assert array.shape == (1, 44, 52, 3) and np.array_equal(array[0], pt[0].permute(1, 2, 0).numpy())
+        assert np.array_equal(np.asarray(pil), (array[0] * 255).round().astype(np.uint8))
+
+    def test_latent_output_and_tuple(self, pipe):
+        image = random_image(11, 13)
+        (latents,) = pipe(image=image, output_type="latent", return_dict=False, **FAST)
+        # 44 x 52 px output -> processed at 64 x 76 -> padded to 64 x 80 -> 8 x 10 latents.
+        assert latents.shape == (1, 16, 8, 10)
+
+
+class TestTiling:
+    def test_batched_tiles_equal_one_at_a_time(self, pipe):
+        image = random_image(20, 36)
+        batched = upscale(pipe, image, tile_batch_size=8)
+        one_by_one = upscale(pipe, image, tile_batch_size=1)
+        torch.testing.assert_close(batched, one_by_one, rtol=0, atol=1e-5)
+
+    def test_tile_size_changes_tiling_not_size(self, pipe):
+        image = random_image(20, 36)
+        tiled = upscale(pipe, image, tile_size=64)
+        untiled = upscale(pipe, image, tile_size=256)
+        assert tiled.shape == untiled.shape
+        assert not torch.equal(tiled, untiled)
+
+
+class TestPrompts:
+    def test_prompts_are_captions_plus_added_prompt(self, pipe, monkeypatch):
+        spy = CallSpy(monkeypatch, StableDiffusion3SRPipeline, "encode_prompt")
+        upscale(pipe, [random_image(11, 13), random_image(11, 13)], prompt=["a cat", "a dog"])
+        upscale(pipe, random_image(11, 13), prompt="a cat", added_prompt="")
+        upscale(pipe, random_image(11, 13))
+        prompts = [kwargs["prompt"] for _, kwargs in spy.calls]
+        assert prompts == [
+            [f"a cat {DEFAULT_ADDED_PROMPT}", f"a dog {DEFAULT_ADDED_PROMPT}"],
+            ["a cat"],
+            [DEFAULT_ADDED_PROMPT],
+        ]
+        assert spy.calls[0][1]["negative_prompt"] == DEFAULT_NEGATIVE_PROMPT
+        assert spy.calls[0][1]["max_sequence_length"] == 77
+
+    def test_text_is_encoded_once_per_call(self, pipe, monkeypatch):
+        spy = CallSpy(monkeypatch, type(pipe.text_encoder), "forward")
+        upscale(pipe, [random_image(20, 36), random_image(20, 36)], num_inference_steps=3, tile_batch_size=1)
+        # Two CLIP encoders, each once for the prompts and once for the negative prompts.
+        assert len(spy.calls) == 4
+
+    def test_precomputed_embeddings_match_prompt(self, pipe):
+        image = random_image(11, 13)
+        from_prompt = upscale(pipe, image, prompt="a cat")
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=f"a cat {DEFAULT_ADDED_PROMPT}",
+            prompt_2=None,
+            prompt_3=None,
+            negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+            max_sequence_length=77,
+        )
+        from_embeds = upscale(
+            pipe,
+            image,
+            prompt_embeds=embeds,
+            pooled_prompt_embeds=pooled,
+            negative_prompt_embeds=negative,
+            negative_pooled_prompt_embeds=negative_pooled,
+        )
+        torch.testing.assert_close(from_embeds, from_prompt, **ROUND_OFF)
+
+    def test_prompt_changes_result(self, pipe):
+        image = random_image(11, 13)
+        assert not torch.equal(upscale(pipe, image, prompt="a cat"), upscale(pipe, image, prompt="a dog"))
+
+    def test_without_t5(self):
+        pipe = make_tiny_pipeline(with_t5=False)
+        pipe.set_progress_bar_config(disable=True)
+        (image,) = upscale(pipe, random_image(11, 13))
+        assert image.shape == (3, 44, 52) and torch.isfinite(image).all()
+
+
+class TestOptions:
+    def test_strength_starts_from_the_noised_lr_latent(self, pipe, monkeypatch):
+        image = random_image(11, 13)
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        partial = upscale(pipe, image, num_inference_steps=4, strength=0.5)
+        assert len(spy.calls) == 2
+        assert spy.calls[0][1]["timestep"][0] < 1000 * 0.9
+        assert not torch.equal(partial, upscale(pipe, image, num_inference_steps=4))
+
+    def test_guidance_scale_one_disables_guidance(self, pipe, monkeypatch):
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        upscale(pipe, random_image(11, 13), guidance_scale=1.0, num_inference_steps=1)
+        upscale(pipe, random_image(11, 13), guidance_scale=8.0, num_inference_steps=1)
+        # Two tiles per transformer call; guidance adds the unconditional copies.
+        assert [kwargs["hidden_states"].shape[0] for _, kwargs in spy.calls] == [2, 4]
+
+    def test_adain_color_fix_matches_lr_statistics(self, pipe):
+        image = random_image(16, 16)
+        reference = torch.nn.functional.interpolate(
+            torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255, size=(64, 64), mode="bicubic"
+        ).clamp(0, 1)
+        fixed = upscale(pipe, image, color_fix="adain")
+        raw = upscale(pipe, image, color_fix=None)
+        mean_error = (fixed.mean(dim=(-2, -1)) - reference.mean(dim=(-2, -1))).abs().max()
+        raw_error = (raw.mean(dim=(-2, -1)) - reference.mean(dim=(-2, -1))).abs().max()
+        assert mean_error < 0.02 < raw_error
+
+    def test_lr_injection_scale_changes_result(self, pipe):
+        image = random_image(11, 13)
+        assert not torch.equal(upscale(pipe, image), upscale(pipe, image, lr_injection_scale=1.0))
+
+    def test_callback_and_interrupt(self, pipe):
+        seen = []
+
+        def callback(pipeline, step, timestep, tensors):
+            seen.append((step, tuple(tensors)))
+            if step == 1:
+                pipeline._interrupt = True
+            return {"latents": tensors["latents"] * 0}
+
+        upscale(
+            pipe,
+            random_image(11, 13),
+            num_inference_steps=4,
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents", "lr_latents"],
+        )
+        assert seen == [(0, ("latents", "lr_latents")), (1, ("latents", "lr_latents"))]
+
+    def test_first_block_cache_reduces_computed_blocks(self, pipe, monkeypatch):
+        image = random_image(20, 36)
+        spy = CallSpy(monkeypatch, DiT4SRTransformerBlock, "forward")
+        upscale(pipe, image, num_inference_steps=4)
+        uncached = len(spy.calls)
+        spy.calls.clear()
+        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=1e6))
+        try:
+            cached = upscale(pipe, image, num_inference_steps=4)
+        finally:
+            pipe.transformer.disable_cache()
+        assert torch.isfinite(cached).all()
+        num_layers = pipe.transformer.config.num_layers
+        # Each tile batch has its own cache: full first step, then only its first block.
+        assert len(spy.calls) == uncached // 4 + 3 * uncached // 4 // num_layers
+
+    def test_vae_tiling(self, pipe):
+        image = random_image(30, 30)
+        plain = upscale(pipe, image, upscale=2.0)
+        pipe.enable_vae_tiling()
+        try:
+            assert pipe.vae.use_tiling
+            tiled = upscale(pipe, image, upscale=2.0)
+        finally:
+            pipe.disable_vae_tiling()
+        assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
+
+    @pytest.mark.parametrize("scheduler_cls", [FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler])
+    def test_flow_matching_schedulers(self, scheduler_cls):
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        (image,) = upscale(pipe, random_image(11, 13))
+        assert image.shape == (3, 44, 52) and torch.isfinite(image).all()
+
+    def test_cpu_offload_sequence_names_components(self, pipe):
+        assert set(pipe.model_cpu_offload_seq.split("->")) <= set(pipe.components)
+
+
+class TestSaveLoad:
+    def test_round_trip_gives_identical_images(self, pipe, tmp_path):
+        pipe.save_pretrained(tmp_path)
+        index = json.loads((tmp_path / "model_index.json").read_text())
+        assert index["_class_name"] == "StableDiffusion3SRPipeline"
+        assert index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
+        loaded = StableDiffusion3SRPipeline.from_pretrained(tmp_path)
+        loaded.set_progress_bar_config(disable=True)
+        for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+            expected, actual = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+            assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
+        assert isinstance(loaded.scheduler, FlowMatchEulerDiscreteScheduler) and loaded.scheduler.config.shift == 3.0
+        image = random_image(11, 13)
+        torch.testing.assert_close(upscale(loaded, image), upscale(pipe, image), **ROUND_OFF)
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"upscale": 0}, "upscale"),
+            ({"upscale": -2.0}, "upscale"),
+            ({"upscale": float("nan")}, "upscale"),
+            ({"num_inference_steps": 0}, "num_inference_steps"),
+            ({"strength": 0.0}, "strength"),
+            ({"strength": 1.5}, "strength"),
+            ({"tile_overlap": 64}, "tile_overlap"),
+            ({"tile_size": 50}, "tile_size"),
+            ({"tile_overlap": 20}, "tile_overlap"),
+            ({"tile_batch_size": 0}, "tile_batch_size"),
+            ({"color_fix": "histogram"}, "color_fix"),
+            ({"output_type": "jpg"}, "output_type"),
+            ({"prompt": ["a", "b"]}, "prompt"),
+            ({"negative_prompt": ["a", "b"]}, "negative_prompt"),
+            ({"upscale": 2000.0}, "16384"),
+            ({"callback_on_step_end_tensor_inputs": ["noise"]}, "callback_on_step_end_tensor_inputs"),
+            ({"prompt_embeds": torch.zeros(1, 154, 32)}, "pooled_prompt_embeds"),
+        ],
+    )
+    def test_bad_arguments(self, pipe, kwargs, match):
+        with pytest.raises((ValueError, TypeError), match=match):
+            pipe(image=random_image(11, 13), **{**FAST, **kwargs})
+
+    @pytest.mark.parametrize(
+        "image, match",
+        [
+            ([], "empty list"),
+            (np.zeros((0, 5, 3), dtype=np.uint8), "empty"),
+            (torch.full((3, 8, 8), float("nan")), "NaN"),
+            (torch.full((3, 8, 8), 2.0), r"\[0, 1\]"),
+            (torch.rand(2, 8, 8), "channels"),
+            (torch.randint(0, 255, (3, 8, 8)), "floating point"),
+            ("photo.png", "PIL image"),
+        ],
+    )
+    def test_bad_images(self, pipe, image, match):
+        with pytest.raises((ValueError, TypeError), match=match):
+            pipe(image=image, **FAST)
