@@ -1,0 +1,38 @@
+"""Training-data synthesis: the Real-ESRGAN second-order degradation DiT4SR was trained with."""
+
+from .config import RESIZE_MODES, DegradationConfig
+from .degradation import RealESRGANDegradation
+from .filtering import filter2d, reflect_pad, separable_filter
+from .jpeg import jpeg_compress, quantization_tables
+from .kernels import (
+    KERNEL_TYPES,
+    generalized_gaussian_kernels,
+    plateau_kernels,
+    random_mixed_kernels,
+    random_sinc_kernels,
+    sinc_kernels,
+)
+from .noise import gaussian_noise, poisson_noise
+from .sharpen import gaussian_kernel_1d, unsharp_mask
+
+
+__all__ = [
+    "KERNEL_TYPES",
+    "RESIZE_MODES",
+    "DegradationConfig",
+    "RealESRGANDegradation",
+    "filter2d",
+    "gaussian_kernel_1d",
+    "gaussian_noise",
+    "generalized_gaussian_kernels",
+    "jpeg_compress",
+    "plateau_kernels",
+    "poisson_noise",
+    "quantization_tables",
+    "random_mixed_kernels",
+    "random_sinc_kernels",
+    "reflect_pad",
+    "separable_filter",
+    "sinc_kernels",
+    "unsharp_mask",
+]
