@@ -6,7 +6,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import FirstBlockCacheConfig, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+from diffusers import (
+    FirstBlockCacheConfig,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
+    FlowMatchLCMScheduler,
+    UniPCMultistepScheduler,
+)
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline
 from diffusers_dit4sr.models import DiT4SRTransformerBlock
@@ -279,13 +285,24 @@ class TestOptions:
             pipe.disable_vae_tiling()
         assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
 
-    @pytest.mark.parametrize("scheduler_cls", [FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler])
-    def test_flow_matching_schedulers(self, scheduler_cls):
+    @pytest.mark.parametrize("scheduler_cls", [FlowMatchHeunDiscreteScheduler, FlowMatchLCMScheduler])
+    def test_other_flow_matching_schedulers(self, scheduler_cls, monkeypatch):
         pipe = make_tiny_pipeline()
         pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
-        (image,) = upscale(pipe, random_image(11, 13))
-        assert image.shape == (3, 44, 52) and torch.isfinite(image).all()
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        (image,) = upscale(pipe, random_image(12, 14), tile_size=128, num_inference_steps=3)
+        assert image.shape == (3, 48, 56) and torch.isfinite(image).all()
+        # Heun evaluates the model twice per step but once on the last: 2 * 3 - 1 calls.
+        assert len(spy.calls) == (5 if scheduler_cls is FlowMatchHeunDiscreteScheduler else 3)
+        (partial,) = upscale(pipe, random_image(12, 14), tile_size=128, strength=0.5)
+        assert torch.isfinite(partial).all()
+
+    def test_strength_needs_scale_noise(self):
+        pipe = make_tiny_pipeline()
+        pipe.scheduler = UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
+        with pytest.raises(ValueError, match="scale_noise"):
+            upscale(pipe, random_image(11, 13), strength=0.5)
 
     def test_cpu_offload_sequence_names_components(self, pipe):
         assert set(pipe.model_cpu_offload_seq.split("->")) <= set(pipe.components)

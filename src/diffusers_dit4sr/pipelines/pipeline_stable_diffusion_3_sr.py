@@ -225,6 +225,11 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if not 0 < strength <= 1:
             raise ValueError(f"`strength` must be in (0, 1], got {strength}.")
+        if strength < 1 and not hasattr(self.scheduler, "scale_noise"):
+            raise ValueError(
+                f"`strength` < 1 noises the LR latent with the scheduler's `scale_noise`, which "
+                f"{type(self.scheduler).__name__} lacks; use a FlowMatch* scheduler or `strength=1`."
+            )
         multiple = self.pixel_multiple
         for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value % multiple:
