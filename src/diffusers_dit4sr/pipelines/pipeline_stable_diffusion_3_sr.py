@@ -20,6 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from ..color import COLOR_FIX_METHODS, apply_color_fix
+from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, push_pipeline_to_hub
 from ..image_processing import MAX_OUTPUT_SIDE, ImageInput, SizePlan, pad_to, plan_sizes, resize, to_rgb_tensors
 from ..models import DiT4SRTransformer2DModel
 from ..tiling import blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
@@ -35,11 +36,6 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 """The released negative prompt."""
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-RELEASED_SD3_MODEL = "stabilityai/stable-diffusion-3.5-medium"
-"""The base model whose VAE, text encoders and scheduler the released DiT4SR weights were trained with (gated)."""
-RELEASED_DIT4SR_MODEL = "acceptee/DiT4SR"
-"""The repository of the released DiT4SR transformers, one per variant in `dit4sr_{variant}/transformer`."""
-RELEASED_VARIANTS = ("q", "f")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -48,7 +44,7 @@ EXAMPLE_DOC_STRING = """
         >>> from PIL import Image
         >>> from diffusers_dit4sr import StableDiffusion3SRPipeline
 
-        >>> pipe = StableDiffusion3SRPipeline.from_pretrained("path/to/dit4sr-pipeline", torch_dtype=torch.bfloat16)
+        >>> pipe = StableDiffusion3SRPipeline.from_pretrained("path/to/dit4sr-pipeline", dtype=torch.bfloat16)
         >>> pipe.to("cuda")
         >>> low_res = Image.open("photo.png")
         >>> image = pipe(image=low_res, prompt="a red brick house by a lake", upscale=4).images[0]
@@ -130,7 +126,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         variant: str = "q",
         sd3_model: str = RELEASED_SD3_MODEL,
         dit4sr_model: str = RELEASED_DIT4SR_MODEL,
-        torch_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
         token: str | bool | None = None,
         cache_dir: str | None = None,
         local_files_only: bool = False,
@@ -146,7 +142,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 `dit4sr_{variant}/transformer` of `dit4sr_model`).
             sd3_model (`str`): The SD3.5-medium pipeline.
             dit4sr_model (`str`): The repository or folder with the released transformers.
-            torch_dtype (`torch.dtype`, *optional*): Load every component in this dtype.
+            dtype (`torch.dtype`, *optional*): Load every component in this dtype.
             token, cache_dir, local_files_only: Hub options for both downloads.
             **kwargs: Passed to [`~DiffusionPipeline.from_pretrained`] of the SD3.5 pipeline.
         """
@@ -154,9 +150,25 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             raise ValueError(f"`variant` must be one of {RELEASED_VARIANTS}, got {variant!r}.")
         hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
         transformer = DiT4SRTransformer2DModel.from_pretrained(
-            dit4sr_model, subfolder=f"dit4sr_{variant}/transformer", torch_dtype=torch_dtype, **hub_options
+            dit4sr_model, subfolder=f"dit4sr_{variant}/transformer", dtype=dtype, **hub_options
         )
-        return cls.from_pretrained(sd3_model, transformer=transformer, torch_dtype=torch_dtype, **hub_options, **kwargs)
+        return cls.from_pretrained(sd3_model, transformer=transformer, dtype=dtype, **hub_options, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        r"""
+        Uploads the pipeline to the Hub with a model card that shows how to load it with this library (Diffusers'
+        generic card points to `DiffusionPipeline.from_pretrained`, which cannot find this class).
+
+        Args:
+            repo_id (`str`): The repository, `namespace/name`; created if it does not exist.
+            **kwargs: `commit_message`, `private`, `token`, `create_pr`, `safe_serialization`, `variant` and
+                `model_card` (a `huggingface_hub.ModelCard`; defaults to [`~diffusers_dit4sr.hub.make_model_card`]
+                for `repo_id`). See [`~diffusers_dit4sr.hub.push_pipeline_to_hub`].
+
+        Returns:
+            The commit information (a `str` holding the commit URL).
+        """
+        return push_pipeline_to_hub(self, repo_id, **kwargs)
 
     @property
     def pixel_multiple(self) -> int:

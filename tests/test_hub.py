@@ -1,0 +1,140 @@
+"""The model card and `push_pipeline_to_hub`, with the Hub calls replaced (no network)."""
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from diffusers_dit4sr import StableDiffusion3SRPipeline, hub
+from diffusers_dit4sr.hub import (
+    RELEASED_DIT4SR_MODEL,
+    RELEASED_SD3_MODEL,
+    SD35_LICENSE_URL,
+    make_model_card,
+    push_pipeline_to_hub,
+)
+from diffusers_dit4sr.tiny import make_tiny_pipeline
+
+REPO_ID = "someone/dit4sr-q-diffusers"
+PAPER_URL = "https://huggingface.co/papers/2503.23580"
+COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+@pytest.fixture(scope="module")
+def pipe() -> StableDiffusion3SRPipeline:
+    return make_tiny_pipeline(seed=0)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """Replaces `create_repo` and `_upload_folder`; records their arguments and copies the uploaded folder."""
+    calls = SimpleNamespace(create_repo=None, upload=None, uploaded=tmp_path / "uploaded")
+
+    def create_repo(repo_id, **kwargs):
+        calls.create_repo = {"repo_id": repo_id, **kwargs}
+        # The Hub resolves a bare name into the caller's namespace.
+        return SimpleNamespace(repo_id=repo_id if "/" in repo_id else f"someone/{repo_id}")
+
+    def upload_folder(self, working_dir, repo_id, **kwargs):
+        # The temporary folder disappears when push_pipeline_to_hub returns: keep a copy.
+        shutil.copytree(working_dir, calls.uploaded)
+        calls.upload = {"pipeline": self, "repo_id": repo_id, **kwargs}
+        return f"https://huggingface.co/{repo_id}/commit/0123abcd"
+
+    monkeypatch.setattr(hub, "create_repo", create_repo)
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "_upload_folder", upload_folder)
+    return calls
+
+
+class TestModelCard:
+    def test_metadata(self):
+        card = make_model_card(REPO_ID, dit4sr_variant="q")
+        data = card.data
+        assert data.library_name == "diffusers"
+        assert data.pipeline_tag == "image-to-image"
+        assert data.base_model == RELEASED_SD3_MODEL
+        assert data.license == "other"
+        assert data.license_name == "stabilityai-ai-community"
+        assert data.license_link == SD35_LICENSE_URL
+        assert {"diffusers", "super-resolution", "dit4sr", "stable-diffusion-3.5", "dit4sr-q"} <= set(data.tags)
+        # The card is valid YAML + markdown: it parses back to the same metadata.
+        assert ModelCard(str(card)).data.to_dict() == data.to_dict()
+
+    def test_body(self):
+        text = make_model_card(REPO_ID, dit4sr_variant="q").text
+        assert "pip install diffusers-dit4sr" in text
+        assert "from diffusers_dit4sr import StableDiffusion3SRPipeline" in text
+        assert f'StableDiffusion3SRPipeline.from_pretrained("{REPO_ID}", dtype=torch.bfloat16)' in text
+        assert "pipe(image=" in text and "prompt=" in text
+        assert f"dit4sr-upscale photo.png --model {REPO_ID}" in text
+        assert PAPER_URL in text and "ICCV 2025" in text
+        assert "@inproceedings{duan2025dit4sr" in text
+        assert "Stability AI Community License" in text and SD35_LICENSE_URL in text
+        assert "see the original repository" in text
+        assert f"`dit4sr_q` transformer of [{RELEASED_DIT4SR_MODEL}]" in text
+
+    def test_options(self):
+        card = make_model_card("me/my-sr", base_model="me/my-base", description="My fine-tuned DiT4SR.")
+        assert card.data.base_model == "me/my-base"
+        assert not any(tag.startswith("dit4sr-") for tag in card.data.tags)
+        assert "My fine-tuned DiT4SR." in card.text
+        assert "released `dit4sr_" not in card.text
+        with pytest.raises(ValueError, match="dit4sr_variant"):
+            make_model_card(REPO_ID, dit4sr_variant="x")
+
+
+class TestPushPipelineToHub:
+    def test_uploads_a_complete_pipeline_with_our_card(self, pipe, fake_hub):
+        card = make_model_card(REPO_ID, dit4sr_variant="q")
+        result = push_pipeline_to_hub(
+            pipe, REPO_ID, commit_message="Add DiT4SR", private=True, token="hf_test", create_pr=True, model_card=card
+        )
+
+        assert result == f"https://huggingface.co/{REPO_ID}/commit/0123abcd"
+        assert fake_hub.create_repo == {"repo_id": REPO_ID, "private": True, "token": "hf_test", "exist_ok": True}
+        upload = fake_hub.upload
+        assert upload["pipeline"] is pipe and upload["repo_id"] == REPO_ID
+        assert (upload["token"], upload["commit_message"], upload["create_pr"]) == ("hf_test", "Add DiT4SR", True)
+
+        folder: Path = fake_hub.uploaded
+        model_index = json.loads((folder / "model_index.json").read_text())
+        assert model_index["_class_name"] == "StableDiffusion3SRPipeline"
+        assert model_index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
+        for component in (*COMPONENTS, "scheduler", "tokenizer", "tokenizer_2", "tokenizer_3"):
+            assert (folder / component).is_dir(), component
+        for component in COMPONENTS:
+            assert list((folder / component).glob("*.safetensors")), component
+        assert not list(folder.rglob("*.bin"))
+        assert (folder / "README.md").read_text(encoding="utf-8") == str(card)
+
+        transformer_weights = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+        expected = pipe.transformer.state_dict()
+        assert transformer_weights.keys() == expected.keys()
+        assert all(torch.equal(transformer_weights[name], expected[name]) for name in expected)
+
+    def test_default_card_names_the_created_repository(self, pipe, fake_hub):
+        push_pipeline_to_hub(pipe, "dit4sr-mine")
+        assert fake_hub.upload["repo_id"] == "someone/dit4sr-mine"
+        assert fake_hub.upload["commit_message"] is None and fake_hub.upload["create_pr"] is False
+        readme = (fake_hub.uploaded / "README.md").read_text(encoding="utf-8")
+        assert 'from_pretrained("someone/dit4sr-mine"' in readme
+        assert "--model someone/dit4sr-mine" in readme
+
+    def test_variant_names_the_weight_files(self, pipe, fake_hub):
+        push_pipeline_to_hub(pipe, REPO_ID, variant="fp32")
+        assert (fake_hub.uploaded / "transformer" / "diffusion_pytorch_model.fp32.safetensors").is_file()
+
+    def test_pipeline_push_to_hub_uses_our_card(self, pipe, fake_hub):
+        url = pipe.push_to_hub("you/dit4sr-pushed", commit_message="upload", token="secret")
+        assert url == "https://huggingface.co/you/dit4sr-pushed/commit/0123abcd"
+        assert fake_hub.create_repo["token"] == "secret"
+        assert fake_hub.upload["commit_message"] == "upload" and fake_hub.upload["token"] == "secret"
+        readme = (fake_hub.uploaded / "README.md").read_text(encoding="utf-8")
+        assert readme == str(make_model_card("you/dit4sr-pushed"))
+        index = json.loads((fake_hub.uploaded / "model_index.json").read_text())
+        assert index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
