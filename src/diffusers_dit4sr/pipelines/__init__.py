@@ -1,9 +1,6 @@
 from .pipeline_stable_diffusion_3_sr import (
     DEFAULT_ADDED_PROMPT,
     DEFAULT_NEGATIVE_PROMPT,
-    RELEASED_DIT4SR_MODEL,
-    RELEASED_SD3_MODEL,
-    RELEASED_VARIANTS,
     StableDiffusion3SRPipeline,
     StableDiffusion3SRPipelineOutput,
 )
@@ -11,9 +8,6 @@ from .pipeline_stable_diffusion_3_sr import (
 __all__ = [
     "DEFAULT_ADDED_PROMPT",
     "DEFAULT_NEGATIVE_PROMPT",
-    "RELEASED_DIT4SR_MODEL",
-    "RELEASED_SD3_MODEL",
-    "RELEASED_VARIANTS",
     "StableDiffusion3SRPipeline",
     "StableDiffusion3SRPipelineOutput",
 ]

@@ -135,7 +135,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         r"""
         Composes the released DiT4SR pipeline: SD3.5-medium's VAE, text encoders and scheduler with a released
         DiT4SR transformer. Both are Hub ids or local folders; `stabilityai/stable-diffusion-3.5-medium` is gated
-        (accept its license on the Hub, then `huggingface-cli login` or pass `token`).
+        (accept its license on the Hub, then `hf auth login` or pass `token`).
 
         Args:
             variant (`str`, defaults to `"q"`): Which released transformer, `"q"` or `"f"` (folder

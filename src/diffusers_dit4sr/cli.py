@@ -1,0 +1,534 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+"""`dit4sr-upscale`: upscale image files with a DiT4SR pipeline from the command line.
+
+Every input image is read (EXIF orientation applied), upscaled on its own with the same seed (so a result does not
+depend on which other images were passed) and written atomically. Bad inputs and per-image failures are reported
+and skipped; the exit code says whether anything failed. See `docs/cli.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import diffusers.utils.logging
+import PIL.Image
+import PIL.ImageOps
+import torch
+import transformers.utils.logging
+from huggingface_hub.errors import EntryNotFoundError
+from tqdm import tqdm
+
+from .hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
+from .pipelines import StableDiffusion3SRPipeline
+
+PROG = "dit4sr-upscale"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+"""Files with these extensions (any case) are picked up from folders and globs, and name an output *file* in `-o`."""
+DEFAULT_OUTPUT_DIR = "dit4sr_outputs"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+COLOR_FIXES = ("adain", "wavelet", "none")
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+"""Lossy formats get a high quality: PIL's default JPEG quality (75) would blur away the restored detail."""
+LOGIN_HINT = (
+    f"{RELEASED_SD3_MODEL} is gated: accept its license on https://huggingface.co/{RELEASED_SD3_MODEL}, "
+    "then log in with `hf auth login` (formerly `huggingface-cli login`)"
+)
+LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError)
+"""What loading raises for a missing folder, no network, no login or no access (Hub HTTP errors are `OSError`s)."""
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command line that cannot run: reported like argparse's own errors, with exit code 2."""
+
+
+class JobError(Exception):
+    """One image could not be read, upscaled or written: reported, and the other images go on."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to upscale: where it is read from and where its result goes."""
+
+    source: Path
+    target: Path
+
+
+def _report(message: str) -> None:
+    """A line on stderr that does not break the progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `dit4sr-upscale`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Upscale photos with DiT4SR (real-world super-resolution on Stable Diffusion 3.5). Without --model, the "
+            f"released weights are used: {RELEASED_DIT4SR_MODEL} on top of {RELEASED_SD3_MODEL}. {LOGIN_HINT}."
+        ),
+        epilog="Exit codes: 0 all done, 1 some image or the model failed, 2 bad command line. More: docs/cli.md.",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help=f"image files, folders (the images directly inside: {' '.join(IMAGE_EXTENSIONS)}) or glob patterns",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help=(
+            f"output folder, created if needed (default: ./{DEFAULT_OUTPUT_DIR}/, one <name>.png per input); with a "
+            "single input image, also a file path whose extension picks the format"
+        ),
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        metavar="ID_OR_PATH",
+        help="a folder written by `save_pretrained` (or the Hub id of such a pipeline) instead of the released weights",
+    )
+    model.add_argument(
+        "--variant", choices=RELEASED_VARIANTS, help="which released DiT4SR model, without --model (default: q)"
+    )
+    model.add_argument(
+        "--dtype", choices=tuple(DTYPES), help="precision of the weights (default: bf16 on a GPU, fp32 on the CPU)"
+    )
+    model.add_argument(
+        "--device",
+        metavar="DEVICE",
+        default="auto",
+        help="'auto' (cuda, else mps, else cpu) or a torch device (default: %(default)s)",
+    )
+    model.add_argument(
+        "--cpu-offload",
+        action="store_true",
+        help="keep the models in CPU memory and move each to the GPU only while it runs (for ~12 GB GPUs)",
+    )
+
+    upscaling = parser.add_argument_group("upscaling")
+    upscaling.add_argument(
+        "--scale",
+        metavar="X",
+        type=_positive_float,
+        default=4.0,
+        help="upscaling factor, any positive number (default: 4)",
+    )
+    upscaling.add_argument(
+        "--steps", metavar="N", type=_positive_int, default=40, help="denoising steps (default: %(default)s)"
+    )
+    upscaling.add_argument(
+        "--guidance",
+        metavar="G",
+        type=float,
+        default=8.0,
+        help="classifier-free guidance scale, <= 1 turns it off (default: 8)",
+    )
+    upscaling.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        default=0,
+        help="seed of the noise, the same for every image (default: %(default)s)",
+    )
+    captions = upscaling.add_mutually_exclusive_group()
+    captions.add_argument("--prompt", metavar="TEXT", help="caption for every image (default: no caption)")
+    captions.add_argument(
+        "--captions-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder with a <name>.txt caption per image; a missing file means no caption",
+    )
+    upscaling.add_argument(
+        "--color-fix",
+        choices=COLOR_FIXES,
+        default="adain",
+        help="color correction against the input image (default: %(default)s)",
+    )
+    upscaling.add_argument(
+        "--process-size",
+        type=_non_negative_int,
+        metavar="PX",
+        default=512,
+        help=(
+            "outputs with a smaller short side are processed at this short side and resized back; the released "
+            "models saw 512 px crops (default: %(default)s)"
+        ),
+    )
+
+    memory = parser.add_argument_group("speed and memory")
+    memory.add_argument(
+        "--tile-size",
+        metavar="PX",
+        type=_positive_int,
+        default=512,
+        help="denoising tile side, output px (default: %(default)s)",
+    )
+    memory.add_argument(
+        "--tile-overlap",
+        metavar="PX",
+        type=_non_negative_int,
+        default=192,
+        help="tile overlap, output px (default: %(default)s)",
+    )
+    memory.add_argument(
+        "--tile-batch-size",
+        type=_positive_int,
+        metavar="N",
+        default=8,
+        help="tiles run through the transformer at once; lower saves GPU memory (default: %(default)s)",
+    )
+
+    behaviour = parser.add_argument_group("behaviour")
+    behaviour.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping")
+    behaviour.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or per-file lines; warnings, errors, summary still print",
+    )
+    behaviour.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def find_images(inputs: list[str]) -> list[Path]:
+    """Files, images inside folders (sorted) and glob matches (sorted), in argument order, without duplicates."""
+    images = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(child for child in path.iterdir() if child.is_file() and _is_image_name(child))
+        elif any(char in text for char in "*?["):
+            # Expanded here too, for shells that pass patterns through (Windows' cmd, or a quoted pattern).
+            matches = [Path(match) for match in sorted(glob.glob(text, recursive=True))]
+            matches = [match for match in matches if match.is_file() and _is_image_name(match)]
+        else:
+            raise UsageError(f"no such file or folder: {text}")
+        images.extend(matches)
+
+    unique: dict[Path, Path] = {}
+    for image in images:
+        unique.setdefault(image.resolve(), image)
+    if not unique:
+        raise UsageError(f"no images found in {' '.join(inputs)} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return list(unique.values())
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def plan_jobs(images: list[Path], output: str | None) -> list[Job]:
+    """Pairs each image with its output path: `-o` as a file for a single image, otherwise `<folder>/<stem>.png`."""
+    if output is not None and _is_image_name(Path(output)) and not Path(output).is_dir():
+        if len(images) > 1:
+            raise UsageError(f"-o {output} names a file, but {len(images)} images were given; pass a folder instead")
+        return [Job(images[0], Path(output))]
+
+    folder = Path(output if output is not None else DEFAULT_OUTPUT_DIR)
+    jobs = [Job(image, folder / f"{image.stem}.png") for image in images]
+    sources_by_target: dict[Path, Path] = {}
+    for job in jobs:
+        if job.target in sources_by_target:
+            raise UsageError(f"{sources_by_target[job.target]} and {job.source} would both be written to {job.target}")
+        sources_by_target[job.target] = job.source
+    return jobs
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; a named device must exist on this machine."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UsageError(f"--device {name}: {error}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """bf16 on accelerators (the weights' precision), fp32 on the CPU, unless `--dtype` says otherwise."""
+    if name is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    return DTYPES[name]
+
+
+def check_options(args: argparse.Namespace, device: torch.device) -> None:
+    """Option combinations that cannot work (or do not help), caught before the slow model loading."""
+    if args.model is not None and args.variant is not None:
+        raise UsageError("--variant picks one of the released models; it cannot be combined with --model")
+    if args.cpu_offload and device.type == "cpu":
+        raise UsageError("--cpu-offload moves models to a GPU while they run; it needs a GPU --device")
+    if args.tile_overlap >= args.tile_size:
+        raise UsageError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile-size ({args.tile_size})")
+    if args.captions_dir is not None and not args.captions_dir.is_dir():
+        raise UsageError(f"--captions-dir {args.captions_dir}: no such folder")
+    if args.dtype == "fp16" and device.type == "cpu":
+        _report("warning: fp16 on the CPU is slow (CPUs lack fp16 arithmetic) and gains nothing; use fp32 or bf16")
+
+
+@contextlib.contextmanager
+def quiet_libraries(hide_progress_bars: bool) -> Iterator[None]:
+    """Lowers diffusers' and transformers' logging to errors for the duration of a run, then restores it.
+
+    The released quality prompt is longer than CLIP's 77 tokens, so every image would otherwise print truncation
+    warnings. `hide_progress_bars` also hides their loading bars.
+    """
+    libraries = (diffusers.utils.logging, transformers.utils.logging)
+    saved = [(library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries]
+    try:
+        for library in libraries:
+            library.set_verbosity_error()
+            if hide_progress_bars:
+                library.disable_progress_bar()
+        yield
+    finally:
+        for library, (verbosity, progress_bar_enabled) in zip(libraries, saved, strict=True):
+            library.set_verbosity(verbosity)
+            if progress_bar_enabled:
+                library.enable_progress_bar()
+            else:
+                library.disable_progress_bar()
+
+
+def load_pipeline(model: str | None, variant: str | None, dtype: torch.dtype) -> StableDiffusion3SRPipeline:
+    """A converted pipeline from `--model`, or the released weights composed with SD3.5-medium."""
+    if model is not None:
+        return StableDiffusion3SRPipeline.from_pretrained(model, dtype=dtype)
+    return StableDiffusion3SRPipeline.from_released(variant=variant or "q", dtype=dtype)
+
+
+def describe_load_error(model: str | None, error: Exception) -> str:
+    """One line: what failed, the likely cause, what to do, then the library's own message."""
+    details = " ".join(str(error).split()) or type(error).__name__
+    if model is None:
+        summary = (
+            f"cannot load the released DiT4SR pipeline ({RELEASED_DIT4SR_MODEL} with {RELEASED_SD3_MODEL}). Likely "
+            f"cause: no Hub login, the license not accepted, or no network. Fix: {LOGIN_HINT}; check the network, or "
+            "pass --model with a local pipeline folder."
+        )
+    else:
+        summary = (
+            f"cannot load the pipeline from {model!r}. Likely cause: no such folder, a folder that is not a saved "
+            "pipeline (it needs model_index.json), or an unreachable Hub id. Fix: pass a folder written by "
+            "`save_pretrained` or the Hub id of such a pipeline (for a Hub id, check the network and `hf auth login`)."
+        )
+    return f"{summary} Details (--debug for the traceback): {details}"
+
+
+def prepare_pipeline(pipe: StableDiffusion3SRPipeline, device: torch.device, cpu_offload: bool) -> None:
+    """Places the models and sets what every run wants: VAE tiling and no per-step progress bar.
+
+    VAE tiling only engages above the VAE's tile size (1024 px for SD3.5), where it bounds the memory of large
+    outputs at a negligible cost in exactness; smaller images are encoded and decoded whole as before.
+    """
+    if cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.enable_vae_tiling()
+    pipe.set_progress_bar_config(disable=True)
+
+
+def read_image(path: Path) -> PIL.Image.Image:
+    """The image, fully decoded as RGB, turned upright as its EXIF orientation says."""
+    try:
+        with PIL.Image.open(path) as image:
+            return PIL.ImageOps.exif_transpose(image).convert("RGB")
+    except Exception as error:  # PIL reports corrupt or truncated data with many exception types
+        raise JobError(f"cannot read {path}: {error}") from error
+
+
+def read_caption(source: Path, args: argparse.Namespace) -> str | None:
+    """`--prompt`, the `<stem>.txt` of `--captions-dir` (empty with a warning when missing), or no caption."""
+    if args.captions_dir is None:
+        return args.prompt
+    caption_file = args.captions_dir / f"{source.stem}.txt"
+    if not caption_file.is_file():
+        _report(f"warning: no caption file {caption_file}; upscaling {source} without a caption")
+        return ""
+    try:
+        return caption_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise JobError(f"cannot read the caption {caption_file}: {error}") from error
+
+
+def upscale_image(
+    pipe: StableDiffusion3SRPipeline,
+    image: PIL.Image.Image,
+    caption: str | None,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> PIL.Image.Image:
+    """One image through the pipeline, its noise seeded afresh so that results do not depend on the order."""
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    return pipe(
+        image=image,
+        prompt=caption,
+        upscale=args.scale,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        color_fix=None if args.color_fix == "none" else args.color_fix,
+        process_size=args.process_size,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        tile_batch_size=args.tile_batch_size,
+        generator=generator,
+        output_type="pil",
+    ).images[0]
+
+
+def write_image_atomically(image: PIL.Image.Image, target: Path) -> None:
+    """Saves through a temporary file in the target's folder, so an interrupted run never leaves a partial output."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image_format = PIL.Image.registered_extensions()[target.suffix.lower()]
+    with tempfile.NamedTemporaryFile(
+        dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix, delete=False
+    ) as handle:
+        temporary = Path(handle.name)
+    try:
+        image.save(temporary, format=image_format, **SAVE_OPTIONS.get(image_format, {}))
+        os.chmod(temporary, _default_file_mode())  # temporary files are private (0600); outputs should not be
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _default_file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def process(job: Job, pipe: StableDiffusion3SRPipeline, args: argparse.Namespace, device: torch.device) -> None:
+    """Reads, upscales and writes one image; every failure becomes a `JobError` naming the file."""
+    image = read_image(job.source)
+    caption = read_caption(job.source, args)
+    try:
+        result = upscale_image(pipe, image, caption, args, device)
+    except torch.cuda.OutOfMemoryError as error:
+        raise JobError(
+            f"out of GPU memory on {job.source}; try --tile-batch-size 1, a smaller --tile-size or --cpu-offload"
+        ) from error
+    except (ValueError, RuntimeError) as error:  # e.g. an output larger than the pipeline supports
+        raise JobError(f"cannot upscale {job.source}: {error}") from error
+    try:
+        write_image_atomically(result, job.target)
+    except OSError as error:
+        raise JobError(f"cannot write {job.target}: {error}") from error
+
+
+def upscale_all(
+    pipe: StableDiffusion3SRPipeline, jobs: list[Job], args: argparse.Namespace, device: torch.device
+) -> tuple[int, int]:
+    """Processes every job under a progress bar, reporting and counting failures; returns (upscaled, failed)."""
+    upscaled = failed = 0
+    for job in tqdm(jobs, desc="Upscaling", unit="image", disable=args.quiet, file=sys.stderr):
+        try:
+            process(job, pipe, args, device)
+        except JobError as error:
+            if args.debug:
+                raise
+            _report(f"{PROG}: error: {error} (skipped)")
+            failed += 1
+        else:
+            upscaled += 1
+    return upscaled, failed
+
+
+def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
+    """Skips existing outputs, loads the model only if there is work, upscales the rest and prints a summary."""
+    todo = []
+    for job in jobs:
+        if job.target.exists() and not args.overwrite:
+            if not args.quiet:
+                print(f"skipped {job.source}: {job.target} exists (pass --overwrite to replace it)")
+        else:
+            todo.append(job)
+
+    upscaled = failed = 0
+    if todo:
+        try:
+            pipe = load_pipeline(args.model, args.variant, resolve_dtype(args.dtype, device))
+        except LOAD_ERRORS as error:
+            if args.debug:
+                raise
+            print(f"{PROG}: error: {describe_load_error(args.model, error)}", file=sys.stderr)
+            return EXIT_FAILED
+        prepare_pipeline(pipe, device, args.cpu_offload)
+        upscaled, failed = upscale_all(pipe, todo, args, device)
+
+    print(f"{upscaled} upscaled, {len(jobs) - len(todo)} skipped (exist), {failed} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs `dit4sr-upscale` with `argv` (default: the process arguments) and returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        check_options(args, device)
+        jobs = plan_jobs(find_images(args.inputs), args.output)
+    except UsageError as error:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    try:
+        with quiet_libraries(hide_progress_bars=args.quiet):
+            return run(args, jobs, device)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""`dit4sr-upscale` end to end, in-process, with the real tiny pipeline saved to a folder (offline, CPU)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from diffusers_dit4sr import StableDiffusion3SRPipeline
+from diffusers_dit4sr.cli import DEFAULT_OUTPUT_DIR, main
+from diffusers_dit4sr.tiny import make_tiny_pipeline
+
+FAST_OPTIONS = [
+    "--steps", "1", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
+    "--tile-size", "64", "--tile-overlap", "32", "--process-size", "64", "--quiet",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-pipeline")
+    make_tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def upscale(model_dir):
+    """Runs the CLI on the tiny pipeline with fast settings; returns the exit code."""
+
+    def run(*args: object) -> int:
+        return main([*map(str, args), "--model", str(model_dir), *FAST_OPTIONS])
+
+    return run
+
+
+@pytest.fixture
+def prompts(monkeypatch) -> list:
+    """The `prompt` of every pipeline call, in order (the pipeline still runs)."""
+    calls = []
+    original_call = StableDiffusion3SRPipeline.__call__
+
+    def spy(self, image, prompt=None, **kwargs):
+        calls.append(prompt)
+        return original_call(self, image, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "__call__", spy)
+    return calls
+
+
+def write_image(path: Path, size: tuple[int, int] = (20, 28), seed: int = 0, **save_options) -> Path:
+    """A random RGB image of `size` (width, height)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.Image.fromarray(pixels).save(path, **save_options)
+    return path
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    with PIL.Image.open(path) as image:
+        return image.size
+
+
+# --- Inputs and outputs ----------------------------------------------------------------------------------------
+
+
+def test_file_input_goes_to_the_default_folder_at_the_exact_size(upscale, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "odd.png", size=(23, 17))
+
+    assert upscale("odd.png") == 0
+
+    assert image_size(tmp_path / DEFAULT_OUTPUT_DIR / "odd.png") == (46, 34)
+    assert capsys.readouterr().out.strip().endswith("1 upscaled, 0 skipped (exist), 0 failed")
+
+
+def test_folder_input_takes_the_images_directly_inside_and_leaves_no_temp_files(upscale, tmp_path):
+    write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "B.JPG", size=(28, 20), format="JPEG")
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    write_image(tmp_path / "in" / "nested" / "c.png")
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out") == 0
+
+    assert sorted(os.listdir(tmp_path / "out")) == ["B.png", "a.png"]  # nothing else: no temp files either
+    assert image_size(tmp_path / "out" / "a.png") == (40, 56)
+    assert image_size(tmp_path / "out" / "B.png") == (56, 40)
+
+
+def test_glob_patterns_are_expanded_by_the_program(upscale, tmp_path):
+    write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "b.png", seed=1)
+    write_image(tmp_path / "in" / "c.jpg", format="JPEG")
+
+    assert upscale(tmp_path / "in" / "*.png", "-o", tmp_path / "out") == 0
+
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png"]
+
+
+def test_output_file_for_a_single_input_takes_its_format_from_the_extension(upscale, tmp_path):
+    source = write_image(tmp_path / "photo.png")
+
+    assert upscale(source, "-o", tmp_path / "result.jpg") == 0
+
+    with PIL.Image.open(tmp_path / "result.jpg") as result:
+        assert (result.format, result.size) == ("JPEG", (40, 56))
+
+
+def test_exif_orientation_is_applied(upscale, tmp_path):
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    source = write_image(tmp_path / "portrait.jpg", size=(20, 28), format="JPEG", exif=exif)
+
+    assert upscale(source, "-o", tmp_path / "out") == 0
+
+    assert image_size(tmp_path / "out" / "portrait.png") == (56, 40)
+
+
+# --- Existing outputs ------------------------------------------------------------------------------------------
+
+
+def test_existing_outputs_are_skipped_without_loading_the_model_and_replaced_with_overwrite(upscale, tmp_path, capsys):
+    source = write_image(tmp_path / "photo.png")
+    target = tmp_path / "out" / "photo.png"
+    target.parent.mkdir()
+    target.write_bytes(b"an earlier result")
+    os.utime(target, (1_000_000, 1_000_000))
+    options = [source, "-o", target.parent, "--steps", "1", "--device", "cpu", "--quiet"]
+
+    # Nothing to do: the model is not even loaded (this folder does not exist).
+    assert main([*map(str, options), "--model", str(tmp_path / "no-model")]) == 0
+    assert target.read_bytes() == b"an earlier result"
+    assert target.stat().st_mtime == 1_000_000
+    assert capsys.readouterr().out.strip() == "0 upscaled, 1 skipped (exist), 0 failed"
+
+    assert upscale(source, "-o", target.parent, "--overwrite") == 0
+    assert image_size(target) == (40, 56)
+    assert capsys.readouterr().out.strip() == "1 upscaled, 0 skipped (exist), 0 failed"
+
+
+# --- Failures --------------------------------------------------------------------------------------------------
+
+
+def test_unreadable_and_too_large_inputs_are_reported_and_the_others_written(upscale, tmp_path, capsys):
+    write_image(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "bad.png").write_bytes(np.random.default_rng(0).bytes(300))
+    write_image(tmp_path / "in" / "wide.png", size=(8200, 2))  # 16400 px wide at x2: above the pipeline's limit
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out") == 1
+
+    captured = capsys.readouterr()
+    assert os.listdir(tmp_path / "out") == ["good.png"]
+    assert "bad.png" in captured.err and "wide.png" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out.strip() == "1 upscaled, 0 skipped (exist), 2 failed"
+
+
+def test_a_failed_write_is_reported_and_leaves_no_temp_file(upscale, tmp_path, monkeypatch, capsys):
+    source = write_image(tmp_path / "photo.png")
+
+    def failing_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(PIL.Image.Image, "save", failing_save)
+
+    assert upscale(source, "-o", tmp_path / "out") == 1
+    assert os.listdir(tmp_path / "out") == []
+    assert "No space left on device" in capsys.readouterr().err
+
+
+def test_a_missing_model_folder_is_one_clear_error(tmp_path, capsys):
+    source = write_image(tmp_path / "photo.png")
+    missing = tmp_path / "no-such-pipeline"
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(missing), "--device", "cpu"]) == 1
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert str(missing) in err and "save_pretrained" in err
+
+
+def test_released_weights_failure_explains_the_gated_model(tmp_path, monkeypatch, capsys):
+    def from_released(*args, **kwargs):
+        raise OSError("stabilityai/stable-diffusion-3.5-medium is a gated repository")
+
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "from_released", from_released)
+    source = write_image(tmp_path / "photo.png")
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 1
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "license" in err and "hf auth login" in err
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda tmp: [tmp / "in" / "a.png", tmp / "in" / "b.png", "-o", tmp / "out.png"], "names a file"),
+        (lambda tmp: [tmp / "empty"], "no images found"),
+        (lambda tmp: [tmp / "missing.png"], "no such file"),
+        (lambda tmp: [tmp / "in" / "a.png", tmp / "in" / "a.jpg"], "would both be written"),
+        (lambda tmp: [tmp / "in", "--variant", "f"], "--variant"),
+        (lambda tmp: [tmp / "in", "--cpu-offload", "--device", "cpu"], "--cpu-offload"),
+        (lambda tmp: [tmp / "in", "--tile-size", "64", "--tile-overlap", "64"], "--tile-overlap"),
+        (lambda tmp: [tmp / "in", "--captions-dir", tmp / "missing"], "--captions-dir"),
+    ],
+)
+def test_usage_errors_exit_with_code_2_before_loading(make_args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "b.png")
+    write_image(tmp_path / "in" / "a.jpg", format="JPEG")
+    (tmp_path / "empty").mkdir()
+    args = [*map(str, make_args(tmp_path)), "--model", str(tmp_path / "not-loaded"), "--device", "cpu"]
+
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / DEFAULT_OUTPUT_DIR).exists()
+
+
+def test_invalid_option_values_are_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["photo.png", "--steps", "0"])
+    assert exit_info.value.code == 2
+    assert "--steps" in capsys.readouterr().err
+
+
+# --- Captions and seeds ----------------------------------------------------------------------------------------
+
+
+def test_captions_dir_gives_each_image_its_caption(upscale, prompts, tmp_path, capsys):
+    write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "b.png")
+    (tmp_path / "captions").mkdir()
+    (tmp_path / "captions" / "a.txt").write_text("a red brick house by a lake\n", encoding="utf-8")
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", "--captions-dir", tmp_path / "captions") == 0
+
+    assert prompts == ["a red brick house by a lake", ""]
+    assert "b.txt" in capsys.readouterr().err  # the missing caption is a warning, not a failure
+
+
+def test_prompt_is_used_for_every_image_and_no_caption_by_default(upscale, prompts, tmp_path):
+    write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "b.png")
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "with-prompt", "--prompt", "a cat") == 0
+    assert upscale(tmp_path / "in" / "a.png", "-o", tmp_path / "without") == 0
+
+    assert prompts == ["a cat", "a cat", None]
+
+
+def test_results_depend_on_the_seed_only_not_on_the_other_inputs(upscale, tmp_path):
+    write_image(tmp_path / "in" / "a.png", seed=1)
+    source = write_image(tmp_path / "in" / "b.png", seed=2)
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "both") == 0
+    assert upscale(source, "-o", tmp_path / "alone") == 0
+    assert upscale(source, "-o", tmp_path / "other-seed", "--seed", "1") == 0
+
+    result = (tmp_path / "both" / "b.png").read_bytes()
+    assert (tmp_path / "alone" / "b.png").read_bytes() == result
+    assert (tmp_path / "other-seed" / "b.png").read_bytes() != result
+
+
+# --- Entry point -----------------------------------------------------------------------------------------------
+
+
+def test_module_entry_point_prints_help():
+    completed = subprocess.run(
+        [sys.executable, "-m", "diffusers_dit4sr.cli", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    help_text = " ".join(completed.stdout.split())  # argparse wraps to the terminal's width
+    assert help_text.startswith("usage: dit4sr-upscale")
+    assert "--captions-dir" in help_text and "hf auth login" in help_text
