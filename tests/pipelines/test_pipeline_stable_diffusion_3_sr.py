@@ -304,8 +304,15 @@ class TestOptions:
         with pytest.raises(ValueError, match="scale_noise"):
             upscale(pipe, random_image(11, 13), strength=0.5)
 
-    def test_cpu_offload_sequence_names_components(self, pipe):
+    def test_model_cpu_offload(self):
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
         assert set(pipe.model_cpu_offload_seq.split("->")) <= set(pipe.components)
+        image = random_image(11, 13)
+        expected = upscale(pipe, image)
+        # On a CPU-only machine the offload hooks move modules to the CPU itself: same result, hooks exercised.
+        pipe.enable_model_cpu_offload(device="cpu")
+        assert torch.equal(upscale(pipe, image), expected)
 
 
 class TestSaveLoad:
