@@ -1,6 +1,7 @@
-"""Training-data synthesis: the Real-ESRGAN second-order degradation DiT4SR was trained with."""
+"""Training data: the Real-ESRGAN second-order degradation DiT4SR was trained with, and the datasets."""
 
 from .config import RESIZE_MODES, DegradationConfig
+from .datasets import HRImageDataset, PreparedDataset, collate_samples
 from .degradation import RealESRGANDegradation
 from .filtering import filter2d, reflect_pad, separable_filter
 from .jpeg import jpeg_compress, quantization_tables
@@ -20,7 +21,10 @@ __all__ = [
     "KERNEL_TYPES",
     "RESIZE_MODES",
     "DegradationConfig",
+    "HRImageDataset",
+    "PreparedDataset",
     "RealESRGANDegradation",
+    "collate_samples",
     "filter2d",
     "gaussian_kernel_1d",
     "gaussian_noise",

@@ -1,0 +1,560 @@
+#!/usr/bin/env python
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+"""Train or fine-tune DiT4SR (the released recipe by default) with accelerate.
+
+    accelerate launch examples/train_dit4sr.py \
+        --pretrained_model_name_or_path stabilityai/stable-diffusion-3.5-medium \
+        --init_from_sd3 --train_data_dir /data/hr_photos --output_dir dit4sr-mine --mixed_precision fp16
+
+Data comes either as a folder of HR photos, degraded on the accelerator at every step (Real-ESRGAN second-order
+degradation, SeeSR's parameters), or as a folder written by `examples/prepare_dataset.py` (cached LR/HR pairs,
+latents and text embeddings). See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers import SD3Transformer2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+from PIL import Image
+from tqdm.auto import tqdm
+
+from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
+from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL
+from diffusers_dit4sr.training import (
+    DegradationConfig,
+    HRImageDataset,
+    PreparedDataset,
+    RealESRGANDegradation,
+    collate_samples,
+)
+
+logger = get_logger(__name__)
+
+DIT4SR_OPTIONS = ("lr_key_source", "lr_attention", "lr_residual", "lr_injection")
+DEFAULT_LORA_TARGETS = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+    "to_q_control",
+    "to_v_control",
+    "to_out_control",
+]
+
+
+def str_to_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    models = parser.add_argument_group("models")
+    models.add_argument("--pretrained_model_name_or_path", default=RELEASED_SD3_MODEL,
+                        help="SD3.5 (or converted DiT4SR) pipeline: VAE, text encoders, scheduler; and the SD3 transformer for --init_from_sd3.")
+    models.add_argument("--revision", default=None)
+    models.add_argument("--variant", default=None, help="weights variant of the pretrained files, e.g. fp16")
+    models.add_argument("--transformer_model_name_or_path", default=RELEASED_DIT4SR_MODEL,
+                        help="DiT4SR transformer to start from (ignored with --init_from_sd3).")
+    models.add_argument("--transformer_subfolder", default="dit4sr_q/transformer")
+    models.add_argument("--init_from_sd3", action="store_true",
+                        help="initialize a new DiT4SR from the SD3 transformer of --pretrained_model_name_or_path")
+    models.add_argument("--lr_key_source", choices=["noise", "lr"], default=None)
+    models.add_argument("--lr_attention", type=str_to_bool, default=None)
+    models.add_argument("--lr_residual", type=str_to_bool, default=None)
+    models.add_argument("--lr_injection", choices=["conv", "linear", "none"], default=None)
+    models.add_argument("--trainable", choices=["lr_branch", "full", "lora"], default="lr_branch",
+                        help="lr_branch: the released recipe (parameters named *control*); full; or lora adapters.")
+    models.add_argument("--lora_rank", type=int, default=16)
+    models.add_argument("--lora_alpha", type=int, default=None, help="defaults to --lora_rank")
+    models.add_argument("--lora_target_modules", nargs="+", default=DEFAULT_LORA_TARGETS)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_data_dir", default=None, help="folder of HR images, degraded on the fly")
+    data.add_argument("--prepared_data_dir", default=None, help="folder written by examples/prepare_dataset.py")
+    data.add_argument("--resolution", type=int, default=512)
+    data.add_argument("--caption_extension", default=".txt")
+    data.add_argument("--degradation_config", default=None, help="JSON/YAML DegradationConfig (default: released)")
+    data.add_argument("--proportion_empty_prompts", type=float, default=0.2)
+    data.add_argument("--max_sequence_length", type=int, default=77)
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--output_dir", default="dit4sr-training")
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--train_batch_size", type=int, default=8)
+    training.add_argument("--num_train_epochs", type=int, default=1)
+    training.add_argument("--max_train_steps", type=int, default=None)
+    training.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    training.add_argument("--gradient_checkpointing", action="store_true")
+    training.add_argument("--learning_rate", type=float, default=5e-5)
+    training.add_argument("--scale_lr", action="store_true")
+    training.add_argument("--lr_scheduler", default="constant_with_warmup")
+    training.add_argument("--lr_warmup_steps", type=int, default=500)
+    training.add_argument("--lr_num_cycles", type=int, default=1)
+    training.add_argument("--lr_power", type=float, default=1.0)
+    training.add_argument("--use_8bit_adam", action="store_true")
+    training.add_argument("--adam_beta1", type=float, default=0.9)
+    training.add_argument("--adam_beta2", type=float, default=0.999)
+    training.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    training.add_argument("--adam_epsilon", type=float, default=1e-8)
+    training.add_argument("--max_grad_norm", type=float, default=1.0)
+    training.add_argument("--weighting_scheme", default="logit_normal",
+                          choices=["sigma_sqrt", "logit_normal", "mode", "cosmap", "none"])
+    training.add_argument("--logit_mean", type=float, default=0.0)
+    training.add_argument("--logit_std", type=float, default=1.0)
+    training.add_argument("--mode_scale", type=float, default=1.29)
+    training.add_argument("--precondition_outputs", type=int, default=1,
+                          help="1: the x0 target of diffusers' SD3 examples (released); 0: the velocity target")
+    training.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    training.add_argument("--allow_tf32", action="store_true")
+    training.add_argument("--set_grads_to_none", action="store_true")
+
+    saving = parser.add_argument_group("checkpoints, validation, logging")
+    saving.add_argument("--checkpointing_steps", type=int, default=10000)
+    saving.add_argument("--checkpoints_total_limit", type=int, default=None)
+    saving.add_argument("--resume_from_checkpoint", default=None, help='a checkpoint folder, or "latest"')
+    saving.add_argument("--validation_image", nargs="+", default=None,
+                        help="HR images: degraded with a fixed seed, upscaled, logged as LR | SR | HR grids")
+    saving.add_argument("--validation_prompt", nargs="+", default=None, help="one caption per validation image")
+    saving.add_argument("--validation_steps", type=int, default=1000)
+    saving.add_argument("--validation_inference_steps", type=int, default=40)
+    saving.add_argument("--report_to", default="tensorboard", help='"tensorboard", "wandb", "all" or "none"')
+    saving.add_argument("--logging_dir", default="logs")
+    saving.add_argument("--tracker_project_name", default="train_dit4sr")
+    saving.add_argument("--push_to_hub", action="store_true")
+    saving.add_argument("--hub_model_id", default=None)
+    saving.add_argument("--hub_token", default=None)
+
+    args = parser.parse_args(argv)
+    if (args.train_data_dir is None) == (args.prepared_data_dir is None):
+        parser.error("pass exactly one of --train_data_dir and --prepared_data_dir")
+    if not 0 <= args.proportion_empty_prompts <= 1:
+        parser.error("--proportion_empty_prompts must be in [0, 1]")
+    if args.validation_prompt is not None and args.validation_image is not None:
+        if len(args.validation_prompt) not in (1, len(args.validation_image)):
+            parser.error("--validation_prompt needs one prompt, or one per --validation_image")
+    if args.trainable == "lora" and args.lora_rank < 1:
+        parser.error("--lora_rank must be >= 1")
+    return args
+
+
+def load_transformer(args: argparse.Namespace) -> DiT4SRTransformer2DModel:
+    """The released (or any saved) DiT4SR transformer, or a new one initialized from SD3 (paper, Sec. 3.6)."""
+    options = {name: getattr(args, name) for name in DIT4SR_OPTIONS if getattr(args, name) is not None}
+    if args.init_from_sd3:
+        sd3 = SD3Transformer2DModel.from_pretrained(
+            args.pretrained_model_name_or_path, subfolder="transformer", revision=args.revision, variant=args.variant
+        )
+        return DiT4SRTransformer2DModel.from_transformer(sd3, **options)
+    return DiT4SRTransformer2DModel.from_pretrained(
+        args.transformer_model_name_or_path, subfolder=args.transformer_subfolder or None, **options
+    )
+
+
+def select_trainable_parameters(transformer: DiT4SRTransformer2DModel, args: argparse.Namespace) -> list:
+    """Freezes the transformer, then unfreezes (or adds) what `--trainable` names; returns the trainable parameters."""
+    transformer.requires_grad_(False)
+    if args.trainable == "lora":
+        from peft import LoraConfig
+
+        transformer.add_adapter(
+            LoraConfig(
+                r=args.lora_rank,
+                lora_alpha=args.lora_alpha or args.lora_rank,
+                init_lora_weights="gaussian",
+                target_modules=args.lora_target_modules,
+            )
+        )
+        return [param for param in transformer.parameters() if param.requires_grad]
+    if args.trainable == "lr_branch":
+        parameters = transformer.lr_branch_parameters()
+    else:
+        unused = transformer.lr_branch_parameters(include_unused=True).keys() - transformer.lr_branch_parameters().keys()
+        parameters = {name: param for name, param in transformer.named_parameters() if name not in unused}
+    for param in parameters.values():
+        param.requires_grad_(True)
+    return list(parameters.values())
+
+
+def make_dataset(args: argparse.Namespace) -> torch.utils.data.Dataset:
+    if args.prepared_data_dir is not None:
+        dataset = PreparedDataset(args.prepared_data_dir)
+        if dataset.resolution != args.resolution:
+            raise ValueError(
+                f"--prepared_data_dir holds {dataset.resolution} px crops but --resolution is {args.resolution}."
+            )
+        return dataset
+    return HRImageDataset(
+        args.train_data_dir, resolution=args.resolution, caption_extension=args.caption_extension, seed=args.seed
+    )
+
+
+def encode_images(vae, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """SD3 latents of images in [0, 1] (section 1 of the spec: sampled, shifted and scaled)."""
+    posterior = vae.encode((images * 2 - 1).to(vae.dtype)).latent_dist
+    latents = posterior.sample(generator=generator)
+    return (latents - vae.config.shift_factor) * vae.config.scaling_factor
+
+
+class BatchPreparer:
+    """Turns a data batch into the transformer's inputs: HR and LR latents, text embeddings (with caption dropout)."""
+
+    def __init__(self, pipeline: StableDiffusion3SRPipeline, dataset, args: argparse.Namespace, device, dtype):
+        self.pipeline, self.args, self.device, self.dtype = pipeline, args, device, dtype
+        self.degradation = None
+        if args.train_data_dir is not None:
+            config = DegradationConfig.load(args.degradation_config) if args.degradation_config else DegradationConfig()
+            self.degradation = RealESRGANDegradation(config)
+        self.empty_prompt = dataset.empty_prompt_embeds() if isinstance(dataset, PreparedDataset) else None
+        if self.empty_prompt is None:
+            self.empty_prompt = self.encode_text([""])
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        prompt_embeds, _, pooled_prompt_embeds, _ = self.pipeline.encode_prompt(
+            prompt=captions,
+            prompt_2=None,
+            prompt_3=None,
+            device=self.device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.args.max_sequence_length,
+        )
+        return prompt_embeds, pooled_prompt_embeds
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        vae = self.pipeline.vae
+        if "hr_latents" in batch:
+            hr_latents, lr_latents = batch["hr_latents"], batch["lr_latents"]
+        else:
+            if self.degradation is not None:
+                lr, hr = self.degradation(batch["pixel_values"].to(self.device), generator=generator)
+            else:
+                lr, hr = batch["lr"].to(self.device), batch["hr"].to(self.device)
+            # The LR image is bicubic-upscaled back to the HR size before encoding, as at inference.
+            lr = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+            hr_latents, lr_latents = encode_images(vae, hr, generator), encode_images(vae, lr, generator)
+
+        if "prompt_embeds" in batch:
+            prompt_embeds, pooled_prompt_embeds = batch["prompt_embeds"], batch["pooled_prompt_embeds"]
+        else:
+            prompt_embeds, pooled_prompt_embeds = self.encode_text(list(batch["caption"]))
+        prompt_embeds = prompt_embeds.to(self.device)
+        pooled_prompt_embeds = pooled_prompt_embeds.to(self.device)
+        # Released recipe: with probability `proportion_empty_prompts` a caption becomes the empty prompt.
+        drop = torch.rand(len(prompt_embeds), generator=generator, device=generator.device) < self.args.proportion_empty_prompts
+        drop = drop.to(self.device)
+        empty_embeds, empty_pooled = (tensor.to(self.device) for tensor in self.empty_prompt)
+        prompt_embeds = torch.where(drop[:, None, None], empty_embeds[:1], prompt_embeds)
+        pooled_prompt_embeds = torch.where(drop[:, None], empty_pooled[:1], pooled_prompt_embeds)
+        return {
+            "hr_latents": hr_latents.to(self.device, self.dtype),
+            "lr_latents": lr_latents.to(self.device, self.dtype),
+            "prompt_embeds": prompt_embeds.to(self.dtype),
+            "pooled_prompt_embeds": pooled_prompt_embeds.to(self.dtype),
+        }
+
+
+def flow_matching_loss(
+    transformer, scheduler, inputs: dict[str, torch.Tensor], args: argparse.Namespace, generator: torch.Generator
+) -> torch.Tensor:
+    """SD3's rectified-flow objective (spec section 5), conditioned on the LR latent."""
+    hr_latents = inputs["hr_latents"]
+    batch_size = hr_latents.shape[0]
+    u = compute_density_for_timestep_sampling(
+        weighting_scheme=args.weighting_scheme,
+        batch_size=batch_size,
+        logit_mean=args.logit_mean,
+        logit_std=args.logit_std,
+        mode_scale=args.mode_scale,
+        device=generator.device,
+        generator=generator,
+    )
+    indices = (u * scheduler.config.num_train_timesteps).long().clamp(max=scheduler.config.num_train_timesteps - 1)
+    timesteps = scheduler.timesteps.to(hr_latents.device)[indices.to(hr_latents.device)]
+    sigmas = scheduler.sigmas.to(hr_latents.device, hr_latents.dtype)[indices.to(hr_latents.device)].view(-1, 1, 1, 1)
+
+    noise = torch.randn(hr_latents.shape, generator=generator, device=generator.device).to(hr_latents)
+    noisy_latents = (1.0 - sigmas) * hr_latents + sigmas * noise
+    model_pred = transformer(
+        hidden_states=noisy_latents,
+        lr_hidden_states=inputs["lr_latents"],
+        encoder_hidden_states=inputs["prompt_embeds"],
+        pooled_projections=inputs["pooled_prompt_embeds"],
+        timestep=timesteps,
+        return_dict=False,
+    )[0]
+    if args.precondition_outputs:
+        model_pred = model_pred * (-sigmas) + noisy_latents
+        target = hr_latents
+    else:
+        target = noise - hr_latents
+    weighting = compute_loss_weighting_for_sd3(weighting_scheme=args.weighting_scheme, sigmas=sigmas)
+    loss = (weighting.float() * (model_pred.float() - target.float()) ** 2).reshape(batch_size, -1).mean(dim=1)
+    return loss.mean()
+
+
+def step_generator(seed: int, step: int, micro_step: int, process_index: int, device) -> torch.Generator:
+    """Each micro-step's randomness depends only on where it is: resuming from a checkpoint repeats it exactly."""
+    mixed = (seed * 1_000_003 + step * 7_919 + micro_step * 104_729 + process_index * 15_485_863) % 2**63
+    return torch.Generator(device=device).manual_seed(mixed)
+
+
+def checkpoint_dirs(output_dir: str) -> list[Path]:
+    dirs = [path for path in Path(output_dir).glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    return sorted(dirs, key=lambda path: int(path.name.split("-")[-1]))
+
+
+def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_step: int) -> None:
+    if args.checkpoints_total_limit is not None:
+        existing = checkpoint_dirs(args.output_dir)
+        for old in existing[: max(0, len(existing) - args.checkpoints_total_limit + 1)]:
+            logger.info(f"removing old checkpoint {old}")
+            shutil.rmtree(old)
+    path = Path(args.output_dir) / f"checkpoint-{global_step}"
+    accelerator.save_state(str(path))
+    logger.info(f"saved state to {path}")
+
+
+def save_image_atomically(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as file:
+        image.save(file, format="PNG")
+    os.replace(file.name, path)
+
+
+@torch.no_grad()
+def log_validation(pipeline, transformer, accelerator, args, global_step: int, degradation: RealESRGANDegradation):
+    """Degrades each validation HR image with a fixed seed, upscales it, and logs LR | SR | HR."""
+    logger.info(f"running validation at step {global_step}")
+    was_training = transformer.training
+    transformer.eval()
+    grids = []
+    for index, path in enumerate(args.validation_image):
+        hr = Image.open(path).convert("RGB")
+        hr = hr.resize(((hr.width // degradation.config.scale) * degradation.config.scale,
+                        (hr.height // degradation.config.scale) * degradation.config.scale), Image.BICUBIC)
+        hr_tensor = torch.from_numpy(np.array(hr)).permute(2, 0, 1)[None].float().div(255)
+        lr, _ = degradation(hr_tensor, generator=torch.Generator().manual_seed(args.seed + index))
+        prompts = args.validation_prompt or [""]
+        prompt = prompts[index] if len(prompts) > 1 else prompts[0]
+        with accelerator.autocast():
+            (sr,) = pipeline(
+                image=lr,
+                prompt=prompt,
+                upscale=degradation.config.scale,
+                num_inference_steps=args.validation_inference_steps,
+                generator=torch.Generator(device=accelerator.device).manual_seed(args.seed),
+            ).images
+        lr_view = Image.fromarray((lr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize(hr.size, Image.NEAREST)
+        grid = Image.new("RGB", (hr.width * 3, hr.height))
+        for column, image in enumerate((lr_view, sr.resize(hr.size), hr)):
+            grid.paste(image, (column * hr.width, 0))
+        save_image_atomically(grid, Path(args.output_dir) / "validation" / f"step-{global_step:08d}-{index}.png")
+        grids.append(np.asarray(grid))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_images("validation (LR | SR | HR)", np.stack(grids), global_step, dataformats="NHWC")
+    if was_training:
+        transformer.train()
+
+
+def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace) -> None:
+    transformer = accelerator.unwrap_model(transformer)
+    if args.trainable == "lora":
+        from peft.utils import get_peft_model_state_dict
+
+        StableDiffusion3SRPipeline.save_lora_weights(
+            args.output_dir, transformer_lora_layers=get_peft_model_state_dict(transformer)
+        )
+    else:
+        transformer.save_pretrained(Path(args.output_dir) / "transformer")
+    if args.push_to_hub:
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = create_repo(args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token).repo_id
+        upload_folder(
+            repo_id=repo_id,
+            folder_path=args.output_dir,
+            commit_message="DiT4SR training: final weights",
+            ignore_patterns=["checkpoint-*/**", "logs/**", "validation/**"],
+            token=args.hub_token,
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the training; returns `{"global_step": int, "loss": float}` of the last step."""
+    args = parse_args(argv)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=Path(args.output_dir, args.logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    transformer = load_transformer(args)
+    pipeline = StableDiffusion3SRPipeline.from_pretrained(
+        args.pretrained_model_name_or_path, transformer=transformer, revision=args.revision, variant=args.variant
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    for component in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
+        if component is not None:
+            component.requires_grad_(False).to(accelerator.device, dtype=weight_dtype)
+    # The trainable weights stay in float32; mixed precision runs the forward under autocast.
+    transformer.to(accelerator.device)
+    trainable = select_trainable_parameters(transformer, args)
+    if args.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    # Its own scheduler: validation's `set_timesteps` must not change the 1000 training timesteps and sigmas.
+    scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config)
+
+    if args.scale_lr:
+        args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    if args.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as error:
+            raise ImportError("--use_8bit_adam needs bitsandbytes: `pip install bitsandbytes`.") from error
+        optimizer_class = bnb.optim.AdamW8bit
+    else:
+        optimizer_class = torch.optim.AdamW
+    optimizer = optimizer_class(
+        trainable,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+
+    dataset = make_dataset(args)
+    dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        collate_fn=collate_samples,
+        num_workers=args.dataloader_num_workers,
+        drop_last=True,
+    )
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+        num_cycles=args.lr_num_cycles,
+        power=args.lr_power,
+    )
+    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(transformer, optimizer, dataloader, lr_scheduler)
+    prepare_batch = BatchPreparer(pipeline, dataset, args, accelerator.device, weight_dtype)
+    validation_degradation = prepare_batch.degradation or RealESRGANDegradation()
+
+    if accelerator.is_main_process and args.report_to != "none":
+        config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}
+        accelerator.init_trackers(args.tracker_project_name, config=config)
+
+    global_step, first_epoch, skip_batches = 0, 0, 0
+    if args.resume_from_checkpoint:
+        path = checkpoint_dirs(args.output_dir)[-1:] if args.resume_from_checkpoint == "latest" else [Path(args.resume_from_checkpoint)]
+        if not path or not path[0].is_dir():
+            raise ValueError(f"--resume_from_checkpoint: no checkpoint found for {args.resume_from_checkpoint!r}.")
+        accelerator.print(f"resuming from {path[0]}")
+        accelerator.load_state(str(path[0]))
+        global_step = int(path[0].name.split("-")[-1])
+        first_epoch = global_step // steps_per_epoch
+        skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+
+    logger.info(
+        f"training {sum(param.numel() for param in trainable):,} parameters ({args.trainable}) on {len(dataset)} "
+        f"samples for {args.max_train_steps} steps, batch {args.train_batch_size} x {accelerator.num_processes} "
+        f"processes x {args.gradient_accumulation_steps} accumulation"
+    )
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
+    )
+    loss_value = float("nan")
+    for epoch in range(first_epoch, num_epochs):
+        dataloader.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dataloader, skip_batches) if epoch == first_epoch else dataloader
+        for micro_step, batch in enumerate(batches):
+            with accelerator.accumulate(transformer):
+                generator = step_generator(
+                    args.seed, global_step, micro_step % args.gradient_accumulation_steps,
+                    accelerator.process_index, accelerator.device,
+                )
+                inputs = prepare_batch(batch, generator)
+                with accelerator.autocast():
+                    loss = flow_matching_loss(transformer, scheduler, inputs, args, generator)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=args.set_grads_to_none)
+
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            progress_bar.update(1)
+            loss_value = accelerator.gather(loss.detach()[None]).mean().item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss is {loss_value} at step {global_step}; lower --learning_rate.")
+            accelerator.log({"loss": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+            progress_bar.set_postfix(loss=f"{loss_value:.4f}")
+
+            if global_step % args.checkpointing_steps == 0:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(accelerator, args, global_step)
+            if args.validation_image and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                log_validation(pipeline, accelerator.unwrap_model(transformer), accelerator, args, global_step, validation_degradation)
+            if global_step >= args.max_train_steps:
+                break
+        if global_step >= args.max_train_steps:
+            break
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_final(accelerator, transformer, args)
+    accelerator.end_training()
+    return {"global_step": global_step, "loss": loss_value}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""`examples/prepare_dataset.py`, offline, on a few tiny PNGs and a tiny pipeline folder."""
+
+import contextlib
+import importlib.util
+import io
+import json
+import shutil
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors import safe_open
+
+from diffusers_dit4sr import StableDiffusion3SRPipeline
+from diffusers_dit4sr.image_processing import resize
+from diffusers_dit4sr.tiny import make_tiny_pipeline
+from diffusers_dit4sr.training import DegradationConfig
+from diffusers_dit4sr.training.datasets import PreparedDataset, collate_samples, derive_seed
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "prepare_dataset.py"
+RESOLUTION = 64
+SIZES = {"a.png": (80, 72), "b.png": (40, 48), "c.png": (64, 96)}
+"""Source images (b is smaller than the crops: upscaled first); `zz_broken.png` (sorted last) is not an image."""
+CAPTIONS = {"a.png": "a red house", "c.png": "a blue car"}
+SAMPLE_KEYS = {"hr", "lr", "hr_latents", "lr_latents", "prompt_embeds", "pooled_prompt_embeds"}
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("prepare_dataset", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(script: ModuleType, *args: str) -> SimpleNamespace:
+    """`main(args)` with its exit code and stderr."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = script.main([str(arg) for arg in args])
+    return SimpleNamespace(code=code, stderr=stderr.getvalue())
+
+
+def read_sample(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(path, framework="pt") as file:
+        return {key: file.get_tensor(key) for key in file.keys()}, file.metadata()
+
+
+def assert_same_sample(first: Path, second: Path) -> None:
+    (tensors, metadata), (other_tensors, other_metadata) = read_sample(first), read_sample(second)
+    assert metadata == other_metadata and tensors.keys() == other_tensors.keys()
+    for key, tensor in tensors.items():
+        assert tensor.dtype == other_tensors[key].dtype and torch.equal(tensor, other_tensors[key]), key
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    return load_script()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, script: ModuleType) -> SimpleNamespace:
+    """Inputs, a tiny pipeline folder, and one full run with latents and text embeddings (batches of 2)."""
+    root = tmp_path_factory.mktemp("prepare")
+    hr_dir = root / "hr"
+    hr_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (width, height) in SIZES.items():
+        array = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        PIL.Image.fromarray(array).save(hr_dir / name)
+    for name, caption in CAPTIONS.items():
+        (hr_dir / name).with_suffix(".txt").write_text(f"  {caption}\n", encoding="utf-8")
+    (hr_dir / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    make_tiny_pipeline().save_pretrained(root / "tiny")
+    # The reference is loaded back like the script loads it: freshly built models may pick other attention kernels.
+    pipeline = StableDiffusion3SRPipeline.from_pretrained(root / "tiny")
+    # Small kernels keep the degradation fast on 64 px crops.
+    degradation = root / "degradation.json"
+    config = DegradationConfig(blur_kernel_size=7, blur_kernel_size2=7, final_sinc_kernel_size=7, usm_radius=5)
+    config.save(degradation)
+
+    common = ["--input_dir", hr_dir, "--resolution", RESOLUTION, "--degradation_config", degradation, "--seed", 3]
+    cached = [
+        *common,
+        "--pretrained_model_name_or_path",
+        root / "tiny",
+        "--cache_latents",
+        "--cache_text_embeddings",
+        "--batch_size",
+        2,
+    ]
+    result = run(script, *cached, "--output_dir", root / "out")
+    return SimpleNamespace(
+        root=root, hr_dir=hr_dir, pipeline=pipeline, config=config, common=common, cached=cached, result=result
+    )
+
+
+def test_corrupt_image_is_reported_and_skipped(workspace):
+    result = workspace.result
+    assert result.code == 1
+    assert "zz_broken.png" in result.stderr and "cannot read" in result.stderr
+    info = json.loads((workspace.root / "out" / "dataset.json").read_text())
+    assert info["failed_sources"] == ["zz_broken.png"] and info["complete"] is True
+    assert sorted(path.name for path in (workspace.root / "out" / "samples").iterdir()) == [
+        "00000000.safetensors",
+        "00000001.safetensors",
+        "00000002.safetensors",
+    ]
+
+
+def test_dataset_json(workspace):
+    info = json.loads((workspace.root / "out" / "dataset.json").read_text())
+    assert info["format"] == "dit4sr-prepared" and info["version"] == 1
+    assert (info["resolution"], info["scale"], info["num_samples"]) == (RESOLUTION, 4, 3)
+    assert info["has_latents"] is True and info["has_text_embeddings"] is True
+    assert info["degradation"] == workspace.config.to_dict()
+    assert info["vae"] == info["text_encoders"] == str(workspace.root / "tiny")
+    assert info["max_sequence_length"] == 77 and info["seed"] == 3
+
+
+def test_sample_tensors_and_metadata(workspace):
+    sources = sorted(SIZES)
+    for index, source in enumerate(sources):
+        tensors, metadata = read_sample(workspace.root / "out" / "samples" / f"{index:08d}.safetensors")
+        assert metadata == {"caption": CAPTIONS.get(source, ""), "source": source}
+        assert set(tensors) == SAMPLE_KEYS
+        assert tensors["hr"].dtype == tensors["lr"].dtype == torch.uint8
+        assert tensors["hr"].shape == (3, RESOLUTION, RESOLUTION) and tensors["lr"].shape == (3, 16, 16)
+        for key in ("hr_latents", "lr_latents"):
+            assert tensors[key].dtype == torch.float32 and tensors[key].shape == (16, 8, 8)
+        assert tensors["prompt_embeds"].shape == (154, 32) and tensors["pooled_prompt_embeds"].shape == (64,)
+        assert tensors["prompt_embeds"].dtype == tensors["pooled_prompt_embeds"].dtype == torch.float32
+
+
+@torch.no_grad()
+def test_latents_and_embeddings_match_direct_encoding(workspace, script):
+    """Latents are the VAE encode of the stored images (LR bicubic-upscaled) with the sample's own noise streams."""
+    pipeline = workspace.pipeline
+    vae = pipeline.vae
+    for index in range(len(SIZES)):
+        tensors, metadata = read_sample(workspace.root / "out" / "samples" / f"{index:08d}.safetensors")
+        hr, lr = tensors["hr"][None].float() / 255, tensors["lr"][None].float() / 255
+        for images, stream, key in (
+            (hr, script.HR_LATENT_STREAM, "hr_latents"),
+            (resize(lr, (RESOLUTION, RESOLUTION)), script.LR_LATENT_STREAM, "lr_latents"),
+        ):
+            generator = torch.Generator().manual_seed(derive_seed(3, index, stream))
+            latents = vae.encode(images * 2 - 1).latent_dist.sample(generator=generator)
+            expected = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+            torch.testing.assert_close(tensors[key], expected[0], rtol=1e-4, atol=1e-5)
+        prompt_embeds, _, pooled, _ = pipeline.encode_prompt(
+            prompt=metadata["caption"],
+            prompt_2=None,
+            prompt_3=None,
+            do_classifier_free_guidance=False,
+            max_sequence_length=77,
+        )
+        torch.testing.assert_close(tensors["prompt_embeds"], prompt_embeds[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(tensors["pooled_prompt_embeds"], pooled[0], rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_empty_prompt_is_the_pipelines_encoding(workspace):
+    stored, _ = read_sample(workspace.root / "out" / "empty_prompt.safetensors")
+    prompt_embeds, _, pooled, _ = workspace.pipeline.encode_prompt(
+        prompt="", prompt_2=None, prompt_3=None, do_classifier_free_guidance=False, max_sequence_length=77
+    )
+    assert set(stored) == {"prompt_embeds", "pooled_prompt_embeds"}
+    assert torch.equal(stored["prompt_embeds"], prompt_embeds) and torch.equal(stored["pooled_prompt_embeds"], pooled)
+
+
+def test_prepared_dataset_reads_the_output(workspace):
+    dataset = PreparedDataset(workspace.root / "out")
+    assert len(dataset) == 3 and dataset.has_latents and dataset.has_text_embeddings
+    batch = collate_samples([dataset[0], dataset[1]])
+    assert batch["hr"].shape == (2, 3, RESOLUTION, RESOLUTION) and batch["lr"].shape == (2, 3, 16, 16)
+    assert batch["caption"] == ["a red house", ""]
+    empty, _ = read_sample(workspace.root / "out" / "empty_prompt.safetensors")
+    assert torch.equal(dataset.empty_prompt_embeds()[0], empty["prompt_embeds"])
+
+
+def test_runs_are_deterministic(workspace, script, tmp_path):
+    assert run(script, *workspace.cached, "--output_dir", tmp_path).code == 1
+    for path in sorted((workspace.root / "out" / "samples").iterdir()):
+        assert_same_sample(path, tmp_path / "samples" / path.name)
+
+
+def test_resume_recreates_only_missing_samples(workspace, script, tmp_path):
+    output = tmp_path / "out"
+    shutil.copytree(workspace.root / "out", output)
+    samples = output / "samples"
+    (samples / ".00000005.safetensors.999.tmp").write_bytes(b"left by a killed run")
+    missing = samples / "00000001.safetensors"  # second of the batch (0, 1): sample 0 is read back, not rewritten
+    missing.unlink()
+    mtimes = {path.name: path.stat().st_mtime_ns for path in samples.glob("*.safetensors")}
+
+    result = run(script, *workspace.cached, "--output_dir", output)
+
+    assert result.code == 1  # the broken image is still broken
+    assert sorted(path.name for path in samples.iterdir()) == sorted([*mtimes, missing.name])
+    assert {name: (samples / name).stat().st_mtime_ns for name in mtimes} == mtimes
+    assert_same_sample(workspace.root / "out" / "samples" / missing.name, missing)
+    assert json.loads((output / "dataset.json").read_text())["num_samples"] == 3
+
+
+def test_resume_refuses_other_settings(workspace, script):
+    with pytest.raises(ValueError, match="seed"):
+        run(script, *workspace.cached, "--seed", 4, "--output_dir", workspace.root / "out")
+
+
+def test_captions_none_without_models(workspace, script, tmp_path):
+    result = run(
+        script,
+        *workspace.common,
+        "--captions",
+        "none",
+        "--crops_per_image",
+        2,
+        "--max_samples",
+        3,
+        "--output_dir",
+        tmp_path,
+    )
+    assert result.code == 0, result.stderr
+    dataset = PreparedDataset(tmp_path)
+    assert len(dataset) == 3 and not dataset.has_latents and dataset.empty_prompt_embeds() is None
+    assert not (tmp_path / "empty_prompt.safetensors").exists()
+    sources = []
+    for index in range(3):
+        tensors, metadata = read_sample(tmp_path / "samples" / f"{index:08d}.safetensors")
+        assert set(tensors) == {"hr", "lr"} and metadata["caption"] == ""
+        sources.append(metadata["source"])
+    assert sources == ["a.png", "a.png", "b.png"]  # two crops per image
+    assert not torch.equal(dataset[0]["hr"], dataset[1]["hr"])
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_model_captions(workspace, script, tmp_path, monkeypatch, chat):
+    """`--captions model` with a stand-in for transformers' image-text-to-text pipeline."""
+    calls = []
+
+    class FakeCaptioner:
+        processor = SimpleNamespace(chat_template="{{ messages }}" if chat else None)
+
+        def __call__(self, images=None, text=None, **options):
+            calls.append(SimpleNamespace(images=images, text=text, options=options))
+            return [[{"generated_text": f"  caption {number} "}] for number in range(len(text))]
+
+    def fake_pipeline(task, model, device, dtype):
+        assert (task, model) == ("image-text-to-text", "some/captioner")
+        return FakeCaptioner()
+
+    monkeypatch.setattr("transformers.pipeline", fake_pipeline)
+    result = run(
+        script,
+        *workspace.common,
+        "--captions",
+        "model",
+        "--caption_model",
+        "some/captioner",
+        "--caption_prompt",
+        "Describe.",
+        "--max_samples",
+        2,
+        "--output_dir",
+        tmp_path,
+    )
+    assert result.code == 0, result.stderr
+    assert [read_sample(tmp_path / "samples" / f"{index:08d}.safetensors")[1]["caption"] for index in range(2)] == [
+        "caption 0",
+        "caption 1",
+    ]
+    (call,) = calls
+    assert call.options["return_full_text"] is False and call.options["max_new_tokens"] == 77
+    if chat:
+        assert call.images is None
+        content = call.text[0][0]["content"]
+        assert content[0]["image"].size == (RESOLUTION, RESOLUTION) and content[1]["text"] == "Describe."
+    else:
+        assert call.text == ["Describe.", "Describe."] and call.images[0].size == (RESOLUTION, RESOLUTION)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--captions", "model"],
+        ["--cache_latents"],
+        ["--resolution", "62"],
+        ["--crops_per_image", "0"],
+    ],
+)
+def test_bad_arguments(workspace, script, tmp_path, extra):
+    with pytest.raises(SystemExit) as error, contextlib.redirect_stderr(io.StringIO()):
+        script.main([str(arg) for arg in workspace.common] + ["--output_dir", str(tmp_path), *extra])
+    assert error.value.code == 2

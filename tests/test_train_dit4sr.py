@@ -1,0 +1,162 @@
+"""examples/train_dit4sr.py on CPU with the tiny pipeline: what trains, resuming, saving, LoRA, data sources."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
+from diffusers_dit4sr.tiny import make_tiny_pipeline
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_script("train_dit4sr")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A tiny pipeline folder and four 80 x 72 px HR photos with captions."""
+    root = tmp_path_factory.mktemp("train")
+    make_tiny_pipeline().save_pretrained(root / "tiny")
+    rng = np.random.default_rng(0)
+    (root / "hr").mkdir()
+    for index in range(4):
+        pixels = rng.integers(0, 256, (80, 72, 3), dtype=np.uint8)
+        PIL.Image.fromarray(pixels).save(root / "hr" / f"photo{index}.png")
+        (root / "hr" / f"photo{index}.txt").write_text(f"photo number {index}")
+    return root
+
+
+def run(workspace: Path, output: str, *extra: str) -> dict:
+    args = [
+        "--pretrained_model_name_or_path", str(workspace / "tiny"),
+        "--transformer_model_name_or_path", str(workspace / "tiny"),
+        "--transformer_subfolder", "transformer",
+        "--resolution", "64",
+        "--train_batch_size", "2",
+        "--lr_warmup_steps", "0",
+        "--learning_rate", "1e-3",
+        "--report_to", "none",
+        "--output_dir", str(workspace / output),
+        *extra,
+    ]
+    if "--prepared_data_dir" not in extra:
+        args += ["--train_data_dir", str(workspace / "hr")]
+    return train.main(args)
+
+
+def transformer_state(path: Path) -> dict[str, torch.Tensor]:
+    return DiT4SRTransformer2DModel.from_pretrained(path).state_dict()
+
+
+def test_released_recipe_trains_only_the_lr_branch(workspace):
+    summary = run(workspace, "lr_branch", "--max_train_steps", "3", "--checkpointing_steps", "100")
+    assert summary["global_step"] == 3 and np.isfinite(summary["loss"])
+    before = transformer_state(workspace / "tiny" / "transformer")
+    after = transformer_state(workspace / "lr_branch" / "transformer")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    trained = set(DiT4SRTransformer2DModel.from_pretrained(workspace / "tiny" / "transformer").lr_branch_parameters())
+    assert changed and changed <= trained
+    # Every LR-branch parameter that takes part in the forward pass moved.
+    assert changed == trained
+
+
+def test_resume_continues_to_the_same_parameters(workspace):
+    # Two batches per epoch: resuming after step 1 continues mid-epoch (the next batch), then crosses an epoch.
+    run(workspace, "straight", "--max_train_steps", "3", "--checkpointing_steps", "1")
+    run(workspace, "resumed", "--max_train_steps", "1", "--checkpointing_steps", "1")
+    assert (workspace / "resumed" / "checkpoint-1").is_dir()
+    summary = run(workspace, "resumed", "--max_train_steps", "3", "--checkpointing_steps", "1",
+                  "--resume_from_checkpoint", "latest")
+    assert summary["global_step"] == 3
+    straight = transformer_state(workspace / "straight" / "transformer")
+    resumed = transformer_state(workspace / "resumed" / "transformer")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    initial = transformer_state(workspace / "tiny" / "transformer")
+    assert any(not torch.equal(initial[name], tensor) for name, tensor in straight.items())
+
+
+def test_checkpoints_total_limit_and_validation_images(workspace):
+    run(
+        workspace, "limited", "--max_train_steps", "3", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
+        "--validation_image", str(workspace / "hr" / "photo0.png"), "--validation_prompt", "a photo",
+        "--validation_steps", "3", "--validation_inference_steps", "1",
+    )
+    assert sorted(path.name for path in (workspace / "limited").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    (grid_path,) = (workspace / "limited" / "validation").glob("*.png")
+    grid = PIL.Image.open(grid_path)
+    # LR | SR | HR side by side at the HR size (72 x 80 px, trimmed to a multiple of the scale).
+    assert grid.size == (3 * 72, 80)
+
+
+def test_lora_weights_load_into_the_pipeline(workspace):
+    run(workspace, "lora", "--trainable", "lora", "--lora_rank", "4", "--max_train_steps", "2")
+    lora_file = workspace / "lora" / "pytorch_lora_weights.safetensors"
+    assert lora_file.is_file() and not (workspace / "lora" / "transformer").exists()
+
+    pipe = StableDiffusion3SRPipeline.from_pretrained(workspace / "tiny")
+    pipe.set_progress_bar_config(disable=True)
+    image = PIL.Image.open(workspace / "hr" / "photo1.png").resize((16, 16))
+    options = {"num_inference_steps": 1, "process_size": 64, "tile_size": 64, "tile_overlap": 32, "output_type": "pt"}
+    plain = pipe(image=image, generator=torch.Generator().manual_seed(0), **options).images
+    pipe.load_lora_weights(workspace / "lora")
+    adapted = pipe(image=image, generator=torch.Generator().manual_seed(0), **options).images
+    assert not torch.allclose(plain, adapted)
+
+
+def test_prepared_dataset_and_init_from_sd3(workspace):
+    prepare = load_script("prepare_dataset")
+    exit_code = prepare.main([
+        "--input_dir", str(workspace / "hr"), "--output_dir", str(workspace / "prepared"), "--resolution", "64",
+        "--pretrained_model_name_or_path", str(workspace / "tiny"), "--cache_latents", "--cache_text_embeddings",
+        "--device", "cpu",
+    ])
+    assert exit_code == 0
+    summary = run(
+        workspace, "from_sd3", "--prepared_data_dir", str(workspace / "prepared"), "--max_train_steps", "2",
+        "--init_from_sd3", "--lr_key_source", "lr", "--lr_injection", "linear",
+    )
+    assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
+    config = json.loads((workspace / "from_sd3" / "transformer" / "config.json").read_text())
+    assert config["lr_key_source"] == "lr" and config["lr_injection"] == "linear"
+
+
+def test_full_fine_tuning_selects_every_used_parameter():
+    transformer = make_tiny_pipeline().transformer
+    args = train.parse_args(["--train_data_dir", "x", "--trainable", "full"])
+    selected = {id(param) for param in train.select_trainable_parameters(transformer, args)}
+    unused = {name for name in transformer.lr_branch_parameters(include_unused=True)} - set(
+        transformer.lr_branch_parameters()
+    )
+    for name, param in transformer.named_parameters():
+        assert (id(param) in selected) == (name not in unused), name
+        assert param.requires_grad == (name not in unused), name
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "exactly one of --train_data_dir and --prepared_data_dir"),
+        (["--train_data_dir", "a", "--prepared_data_dir", "b"], "exactly one"),
+        (["--train_data_dir", "a", "--proportion_empty_prompts", "1.5"], "proportion_empty_prompts"),
+        (["--train_data_dir", "a", "--validation_image", "x.png", "y.png", "--validation_prompt", "a", "b", "c"],
+         "validation_prompt"),
+    ],
+)
+def test_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as error:
+        train.parse_args(argv)
+    assert error.value.code == 2 and message in capsys.readouterr().err
