@@ -9,6 +9,7 @@ through its own zero-initialized `*_control` projections.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.normalization import RMSNorm
@@ -96,21 +97,19 @@ class DiT4SRAttnProcessor:
             key = attn.normalize_key(attn.split_heads(attn.to_k(noise_states)))
             return [query], [key], [attn.split_heads(attn.to_v(noise_states))]
 
-        query = attn.to_q(hidden_states)
-        value = attn.to_v(hidden_states)
-        noise_query = attn.normalize_query(attn.split_heads(query[0]))
-        lr_query = attn.normalize_query(attn.split_heads(attn.to_q_control(query[1])))
-        noise_value = attn.split_heads(value[0])
-        lr_value = attn.split_heads(attn.to_v_control(value[1]))
-
+        noise_query, lr_query = attn.project_streams("q", hidden_states)
+        noise_value, lr_value = attn.project_streams("v", hidden_states)
         if attn.lr_keys_reuse_noise_keys:
             # Released checkpoints: the LR tokens reuse the noise tokens' normalized keys, normalized once more.
             noise_key = attn.normalize_key(attn.split_heads(attn.to_k(noise_states)))
             lr_key = attn.normalize_key(noise_key)
         else:
-            key = attn.to_k(hidden_states)
-            noise_key = attn.normalize_key(attn.split_heads(key[0]))
-            lr_key = attn.normalize_key(attn.split_heads(attn.to_k_control(key[1])))
+            noise_key, lr_key = attn.project_streams("k", hidden_states)
+            noise_key = attn.normalize_key(attn.split_heads(noise_key))
+            lr_key = attn.normalize_key(attn.split_heads(lr_key))
+        noise_query = attn.normalize_query(attn.split_heads(noise_query))
+        lr_query = attn.normalize_query(attn.split_heads(lr_query))
+        noise_value, lr_value = attn.split_heads(noise_value), attn.split_heads(lr_value)
         return [noise_query, lr_query], [noise_key, lr_key], [noise_value, lr_value]
 
 
@@ -193,6 +192,7 @@ class DiT4SRAttention(nn.Module, AttentionModuleMixin):
             self.to_v_control = nn.Linear(inner_dim, inner_dim)
         self.to_out_control = nn.Linear(inner_dim, dim)
         self.init_lr_stream()
+        self.fused_lr_projections = False
 
         self.set_processor(processor if processor is not None else self._default_processor_cls())
 
@@ -209,6 +209,40 @@ class DiT4SRAttention(nn.Module, AttentionModuleMixin):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
         self.to_out_control.load_state_dict(self.to_out[0].state_dict())
+
+    @property
+    def lr_projection_names(self) -> tuple[str, ...]:
+        """The projections that have an LR layer in the forward pass (`"k"` only when the LR keys are their own)."""
+        if not self.lr_attention:
+            return ()
+        return ("q", "v") if self.lr_keys_reuse_noise_keys else ("q", "k", "v")
+
+    def project_streams(self, name: str, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SD3's `to_{name}` of the noise tokens, and `to_{name}_control(to_{name}(.))` of the LR tokens."""
+        base = getattr(self, f"to_{name}")
+        if self.fused_lr_projections:
+            lr_weight, lr_bias = getattr(self, f"fused_lr_{name}_weight"), getattr(self, f"fused_lr_{name}_bias")
+            return base(hidden_states[0]), F.linear(hidden_states[1], lr_weight, lr_bias)
+        projected = base(hidden_states)  # one GEMM over both streams
+        return projected[0], getattr(self, f"to_{name}_control")(projected[1])
+
+    @torch.no_grad()
+    def fuse_lr_projections(self) -> None:
+        """Folds each LR layer into the SD3 projection before it: `Wc (Wb x + bb) + bc = (Wc Wb) x + (Wc bb + bc)`."""
+        for name in self.lr_projection_names:
+            base, control = getattr(self, f"to_{name}"), getattr(self, f"to_{name}_control")
+            weight = control.weight.double() @ base.weight.double()
+            bias = control.weight.double() @ base.bias.double() + control.bias.double()
+            # Not persistent: the fused copies never reach a state dict or a saved checkpoint.
+            self.register_buffer(f"fused_lr_{name}_weight", weight.to(base.weight.dtype), persistent=False)
+            self.register_buffer(f"fused_lr_{name}_bias", bias.to(base.weight.dtype), persistent=False)
+        self.fused_lr_projections = bool(self.lr_projection_names)
+
+    def unfuse_lr_projections(self) -> None:
+        for name in self.lr_projection_names:
+            for kind in ("weight", "bias"):
+                self._buffers.pop(f"fused_lr_{name}_{kind}", None)
+        self.fused_lr_projections = False
 
     def split_heads(self, states: torch.Tensor) -> torch.Tensor:
         """`(B, N, heads * head_dim)` -> `(B, N, heads, head_dim)`, the layout `dispatch_attention_fn` takes."""
