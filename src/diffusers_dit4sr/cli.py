@@ -188,10 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     memory.add_argument(
         "--tile-batch-size",
-        type=_positive_int,
+        type=_tile_batch_size,
         metavar="N",
-        default=8,
-        help="tiles run through the transformer at once; lower saves GPU memory (default: %(default)s)",
+        default="auto",
+        help=(
+            "tiles run through the transformer at once; 'auto' starts with all tiles and halves on out-of-memory "
+            "(default: %(default)s)"
+        ),
     )
 
     behaviour = parser.add_argument_group("behaviour")
@@ -210,6 +213,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _tile_batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 def _non_negative_int(text: str) -> int:

@@ -149,6 +149,39 @@ class TestTiling:
         one_by_one = upscale(pipe, image, tile_batch_size=1)
         torch.testing.assert_close(batched, one_by_one, rtol=0, atol=1e-5)
 
+    def test_auto_tile_batch_halves_on_out_of_memory(self, pipe, monkeypatch):
+        image = random_image(20, 36)  # 8 tiles
+        expected = upscale(pipe, image, tile_batch_size=2)
+        original = type(pipe.transformer).forward
+        batch_sizes = []
+
+        def limited_memory(self, *args, **kwargs):
+            rows = kwargs["hidden_states"].shape[0]
+            batch_sizes.append(rows)
+            if rows > 4:  # more than 2 tiles with their unconditional copies
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(pipe.transformer), "forward", limited_memory)
+        result = upscale(pipe, image, tile_batch_size="auto")
+        # All 8 tiles first, then 4, then 2, which is kept for every later call.
+        assert batch_sizes[:3] == [16, 8, 4] and set(batch_sizes[3:]) == {4}
+        assert len(batch_sizes) == 2 + 4 * FAST["num_inference_steps"]
+        torch.testing.assert_close(result, expected, **ROUND_OFF)
+
+    def test_auto_tile_batch_takes_all_tiles_when_they_fit(self, pipe, monkeypatch):
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        upscale(pipe, random_image(20, 36), tile_batch_size="auto", num_inference_steps=1)
+        assert [kwargs["hidden_states"].shape[0] for _, kwargs in spy.calls] == [16]
+
+    def test_fixed_tile_batch_size_does_not_hide_out_of_memory(self, pipe, monkeypatch):
+        def out_of_memory(self, *args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+        monkeypatch.setattr(type(pipe.transformer), "forward", out_of_memory)
+        with pytest.raises(torch.OutOfMemoryError):
+            upscale(pipe, random_image(20, 36), tile_batch_size=4)
+
     def test_tile_size_changes_tiling_not_size(self, pipe):
         image = random_image(20, 36)
         tiled = upscale(pipe, image, tile_size=64)
@@ -345,6 +378,7 @@ class TestErrors:
             ({"tile_size": 50}, "tile_size"),
             ({"tile_overlap": 20}, "tile_overlap"),
             ({"tile_batch_size": 0}, "tile_batch_size"),
+            ({"tile_batch_size": "max"}, "tile_batch_size"),
             ({"color_fix": "histogram"}, "color_fix"),
             ({"output_type": "jpg"}, "output_type"),
             ({"prompt": ["a", "b"]}, "prompt"),

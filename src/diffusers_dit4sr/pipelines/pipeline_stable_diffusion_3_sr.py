@@ -15,8 +15,8 @@ from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteSc
 from diffusers.loaders import SD3LoraLoaderMixin
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import retrieve_latents
-from diffusers.utils import BaseOutput, replace_example_docstring
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.utils import BaseOutput, logging, replace_example_docstring
+from diffusers.utils.torch_utils import empty_device_cache, randn_tensor
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from ..color import COLOR_FIX_METHODS, apply_color_fix
@@ -24,6 +24,8 @@ from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, 
 from ..image_processing import MAX_OUTPUT_SIDE, ImageInput, SizePlan, pad_to, plan_sizes, resize, to_rgb_tensors
 from ..models import DiT4SRTransformer2DModel
 from ..tiling import blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
+
+logger = logging.get_logger(__name__)
 
 DEFAULT_ADDED_PROMPT = (
     "Cinematic, hyper sharpness, highly detailed, perfect without deformations, camera, hyper detailed photo - "
@@ -218,7 +220,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         strength: float,
         tile_size: int,
         tile_overlap: int,
-        tile_batch_size: int,
+        tile_batch_size: int | str,
         color_fix: str | None,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str],
@@ -228,13 +230,13 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             raise TypeError(f"`upscale` must be a finite number, got {upscale!r}.")
         if upscale <= 0:
             raise ValueError(f"`upscale` must be positive, got {upscale}.")
-        for name, value, minimum in (
-            ("process_size", process_size, 0),
-            ("num_inference_steps", num_inference_steps, 1),
-            ("tile_batch_size", tile_batch_size, 1),
-        ):
+        for name, value, minimum in (("process_size", process_size, 0), ("num_inference_steps", num_inference_steps, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        if tile_batch_size != "auto" and (
+            isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1
+        ):
+            raise ValueError(f"`tile_batch_size` must be a positive integer or 'auto', got {tile_batch_size!r}.")
         if not 0 < strength <= 1:
             raise ValueError(f"`strength` must be in (0, 1], got {strength}.")
         if strength < 1 and not hasattr(self.scheduler, "scale_noise"):
@@ -338,10 +340,48 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         pooled_prompt_embeds: torch.Tensor,
         tiles: list,
         tile_weights: torch.Tensor | None,
+        lr_injection_scale: float,
+    ) -> torch.Tensor:
+        """Guided velocity of the whole latent: tiles run through the transformer in batches, then blend.
+
+        With `tile_batch_size="auto"` a batch that runs out of accelerator memory is retried at half the size, which
+        is kept for the rest of the call.
+        """
+        while True:
+            try:
+                return self._predict_velocity_in_batches(
+                    latents,
+                    lr_latents,
+                    timestep,
+                    prompt_embeds,
+                    pooled_prompt_embeds,
+                    tiles,
+                    tile_weights,
+                    self._tile_batch_size,
+                    lr_injection_scale,
+                )
+            except torch.OutOfMemoryError:
+                if not self._adaptive_tile_batch or self._tile_batch_size == 1:
+                    raise
+                self._tile_batch_size = (self._tile_batch_size + 1) // 2
+                logger.warning(f"Out of memory: retrying with `tile_batch_size={self._tile_batch_size}`.")
+                empty_device_cache()
+                if self.transformer.is_cache_enabled:
+                    # Cached states belong to the old tile batches.
+                    self.transformer._reset_stateful_cache()
+
+    def _predict_velocity_in_batches(
+        self,
+        latents: torch.Tensor,
+        lr_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        pooled_prompt_embeds: torch.Tensor,
+        tiles: list,
+        tile_weights: torch.Tensor | None,
         tile_batch_size: int,
         lr_injection_scale: float,
     ) -> torch.Tensor:
-        """Guided velocity of the whole latent: tiles run through the transformer in batches, then blend."""
         if len(tiles) == 1:
             latent_tiles, lr_tiles = latents, lr_latents
         else:
@@ -397,7 +437,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         lr_injection_scale: float = 1.2,
         tile_size: int = 512,
         tile_overlap: int = 192,
-        tile_batch_size: int = 8,
+        tile_batch_size: int | str = "auto",
         color_fix: str | None = "adain",
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -433,8 +473,9 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             tile_size (`int`, defaults to 512): Side of the square denoising tiles in output pixels (multiple of 16).
                 Images that fit one tile are not tiled.
             tile_overlap (`int`, defaults to 192): Overlap of neighbouring tiles in output pixels (multiple of 16).
-            tile_batch_size (`int`, defaults to 8): How many tiles go through the transformer together (twice as
-                many rows with guidance). Changes speed and memory, not the result.
+            tile_batch_size (`int` or `"auto"`, defaults to `"auto"`): How many tiles go through the transformer
+                together (twice as many rows with guidance). `"auto"` starts with all tiles of an image and halves the
+                batch whenever the accelerator runs out of memory. Changes speed and memory, not the result.
             color_fix (`str`, *optional*, defaults to `"adain"`): `"adain"`, `"wavelet"` or `None`; the correction
                 is made against the bicubic-upscaled LR image.
             generator (`torch.Generator` or a list, one per image, *optional*): For reproducible noise.
@@ -488,6 +529,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         self._guidance_scale = guidance_scale
         self._joint_attention_kwargs = joint_attention_kwargs
         self._interrupt = False
+        self._adaptive_tile_batch = tile_batch_size == "auto"
+        self._tile_batch_size = None
         device = self._execution_device
 
         lora_scale = (joint_attention_kwargs or {}).get("scale")
@@ -534,6 +577,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 latent_height, latent_width = lr_latents.shape[-2:]
                 tiles = plan_tiles(latent_height, latent_width, tile_latents, overlap_latents)
                 tile_weights = gaussian_tile_weights(tiles[0].height, tiles[0].width, device=device)
+                if not self._adaptive_tile_batch:
+                    self._tile_batch_size = tile_batch_size
+                elif self._tile_batch_size is None:
+                    self._tile_batch_size = len(tiles)
 
                 image_seq_len = tiles[0].height * tiles[0].width // self.transformer.config.patch_size**2
                 timesteps = self._timesteps(num_inference_steps, strength, image_seq_len, device)
@@ -556,7 +603,6 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                         text[1],
                         tiles,
                         tile_weights,
-                        tile_batch_size,
                         lr_injection_scale,
                     )
                     image_latents = self.scheduler.step(velocity, timestep, image_latents, return_dict=False)[0]
