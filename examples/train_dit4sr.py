@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
-from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL
+from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, make_training_model_card
 from diffusers_dit4sr.training import (
     DegradationConfig,
     HRImageDataset,
@@ -382,7 +382,7 @@ def log_validation(pipeline, transformer, accelerator, args, global_step: int, d
         transformer.train()
 
 
-def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace) -> None:
+def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace, global_step: int) -> None:
     transformer = accelerator.unwrap_model(transformer)
     if args.trainable == "lora":
         from peft.utils import get_peft_model_state_dict
@@ -396,6 +396,18 @@ def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace) 
         from huggingface_hub import create_repo, upload_folder
 
         repo_id = create_repo(args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token).repo_id
+        start = f"SD3 transformer of `{args.pretrained_model_name_or_path}`" if args.init_from_sd3 else (
+            f"`{args.transformer_model_name_or_path}` (`{args.transformer_subfolder}`)"
+        )
+        data = args.train_data_dir and "HR images degraded on the fly" or "a prepared dataset"
+        summary = (
+            f"- started from: {start}\n- trained: `{args.trainable}`\n- data: {data}, {args.resolution} px crops\n"
+            f"- optimization steps: {global_step}, batch {args.train_batch_size} per process x "
+            f"{accelerator.num_processes} process(es) x {args.gradient_accumulation_steps} accumulation, "
+            f"learning rate {args.learning_rate}"
+        )
+        card = make_training_model_card(repo_id, args.pretrained_model_name_or_path, args.trainable == "lora", summary)
+        card.save(Path(args.output_dir) / "README.md")
         upload_folder(
             repo_id=repo_id,
             folder_path=args.output_dir,
@@ -551,7 +563,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_final(accelerator, transformer, args)
+        save_final(accelerator, transformer, args, global_step)
     accelerator.end_training()
     return {"global_step": global_step, "loss": loss_value}
 

@@ -160,3 +160,18 @@ def test_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as error:
         train.parse_args(argv)
     assert error.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_push_to_hub_uploads_weights_with_a_model_card(workspace, monkeypatch):
+    import huggingface_hub
+
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kwargs: type("Repo", (), {"repo_id": repo_id}))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+    run(workspace, "pushed", "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "you/dit4sr-mine")
+    (upload,) = uploads
+    assert upload["repo_id"] == "you/dit4sr-mine" and upload["folder_path"] == str(workspace / "pushed")
+    assert "checkpoint-*/**" in upload["ignore_patterns"]
+    card = (workspace / "pushed" / "README.md").read_text()
+    assert 'DiT4SRTransformer2DModel.from_pretrained("you/dit4sr-mine", subfolder="transformer"' in card
+    assert "- optimization steps: 1, batch 2 per process" in card and "library_name: diffusers" in card

@@ -19,6 +19,7 @@ __all__ = [
     "RELEASED_SD3_MODEL",
     "RELEASED_VARIANTS",
     "make_model_card",
+    "make_training_model_card",
     "push_pipeline_to_hub",
 ]
 
@@ -45,6 +46,21 @@ _CITATION = """\
   booktitle={Proceedings of the IEEE/CVF International Conference on Computer Vision},
   year={2025}
 }"""
+_LICENSE_AND_CITATION = f"""
+## License
+
+The VAE, text encoders and transformer backbone come from Stable Diffusion 3.5 and are licensed under the
+[Stability AI Community License]({SD35_LICENSE_URL}). The DiT4SR weights are released by their authors under their own
+terms (the Pi-Lab License 1.0 at the time of writing); see the original repository,
+[{ORIGINAL_CODE_URL}]({ORIGINAL_CODE_URL}), and [{RELEASED_DIT4SR_MODEL}](https://huggingface.co/{RELEASED_DIT4SR_MODEL}).
+Read both before using the model.
+
+## Citation
+
+```bibtex
+{_CITATION}
+```
+"""
 
 
 def make_model_card(
@@ -69,18 +85,8 @@ def make_model_card(
     if dit4sr_variant is not None and dit4sr_variant not in RELEASED_VARIANTS:
         raise ValueError(f"`dit4sr_variant` must be one of {RELEASED_VARIANTS} or None, got {dit4sr_variant!r}.")
 
-    tags = list(MODEL_CARD_TAGS)
-    if dit4sr_variant is not None:
-        tags.append(f"dit4sr-{dit4sr_variant}")
-    metadata = ModelCardData(
-        library_name="diffusers",
-        pipeline_tag="image-to-image",
-        tags=tags,
-        base_model=base_model,
-        license="other",
-        license_name=SD35_LICENSE_NAME,
-        license_link=SD35_LICENSE_URL,
-    )
+    tags = [f"dit4sr-{dit4sr_variant}"] if dit4sr_variant is not None else []
+    metadata = _card_metadata(base_model, tags)
 
     if description is None:
         description = (
@@ -129,22 +135,71 @@ dit4sr-upscale photo.png --model {repo_id}
 ```
 
 A caption of the image helps; large images are processed in overlapping tiles.
-
-## License
-
-The VAE, text encoders and transformer backbone come from Stable Diffusion 3.5 and are licensed under the
-[Stability AI Community License]({SD35_LICENSE_URL}). The DiT4SR weights are released by their authors under their own
-terms (the Pi-Lab License 1.0 at the time of writing); see the original repository,
-[{ORIGINAL_CODE_URL}]({ORIGINAL_CODE_URL}), and [{RELEASED_DIT4SR_MODEL}](https://huggingface.co/{RELEASED_DIT4SR_MODEL}).
-Read both before using the model.
-
-## Citation
-
-```bibtex
-{_CITATION}
-```
-"""
+{_LICENSE_AND_CITATION}"""
     return ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")
+
+
+def make_training_model_card(repo_id: str, base_model: str, lora: bool, training_summary: str) -> ModelCard:
+    r"""
+    The model card of weights written by `examples/train_dit4sr.py`: a DiT4SR transformer (`transformer/`) or LoRA
+    weights (`pytorch_lora_weights.safetensors`), with the code that puts them into a pipeline.
+
+    Args:
+        repo_id (`str`): The repository the card describes.
+        base_model (`str`): The pipeline whose VAE and text encoders the weights were trained with.
+        lora (`bool`): Whether the repository holds LoRA weights rather than a transformer.
+        training_summary (`str`): How the weights were trained (a Markdown paragraph or list).
+    """
+    metadata = _card_metadata(base_model, ["lora"] if lora else [])
+    if lora:
+        load = (
+            f'pipe = StableDiffusion3SRPipeline.from_released(dtype=torch.bfloat16)\npipe.load_lora_weights("{repo_id}")'
+        )
+        what = "LoRA weights for the DiT4SR transformer"
+    else:
+        load = (
+            f'transformer = DiT4SRTransformer2DModel.from_pretrained("{repo_id}", subfolder="transformer", '
+            "dtype=torch.bfloat16)\n"
+            f'pipe = StableDiffusion3SRPipeline.from_pretrained("{base_model}", transformer=transformer, '
+            "dtype=torch.bfloat16)"
+        )
+        what = "A DiT4SR transformer"
+    body = f"""
+# DiT4SR: {repo_id}
+
+{what} for real-world image super-resolution ([DiT4SR]({PAPER_URL}), ICCV 2025), trained with
+[diffusers-dit4sr](https://pypi.org/project/diffusers-dit4sr/)'s `examples/train_dit4sr.py`.
+
+## Training
+
+{training_summary}
+
+## Usage
+
+```python
+import torch
+from PIL import Image
+from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
+
+{load}
+pipe.to("cuda")
+image = pipe(image=Image.open("photo.png"), prompt="a red brick house by a lake").images[0]
+```
+{_LICENSE_AND_CITATION}"""
+    return ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")
+
+
+def _card_metadata(base_model: str, extra_tags: list[str]) -> ModelCardData:
+    """Lists the repository as a Diffusers image-to-image model derived from `base_model`, under SD3.5's license."""
+    return ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="image-to-image",
+        tags=[*MODEL_CARD_TAGS, *extra_tags],
+        base_model=base_model,
+        license="other",
+        license_name=SD35_LICENSE_NAME,
+        license_link=SD35_LICENSE_URL,
+    )
 
 
 def push_pipeline_to_hub(
