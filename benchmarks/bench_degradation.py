@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from diffusers_dit4sr.training import RealESRGANDegradation
 
-
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

@@ -179,7 +179,9 @@ def main() -> None:
             results[name]["compile_s"] = first_call_s - results[name]["median_s"]
         results[name]["parameters"] = sum(param.numel() for param in model.parameters())
         memory = results[name].get("peak_memory_gib", results[name].get("peak_rss_gib"))
-        print(f"{name:>7}: {results[name]['median_s'] * 1e3:9.2f} ms/forward (median of {args.iters}), peak {memory:.2f} GiB")
+        print(
+            f"{name:>7}: {results[name]['median_s'] * 1e3:9.2f} ms/forward (median of {args.iters}), peak {memory:.2f} GiB"
+        )
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -72,21 +72,34 @@ def str_to_bool(value: str) -> bool:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     models = parser.add_argument_group("models")
-    models.add_argument("--pretrained_model_name_or_path", default=RELEASED_SD3_MODEL,
-                        help="SD3.5 (or converted DiT4SR) pipeline: VAE, text encoders, scheduler; and the SD3 transformer for --init_from_sd3.")
+    models.add_argument(
+        "--pretrained_model_name_or_path",
+        default=RELEASED_SD3_MODEL,
+        help="SD3.5 (or converted DiT4SR) pipeline: VAE, text encoders, scheduler; and the SD3 transformer for --init_from_sd3.",
+    )
     models.add_argument("--revision", default=None)
     models.add_argument("--variant", default=None, help="weights variant of the pretrained files, e.g. fp16")
-    models.add_argument("--transformer_model_name_or_path", default=RELEASED_DIT4SR_MODEL,
-                        help="DiT4SR transformer to start from (ignored with --init_from_sd3).")
+    models.add_argument(
+        "--transformer_model_name_or_path",
+        default=RELEASED_DIT4SR_MODEL,
+        help="DiT4SR transformer to start from (ignored with --init_from_sd3).",
+    )
     models.add_argument("--transformer_subfolder", default="dit4sr_q/transformer")
-    models.add_argument("--init_from_sd3", action="store_true",
-                        help="initialize a new DiT4SR from the SD3 transformer of --pretrained_model_name_or_path")
+    models.add_argument(
+        "--init_from_sd3",
+        action="store_true",
+        help="initialize a new DiT4SR from the SD3 transformer of --pretrained_model_name_or_path",
+    )
     models.add_argument("--lr_key_source", choices=["noise", "lr"], default=None)
     models.add_argument("--lr_attention", type=str_to_bool, default=None)
     models.add_argument("--lr_residual", type=str_to_bool, default=None)
     models.add_argument("--lr_injection", choices=["conv", "linear", "none"], default=None)
-    models.add_argument("--trainable", choices=["lr_branch", "full", "lora"], default="lr_branch",
-                        help="lr_branch: the released recipe (parameters named *control*); full; or lora adapters.")
+    models.add_argument(
+        "--trainable",
+        choices=["lr_branch", "full", "lora"],
+        default="lr_branch",
+        help="lr_branch: the released recipe (parameters named *control*); full; or lora adapters.",
+    )
     models.add_argument("--lora_rank", type=int, default=16)
     models.add_argument("--lora_alpha", type=int, default=None, help="defaults to --lora_rank")
     models.add_argument("--lora_target_modules", nargs="+", default=DEFAULT_LORA_TARGETS)
@@ -121,13 +134,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--adam_weight_decay", type=float, default=1e-2)
     training.add_argument("--adam_epsilon", type=float, default=1e-8)
     training.add_argument("--max_grad_norm", type=float, default=1.0)
-    training.add_argument("--weighting_scheme", default="logit_normal",
-                          choices=["sigma_sqrt", "logit_normal", "mode", "cosmap", "none"])
+    training.add_argument(
+        "--weighting_scheme", default="logit_normal", choices=["sigma_sqrt", "logit_normal", "mode", "cosmap", "none"]
+    )
     training.add_argument("--logit_mean", type=float, default=0.0)
     training.add_argument("--logit_std", type=float, default=1.0)
     training.add_argument("--mode_scale", type=float, default=1.29)
-    training.add_argument("--precondition_outputs", type=int, default=1,
-                          help="1: the x0 target of diffusers' SD3 examples (released); 0: the velocity target")
+    training.add_argument(
+        "--precondition_outputs",
+        type=int,
+        default=1,
+        help="1: the x0 target of diffusers' SD3 examples (released); 0: the velocity target",
+    )
     training.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
     training.add_argument("--allow_tf32", action="store_true")
     training.add_argument("--set_grads_to_none", action="store_true")
@@ -136,8 +154,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     saving.add_argument("--checkpointing_steps", type=int, default=10000)
     saving.add_argument("--checkpoints_total_limit", type=int, default=None)
     saving.add_argument("--resume_from_checkpoint", default=None, help='a checkpoint folder, or "latest"')
-    saving.add_argument("--validation_image", nargs="+", default=None,
-                        help="HR images: degraded with a fixed seed, upscaled, logged as LR | SR | HR grids")
+    saving.add_argument(
+        "--validation_image",
+        nargs="+",
+        default=None,
+        help="HR images: degraded with a fixed seed, upscaled, logged as LR | SR | HR grids",
+    )
     saving.add_argument("--validation_prompt", nargs="+", default=None, help="one caption per validation image")
     saving.add_argument("--validation_steps", type=int, default=1000)
     saving.add_argument("--validation_inference_steps", type=int, default=40)
@@ -192,7 +214,9 @@ def select_trainable_parameters(transformer: DiT4SRTransformer2DModel, args: arg
     if args.trainable == "lr_branch":
         parameters = transformer.lr_branch_parameters()
     else:
-        unused = transformer.lr_branch_parameters(include_unused=True).keys() - transformer.lr_branch_parameters().keys()
+        unused = (
+            transformer.lr_branch_parameters(include_unused=True).keys() - transformer.lr_branch_parameters().keys()
+        )
         parameters = {name: param for name, param in transformer.named_parameters() if name not in unused}
     for param in parameters.values():
         param.requires_grad_(True)
@@ -226,7 +250,9 @@ class BatchPreparer:
         self.pipeline, self.args, self.device, self.dtype = pipeline, args, device, dtype
         self.degradation = None
         if args.train_data_dir is not None:
-            config = DegradationConfig.load(args.degradation_config) if args.degradation_config else DegradationConfig()
+            config = (
+                DegradationConfig.load(args.degradation_config) if args.degradation_config else DegradationConfig()
+            )
             self.degradation = RealESRGANDegradation(config)
         self.empty_prompt = dataset.empty_prompt_embeds() if isinstance(dataset, PreparedDataset) else None
         if self.empty_prompt is None:
@@ -265,7 +291,10 @@ class BatchPreparer:
         prompt_embeds = prompt_embeds.to(self.device)
         pooled_prompt_embeds = pooled_prompt_embeds.to(self.device)
         # Released recipe: with probability `proportion_empty_prompts` a caption becomes the empty prompt.
-        drop = torch.rand(len(prompt_embeds), generator=generator, device=generator.device) < self.args.proportion_empty_prompts
+        drop = (
+            torch.rand(len(prompt_embeds), generator=generator, device=generator.device)
+            < self.args.proportion_empty_prompts
+        )
         drop = drop.to(self.device)
         empty_embeds, empty_pooled = (tensor.to(self.device) for tensor in self.empty_prompt)
         prompt_embeds = torch.where(drop[:, None, None], empty_embeds[:1], prompt_embeds)
@@ -355,8 +384,13 @@ def log_validation(pipeline, transformer, accelerator, args, global_step: int, d
     grids = []
     for index, path in enumerate(args.validation_image):
         hr = Image.open(path).convert("RGB")
-        hr = hr.resize(((hr.width // degradation.config.scale) * degradation.config.scale,
-                        (hr.height // degradation.config.scale) * degradation.config.scale), Image.BICUBIC)
+        hr = hr.resize(
+            (
+                (hr.width // degradation.config.scale) * degradation.config.scale,
+                (hr.height // degradation.config.scale) * degradation.config.scale,
+            ),
+            Image.BICUBIC,
+        )
         hr_tensor = torch.from_numpy(np.array(hr)).permute(2, 0, 1)[None].float().div(255)
         lr, _ = degradation(hr_tensor, generator=torch.Generator().manual_seed(args.seed + index))
         prompts = args.validation_prompt or [""]
@@ -369,7 +403,9 @@ def log_validation(pipeline, transformer, accelerator, args, global_step: int, d
                 num_inference_steps=args.validation_inference_steps,
                 generator=torch.Generator(device=accelerator.device).manual_seed(args.seed),
             ).images
-        lr_view = Image.fromarray((lr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize(hr.size, Image.NEAREST)
+        lr_view = Image.fromarray((lr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize(
+            hr.size, Image.NEAREST
+        )
         grid = Image.new("RGB", (hr.width * 3, hr.height))
         for column, image in enumerate((lr_view, sr.resize(hr.size), hr)):
             grid.paste(image, (column * hr.width, 0))
@@ -395,9 +431,13 @@ def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace, 
     if args.push_to_hub:
         from huggingface_hub import create_repo, upload_folder
 
-        repo_id = create_repo(args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token).repo_id
-        start = f"SD3 transformer of `{args.pretrained_model_name_or_path}`" if args.init_from_sd3 else (
-            f"`{args.transformer_model_name_or_path}` (`{args.transformer_subfolder}`)"
+        repo_id = create_repo(
+            args.hub_model_id or Path(args.output_dir).name, exist_ok=True, token=args.hub_token
+        ).repo_id
+        start = (
+            f"SD3 transformer of `{args.pretrained_model_name_or_path}`"
+            if args.init_from_sd3
+            else (f"`{args.transformer_model_name_or_path}` (`{args.transformer_subfolder}`)")
         )
         data = args.train_data_dir and "HR images degraded on the fly" or "a prepared dataset"
         summary = (
@@ -424,7 +464,9 @@ def main(argv: list[str] | None = None) -> dict:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=Path(args.output_dir, args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=Path(args.output_dir, args.logging_dir)
+        ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -491,7 +533,9 @@ def main(argv: list[str] | None = None) -> dict:
         num_cycles=args.lr_num_cycles,
         power=args.lr_power,
     )
-    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(transformer, optimizer, dataloader, lr_scheduler)
+    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(
+        transformer, optimizer, dataloader, lr_scheduler
+    )
     prepare_batch = BatchPreparer(pipeline, dataset, args, accelerator.device, weight_dtype)
     validation_degradation = prepare_batch.degradation or RealESRGANDegradation()
 
@@ -501,7 +545,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     global_step, first_epoch, skip_batches = 0, 0, 0
     if args.resume_from_checkpoint:
-        path = checkpoint_dirs(args.output_dir)[-1:] if args.resume_from_checkpoint == "latest" else [Path(args.resume_from_checkpoint)]
+        path = (
+            checkpoint_dirs(args.output_dir)[-1:]
+            if args.resume_from_checkpoint == "latest"
+            else [Path(args.resume_from_checkpoint)]
+        )
         if not path or not path[0].is_dir():
             raise ValueError(f"--resume_from_checkpoint: no checkpoint found for {args.resume_from_checkpoint!r}.")
         accelerator.print(f"resuming from {path[0]}")
@@ -527,8 +575,11 @@ def main(argv: list[str] | None = None) -> dict:
         for micro_step, batch in enumerate(batches):
             with accelerator.accumulate(transformer):
                 generator = step_generator(
-                    args.seed, global_step, micro_step % args.gradient_accumulation_steps,
-                    accelerator.process_index, accelerator.device,
+                    args.seed,
+                    global_step,
+                    micro_step % args.gradient_accumulation_steps,
+                    accelerator.process_index,
+                    accelerator.device,
                 )
                 inputs = prepare_batch(batch, generator)
                 with accelerator.autocast():
@@ -555,7 +606,14 @@ def main(argv: list[str] | None = None) -> dict:
                 if accelerator.is_main_process:
                     save_checkpoint(accelerator, args, global_step)
             if args.validation_image and global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                log_validation(pipeline, accelerator.unwrap_model(transformer), accelerator, args, global_step, validation_degradation)
+                log_validation(
+                    pipeline,
+                    accelerator.unwrap_model(transformer),
+                    accelerator,
+                    args,
+                    global_step,
+                    validation_degradation,
+                )
             if global_step >= args.max_train_steps:
                 break
         if global_step >= args.max_train_steps:

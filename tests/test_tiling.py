@@ -6,7 +6,6 @@ import torch
 
 from diffusers_dit4sr.tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
 
-
 # (height, width, tile_size, overlap)
 LAYOUTS = [
     (128, 128, 64, 24),  # released setting on a 1024 px output

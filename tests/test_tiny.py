@@ -13,7 +13,6 @@ from diffusers_dit4sr.tiny import (
     make_tiny_vae,
 )
 
-
 PROMPTS = ["a photo of the cat, hyper detailed!", "", "Ünïcode and 32k digits 0123"]
 
 

@@ -41,15 +41,24 @@ def workspace(tmp_path_factory) -> Path:
 
 def run(workspace: Path, output: str, *extra: str) -> dict:
     args = [
-        "--pretrained_model_name_or_path", str(workspace / "tiny"),
-        "--transformer_model_name_or_path", str(workspace / "tiny"),
-        "--transformer_subfolder", "transformer",
-        "--resolution", "64",
-        "--train_batch_size", "2",
-        "--lr_warmup_steps", "0",
-        "--learning_rate", "1e-3",
-        "--report_to", "none",
-        "--output_dir", str(workspace / output),
+        "--pretrained_model_name_or_path",
+        str(workspace / "tiny"),
+        "--transformer_model_name_or_path",
+        str(workspace / "tiny"),
+        "--transformer_subfolder",
+        "transformer",
+        "--resolution",
+        "64",
+        "--train_batch_size",
+        "2",
+        "--lr_warmup_steps",
+        "0",
+        "--learning_rate",
+        "1e-3",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(workspace / output),
         *extra,
     ]
     if "--prepared_data_dir" not in extra:
@@ -78,8 +87,16 @@ def test_resume_continues_to_the_same_parameters(workspace):
     run(workspace, "straight", "--max_train_steps", "3", "--checkpointing_steps", "1")
     run(workspace, "resumed", "--max_train_steps", "1", "--checkpointing_steps", "1")
     assert (workspace / "resumed" / "checkpoint-1").is_dir()
-    summary = run(workspace, "resumed", "--max_train_steps", "3", "--checkpointing_steps", "1",
-                  "--resume_from_checkpoint", "latest")
+    summary = run(
+        workspace,
+        "resumed",
+        "--max_train_steps",
+        "3",
+        "--checkpointing_steps",
+        "1",
+        "--resume_from_checkpoint",
+        "latest",
+    )
     assert summary["global_step"] == 3
     straight = transformer_state(workspace / "straight" / "transformer")
     resumed = transformer_state(workspace / "resumed" / "transformer")
@@ -91,11 +108,27 @@ def test_resume_continues_to_the_same_parameters(workspace):
 
 def test_checkpoints_total_limit_and_validation_images(workspace):
     run(
-        workspace, "limited", "--max_train_steps", "3", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
-        "--validation_image", str(workspace / "hr" / "photo0.png"), "--validation_prompt", "a photo",
-        "--validation_steps", "3", "--validation_inference_steps", "1",
+        workspace,
+        "limited",
+        "--max_train_steps",
+        "3",
+        "--checkpointing_steps",
+        "1",
+        "--checkpoints_total_limit",
+        "2",
+        "--validation_image",
+        str(workspace / "hr" / "photo0.png"),
+        "--validation_prompt",
+        "a photo",
+        "--validation_steps",
+        "3",
+        "--validation_inference_steps",
+        "1",
     )
-    assert sorted(path.name for path in (workspace / "limited").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert sorted(path.name for path in (workspace / "limited").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-3",
+    ]
     (grid_path,) = (workspace / "limited" / "validation").glob("*.png")
     grid = PIL.Image.open(grid_path)
     # LR | SR | HR side by side at the HR size (72 x 80 px, trimmed to a multiple of the scale).
@@ -119,15 +152,35 @@ def test_lora_weights_load_into_the_pipeline(workspace):
 
 def test_prepared_dataset_and_init_from_sd3(workspace):
     prepare = load_script("prepare_dataset")
-    exit_code = prepare.main([
-        "--input_dir", str(workspace / "hr"), "--output_dir", str(workspace / "prepared"), "--resolution", "64",
-        "--pretrained_model_name_or_path", str(workspace / "tiny"), "--cache_latents", "--cache_text_embeddings",
-        "--device", "cpu",
-    ])
+    exit_code = prepare.main(
+        [
+            "--input_dir",
+            str(workspace / "hr"),
+            "--output_dir",
+            str(workspace / "prepared"),
+            "--resolution",
+            "64",
+            "--pretrained_model_name_or_path",
+            str(workspace / "tiny"),
+            "--cache_latents",
+            "--cache_text_embeddings",
+            "--device",
+            "cpu",
+        ]
+    )
     assert exit_code == 0
     summary = run(
-        workspace, "from_sd3", "--prepared_data_dir", str(workspace / "prepared"), "--max_train_steps", "2",
-        "--init_from_sd3", "--lr_key_source", "lr", "--lr_injection", "linear",
+        workspace,
+        "from_sd3",
+        "--prepared_data_dir",
+        str(workspace / "prepared"),
+        "--max_train_steps",
+        "2",
+        "--init_from_sd3",
+        "--lr_key_source",
+        "lr",
+        "--lr_injection",
+        "linear",
     )
     assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
     config = json.loads((workspace / "from_sd3" / "transformer" / "config.json").read_text())
@@ -152,8 +205,10 @@ def test_full_fine_tuning_selects_every_used_parameter():
         ([], "exactly one of --train_data_dir and --prepared_data_dir"),
         (["--train_data_dir", "a", "--prepared_data_dir", "b"], "exactly one"),
         (["--train_data_dir", "a", "--proportion_empty_prompts", "1.5"], "proportion_empty_prompts"),
-        (["--train_data_dir", "a", "--validation_image", "x.png", "y.png", "--validation_prompt", "a", "b", "c"],
-         "validation_prompt"),
+        (
+            ["--train_data_dir", "a", "--validation_image", "x.png", "y.png", "--validation_prompt", "a", "b", "c"],
+            "validation_prompt",
+        ),
     ],
 )
 def test_argument_errors(argv, message, capsys):
@@ -166,7 +221,9 @@ def test_push_to_hub_uploads_weights_with_a_model_card(workspace, monkeypatch):
     import huggingface_hub
 
     uploads = []
-    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kwargs: type("Repo", (), {"repo_id": repo_id}))
+    monkeypatch.setattr(
+        huggingface_hub, "create_repo", lambda repo_id, **kwargs: type("Repo", (), {"repo_id": repo_id})
+    )
     monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
     run(workspace, "pushed", "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "you/dit4sr-mine")
     (upload,) = uploads

@@ -9,7 +9,6 @@ do not clamp their output: the caller decides the value range.
 import torch
 import torch.nn.functional as F
 
-
 __all__ = [
     "COLOR_FIX_METHODS",
     "adain_color_fix",

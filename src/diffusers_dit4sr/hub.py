@@ -152,9 +152,7 @@ def make_training_model_card(repo_id: str, base_model: str, lora: bool, training
     """
     metadata = _card_metadata(base_model, ["lora"] if lora else [])
     if lora:
-        load = (
-            f'pipe = StableDiffusion3SRPipeline.from_released(dtype=torch.bfloat16)\npipe.load_lora_weights("{repo_id}")'
-        )
+        load = f'pipe = StableDiffusion3SRPipeline.from_released(dtype=torch.bfloat16)\npipe.load_lora_weights("{repo_id}")'
         what = "LoRA weights for the DiT4SR transformer"
     else:
         load = (

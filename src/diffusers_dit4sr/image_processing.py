@@ -116,7 +116,10 @@ def plan_sizes(height: int, width: int, upscale: float, process_size: int, multi
     short_side = min(output_size)
     if short_side < process_size:
         factor = process_size / short_side
-        working = (max(process_size, round(output_size[0] * factor)), max(process_size, round(output_size[1] * factor)))
+        working = (
+            max(process_size, round(output_size[0] * factor)),
+            max(process_size, round(output_size[1] * factor)),
+        )
     else:
         working = output_size
     padded = (math.ceil(working[0] / multiple) * multiple, math.ceil(working[1] / multiple) * multiple)

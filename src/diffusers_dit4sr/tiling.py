@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 __all__ = ["Tile", "blend_tiles", "gaussian_tile_weights", "plan_tiles", "split_into_tiles"]
 
 

@@ -26,7 +26,6 @@ from transformers import (
 from .models import DiT4SRTransformer2DModel
 from .pipelines import StableDiffusion3SRPipeline
 
-
 __all__ = [
     "TINY_TRANSFORMER_CONFIG",
     "make_tiny_clip_tokenizer",

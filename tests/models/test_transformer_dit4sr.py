@@ -159,9 +159,7 @@ class TestForward:
         assert relative_error(run(model, inputs, lr_injection_scale=1.2), reference) > 1e-3
 
         without_injection = tiny_model(lr_injection="none")
-        assert torch.equal(
-            run(without_injection, inputs, lr_injection_scale=1.2), run(without_injection, inputs)
-        )
+        assert torch.equal(run(without_injection, inputs, lr_injection_scale=1.2), run(without_injection, inputs))
 
     def test_return_tuple(self):
         model = tiny_model()
@@ -195,7 +193,9 @@ class TestLoading:
         model.save_pretrained(tmp_path)
         loaded = DiT4SRTransformer2DModel.from_pretrained(tmp_path).eval()
         assert loaded.config.lr_key_source == "lr" and loaded.config.lr_injection == "linear"
-        for (name, tensor), loaded_tensor in zip(model.state_dict().items(), loaded.state_dict().values()):
+        for (name, tensor), loaded_tensor in zip(
+            model.state_dict().items(), loaded.state_dict().values(), strict=True
+        ):
             assert torch.equal(tensor, loaded_tensor), name
         inputs = make_inputs()
         assert torch.equal(run(model, inputs), run(loaded, inputs))
@@ -226,13 +226,18 @@ class TestLoading:
                 state[f"transformer_blocks.{i}.attn2.{layer}.bias"] = torch.randn(dim, generator=generator)
             for norm in ("norm_added_q", "norm_added_k"):
                 state[f"transformer_blocks.{i}.attn2.{norm}.weight"] = torch.randn(8, generator=generator)
-        save_file({name: tensor.contiguous() for name, tensor in state.items()}, tmp_path / "diffusion_pytorch_model.safetensors")
+        save_file(
+            {name: tensor.contiguous() for name, tensor in state.items()},
+            tmp_path / "diffusion_pytorch_model.safetensors",
+        )
         config = {"_class_name": "SD3Transformer2DModel", "_diffusers_version": "0.31.0", **TINY_SD35_CONFIG}
         (tmp_path / "config.json").write_text(json.dumps(config))
 
         loaded = DiT4SRTransformer2DModel.from_pretrained(tmp_path).eval()
         assert loaded.config.lr_key_source == "noise"
-        assert not any(".attn2.add_" in n or ".attn2.to_add_out" in n or ".attn2.norm_added" in n for n in loaded.state_dict())
+        assert not any(
+            ".attn2.add_" in n or ".attn2.to_add_out" in n or ".attn2.norm_added" in n for n in loaded.state_dict()
+        )
         assert set(loaded.state_dict()) == set(model.state_dict())
         missing, unexpected = DiT4SRTransformer2DModel(**TINY_SD35_CONFIG).load_state_dict(state, strict=False)
         assert missing == [] and all(".attn2." in name for name in unexpected)
@@ -254,9 +259,7 @@ class TestLRBranchParameters:
 
         everything = model.lr_branch_parameters(include_unused=True)
         assert set(everything) == {name for name, _ in model.named_parameters() if "control" in name}
-        assert set(everything) - set(selected) == {
-            name for name in everything if "to_k_control" in name
-        }
+        assert set(everything) - set(selected) == {name for name in everything if "to_k_control" in name}
 
     def test_paper_key_mode_uses_to_k_control(self):
         assert set(tiny_model(lr_key_source="lr").lr_branch_parameters()) == set(

@@ -42,9 +42,7 @@ def test_attention_backends_agree(model):
     with attention_backend("_native_math"):
         math_context = run(model, inputs)
     model.set_attention_backend("_native_math")
-    assert all(
-        processor._attention_backend.value == "_native_math" for processor in model.attn_processors.values()
-    )
+    assert all(processor._attention_backend.value == "_native_math" for processor in model.attn_processors.values())
     math_model = run(model, inputs)
     assert relative_error(math_context, native) < 1e-5
     assert torch.equal(math_model, math_context)

@@ -333,7 +333,9 @@ class TestOptions:
 
     def test_strength_needs_scale_noise(self):
         pipe = make_tiny_pipeline()
-        pipe.scheduler = UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
+        pipe.scheduler = UniPCMultistepScheduler(
+            use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0
+        )
         with pytest.raises(ValueError, match="scale_noise"):
             upscale(pipe, random_image(11, 13), strength=0.5)
 

@@ -13,7 +13,6 @@ from diffusers_dit4sr.training import (
     sinc_kernels,
 )
 
-
 RELEASED_PROBS = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 
 

@@ -25,7 +25,7 @@ from diffusers.utils import apply_lora_scale, logging
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 from torch import nn
 
-from .attention_processor import LR_KEY_SOURCES, DiT4SRAttention
+from .attention_processor import DiT4SRAttention
 
 logger = logging.get_logger(__name__)
 
@@ -273,10 +273,7 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         lr_injection: str = "conv",
     ):
         super().__init__()
-        if lr_key_source not in LR_KEY_SOURCES:
-            raise ValueError(f"`lr_key_source` must be one of {LR_KEY_SOURCES}, got {lr_key_source!r}.")
-        if lr_injection not in LR_INJECTION_MODES:
-            raise ValueError(f"`lr_injection` must be one of {LR_INJECTION_MODES}, got {lr_injection!r}.")
+        # `lr_key_source` and `lr_injection` are checked by the attention and MLP modules that use them.
         for name, value in (("lr_attention", lr_attention), ("lr_residual", lr_residual)):
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be a bool, got {value!r}.")

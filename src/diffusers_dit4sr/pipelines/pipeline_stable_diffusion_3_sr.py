@@ -230,7 +230,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             raise TypeError(f"`upscale` must be a finite number, got {upscale!r}.")
         if upscale <= 0:
             raise ValueError(f"`upscale` must be positive, got {upscale}.")
-        for name, value, minimum in (("process_size", process_size, 0), ("num_inference_steps", num_inference_steps, 1)):
+        for name, value, minimum in (
+            ("process_size", process_size, 0),
+            ("num_inference_steps", num_inference_steps, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if tile_batch_size != "auto" and (
@@ -254,7 +257,9 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             raise ValueError(f"`tile_overlap` ({tile_overlap}) must be smaller than `tile_size` ({tile_size}).")
         max_tile = self.transformer.config.pos_embed_max_size * multiple
         if tile_size > max_tile:
-            raise ValueError(f"`tile_size` must be at most {max_tile} pixels (the position embedding), got {tile_size}.")
+            raise ValueError(
+                f"`tile_size` must be at most {max_tile} pixels (the position embedding), got {tile_size}."
+            )
         if color_fix is not None and color_fix not in COLOR_FIX_METHODS:
             raise ValueError(f"`color_fix` must be one of {COLOR_FIX_METHODS} or None, got {color_fix!r}.")
         if output_type not in OUTPUT_TYPES:
@@ -274,11 +279,15 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             raise ValueError("Pass either `prompt` or `prompt_embeds`, not both.")
         for embeds, pooled, names in (
             (prompt_embeds, pooled_prompt_embeds, ("prompt_embeds", "pooled_prompt_embeds")),
-            (negative_prompt_embeds, negative_pooled_prompt_embeds, ("negative_prompt_embeds", "negative_pooled_prompt_embeds")),
+            (
+                negative_prompt_embeds,
+                negative_pooled_prompt_embeds,
+                ("negative_prompt_embeds", "negative_pooled_prompt_embeds"),
+            ),
         ):
             if (embeds is None) != (pooled is None):
                 raise ValueError(f"`{names[0]}` and `{names[1]}` must be passed together.")
-            for name, tensor in zip(names, (embeds, pooled)):
+            for name, tensor in zip(names, (embeds, pooled), strict=True):
                 if tensor is None:
                     continue
                 if tensor.shape[0] not in (1, num_images):
@@ -515,7 +524,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         multiple = self.pixel_multiple
         plans = [plan_sizes(*lr.shape[-2:], upscale, process_size, multiple) for lr in images]
         self.check_sizes(plans)
-        latent_sizes = {(plan.padded_size[0] // self.vae_scale_factor, plan.padded_size[1] // self.vae_scale_factor) for plan in plans}
+        latent_sizes = {
+            (plan.padded_size[0] // self.vae_scale_factor, plan.padded_size[1] // self.vae_scale_factor)
+            for plan in plans
+        }
         if latents is not None:
             expected = (num_images, self.transformer.config.in_channels, *next(iter(latent_sizes)))
             if len(latent_sizes) > 1 or tuple(latents.shape) != expected:
@@ -556,11 +568,15 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         tile_latents = tile_size // self.vae_scale_factor
         overlap_latents = tile_overlap // self.vae_scale_factor
         # Scheduler-dependent (a second-order scheduler takes more steps); the same for every image.
-        num_steps = len(self._timesteps(num_inference_steps, strength, (tile_latents // self.transformer.config.patch_size) ** 2, device))
+        num_steps = len(
+            self._timesteps(
+                num_inference_steps, strength, (tile_latents // self.transformer.config.patch_size) ** 2, device
+            )
+        )
         self._num_timesteps = num_steps
         outputs = []
         with self.progress_bar(total=num_images * num_steps) as progress_bar:
-            for index, (lr_image, plan) in enumerate(zip(images, plans)):
+            for index, (lr_image, plan) in enumerate(zip(images, plans, strict=True)):
                 image_generator = generator[index] if isinstance(generator, list) else generator
                 pick = index if prompt_embeds.shape[0] > 1 else 0
                 text = (prompt_embeds[pick : pick + 1], pooled_prompt_embeds[pick : pick + 1])
@@ -586,9 +602,13 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 timesteps = self._timesteps(num_inference_steps, strength, image_seq_len, device)
                 noise = latents[index : index + 1] if latents is not None else None
                 if noise is None:
-                    noise = randn_tensor(lr_latents.shape, generator=image_generator, device=device, dtype=lr_latents.dtype)
+                    noise = randn_tensor(
+                        lr_latents.shape, generator=image_generator, device=device, dtype=lr_latents.dtype
+                    )
                 noise = noise.to(device=device, dtype=lr_latents.dtype)
-                image_latents = noise if strength == 1 else self.scheduler.scale_noise(lr_latents, timesteps[:1], noise)
+                image_latents = (
+                    noise if strength == 1 else self.scheduler.scale_noise(lr_latents, timesteps[:1], noise)
+                )
                 if self.transformer.is_cache_enabled:
                     self.transformer._reset_stateful_cache()
 
@@ -642,10 +662,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         """`(3, H, W)` images in [0, 1] (or latents) -> the requested type, stacked when the sizes agree."""
         if output_type == "pil":
             return [
-                PIL.Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for image in outputs
+                PIL.Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+                for image in outputs
             ]
         if output_type == "np":
             outputs = [image.permute(1, 2, 0).float().numpy() for image in outputs]
             return np.stack(outputs) if len({array.shape for array in outputs}) == 1 else outputs
         return torch.stack(outputs) if len({tuple(image.shape) for image in outputs}) == 1 else outputs
-

@@ -16,7 +16,6 @@ from .kernels import (
 from .noise import gaussian_noise, poisson_noise
 from .sharpen import gaussian_kernel_1d, unsharp_mask
 
-
 __all__ = [
     "KERNEL_TYPES",
     "RESIZE_MODES",

@@ -13,7 +13,6 @@ from typing import Any
 
 from .kernels import KERNEL_TYPES
 
-
 __all__ = ["RESIZE_MODES", "DegradationConfig"]
 
 RESIZE_MODES = ("area", "bilinear", "bicubic", "nearest")
@@ -219,7 +218,7 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         return tuple(_coerce(name, args[0], item) for item in value)
     if len(value) != len(args):
         raise ValueError(f"DegradationConfig.{name} must have {len(args)} values, got {len(value)}.")
-    return tuple(_coerce(name, arg, item) for arg, item in zip(args, value))
+    return tuple(_coerce(name, arg, item) for arg, item in zip(args, value, strict=True))
 
 
 def _suffix(path: str) -> str:

@@ -25,7 +25,6 @@ from .noise import gaussian_noise, poisson_noise
 from .sampling import categorical, resolve_generator, uniform, uniform_scalar
 from .sharpen import unsharp_mask
 
-
 __all__ = ["RealESRGANDegradation"]
 
 
@@ -51,9 +50,7 @@ class RealESRGANDegradation(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"scale={self.config.scale}"
 
-    def forward(
-        self, hr: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Degrade a batch.
 
         Args:

@@ -9,7 +9,6 @@ image: the second degradation stage can shrink a crop to a few pixels.
 import torch
 import torch.nn.functional as F
 
-
 __all__ = ["filter2d", "reflect_pad", "separable_filter"]
 
 

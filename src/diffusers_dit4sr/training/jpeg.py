@@ -19,7 +19,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-
 __all__ = ["jpeg_compress", "quantization_tables"]
 
 _LUMA_TABLE = (

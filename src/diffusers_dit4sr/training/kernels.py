@@ -20,7 +20,6 @@ import torch
 
 from .sampling import categorical, uniform
 
-
 __all__ = [
     "KERNEL_TYPES",
     "generalized_gaussian_kernels",

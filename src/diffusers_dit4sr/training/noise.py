@@ -7,7 +7,6 @@ noise per channel (color noise). Random draws come from the caller's generator, 
 
 import torch
 
-
 __all__ = ["gaussian_noise", "poisson_noise"]
 
 # ITU-R BT.601 luma weights, as torchvision's `rgb_to_grayscale` used by Real-ESRGAN.

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import torch
 
-
 __all__ = ["categorical", "resolve_generator", "uniform", "uniform_scalar"]
 
 

@@ -9,7 +9,6 @@ import torch
 
 from .filtering import separable_filter
 
-
 __all__ = ["gaussian_kernel_1d", "unsharp_mask"]
 
 
