@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Every GPU figure of issue #5 in one device.run call (10-minute limit), most important first; each JSON lands in
+# $OUT as soon as it is measured, and everything printed also goes to $OUT/log.txt. benchmarks/README.md has the
+# exact call and the wheels it needs in .whl/ (diffusers is not installed on the GPU machine).
+#
+#   bash benchmarks/run_gpu_benchmarks.sh        # in the repository root; BUDGET_S (default 570) caps the whole run
+#   ONLY='environment|transformer' bash benchmarks/run_gpu_benchmarks.sh    # a regex of step names: split the work
+#   ONLY='environment|pipeline' bash benchmarks/run_gpu_benchmarks.sh       # over two calls when time allows
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-benchmarks/results/gpu}
+BUDGET_S=${BUDGET_S:-570}
+ONLY=${ONLY:-.*}
+LOG="$OUT/log.txt"
+mkdir -p "$OUT"
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit
+export PYTHONPATH="$PYTHONPATH:$PWD/src" PYTHONUNBUFFERED=1
+
+# step NAME MAX_SECONDS COMMAND...: runs COMMAND for at most MAX_SECONDS and never past the budget, logging its output.
+step() {
+  local name=$1 limit=$2 left
+  shift 2
+  [[ $name =~ ^($ONLY)$ ]] || return
+  left=$((BUDGET_S - SECONDS))
+  ((left < limit)) && limit=$left
+  if ((limit < 30)); then
+    echo "== $name: skipped, ${left}s of the budget left" | tee -a "$LOG"
+    return
+  fi
+  echo "== $name (at most ${limit}s): $*" | tee -a "$LOG"
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  echo "== $name: exit ${PIPESTATUS[0]}, ${SECONDS}s into the run" | tee -a "$LOG"
+}
+
+TRANSFORMER=(python3 benchmarks/bench_transformer.py --preset sd35-medium --resolution 1024 --batch 2 --dtype bf16 --text-tokens 154)
+step environment 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv;
+  python3 -c "import torch, diffusers, transformers, accelerate; print(torch.__version__, torch.version.cuda, diffusers.__version__, transformers.__version__, accelerate.__version__)"'
+# Target 1: eager forward beside plain SD3.5-medium, with folded LR projections, then regional compilation.
+step transformer-eager 120 "${TRANSFORMER[@]}" --baseline-sd3 --output "$OUT/transformer_eager.json"
+step transformer-fused 90 "${TRANSFORMER[@]}" --fuse-lr-projections --output "$OUT/transformer_fused.json"
+step transformer-compiled 200 "${TRANSFORMER[@]}" --fuse-lr-projections --compile --output "$OUT/transformer_compiled.json"
+# Targets 3-5: 512 -> 2048 px, 40 steps; all tiles vs one at a time, offload on a simulated 12 GiB card, caching hooks.
+step pipeline 600 python3 benchmarks/bench_pipeline.py --preset sd35-medium --lr-size 512 --upscale 4 --steps 40 \
+  --guidance 8 --dtype bf16 --tile-batch-sizes auto 1 --cpu-offload --offload-memory-limit-gib 12 \
+  --cache none first_block taylorseer --output "$OUT/pipeline.json"
+
+python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+import json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+print("targets: eager <= 0.16 s, compiled <= 0.115 s, compile < 60 s; pipeline <= 40 s and >= 4x over tile_batch=1;")
+print("         offload peak <= 12 GiB")
+for name in ("transformer_eager", "transformer_fused", "transformer_compiled"):
+    path = out / f"{name}.json"
+    results = json.loads(path.read_text())["results"] if path.exists() else {}
+    for model, result in results.items():
+        if isinstance(result, dict):
+            compile_s = f", compile {result['compile_s']:.0f} s" if "compile_s" in result else ""
+            peak = result.get("peak_memory_gib", float("nan"))
+            print(f"{name:<22}{model:>7}: {result['median_s']:.4f} s/forward, peak {peak:.1f} GiB{compile_s}")
+path = out / "pipeline.json"
+payload = json.loads(path.read_text()) if path.exists() else {"configurations": [], "ratios": {}}
+speedups = payload["ratios"].get("speedup_over_tile_batch_1", {})
+for result in payload["configurations"]:
+    if "error" in result:
+        print(f"{result['name']:<34} failed: {result['error'][:120]}")
+        continue
+    print(
+        f"{result['name']:<34} {result['wall_s']:7.2f} s, transformer {result['phases']['transformer']['seconds']:6.2f} s "
+        f"({result['phases']['transformer']['calls']} calls), peak {result.get('peak_memory_gib', float('nan')):5.1f} GiB, "
+        f"max|diff| {result['max_abs_diff_vs_first']:.1e}, x{speedups.get(result['name'], 1.0):.2f} over tile_batch=1"
+    )
+EOF

@@ -1,0 +1,234 @@
+"""`benchmarks/bench_pipeline.py` on the tiny preset (CPU), and the FLOP count of `benchmarks/breakdown.py`."""
+
+import importlib
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from diffusers import SD3Transformer2DModel
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+from diffusers_dit4sr import DiT4SRTransformer2DModel
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+STEPS = 2
+# 40 px -> 160 px output, processed as it is: a 20 x 20 latent in 8-latent tiles with overlap 4, 4 x 4 = 16 tiles.
+TILES = 16
+TINY_JOB = [
+    "--preset", "tiny", "--device", "cpu", "--dtype", "fp32", "--threads", "1",
+    "--lr-size", "40", "--upscale", "4", "--process-size", "0", "--tile-size", "64", "--tile-overlap", "32",
+    "--steps", str(STEPS), "--warmup-steps", "1", "--tile-batch-sizes", "2", "1",
+    "--cpu-offload", "--cache", "none", "first_block",
+]  # fmt: skip
+
+
+def import_benchmark(name: str) -> ModuleType:
+    """Imports a module of `benchmarks/`, which import each other as top-level modules."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def breakdown() -> ModuleType:
+    return import_benchmark("breakdown")
+
+
+@pytest.fixture(scope="module")
+def results_path(tmp_path_factory) -> Path:
+    bench_pipeline = import_benchmark("bench_pipeline")
+    output = tmp_path_factory.mktemp("bench") / "pipeline.json"
+    threads = torch.get_num_threads()
+    try:
+        bench_pipeline.main([*TINY_JOB, "--output", str(output)])
+    finally:
+        torch.set_num_threads(threads)
+    return output
+
+
+@pytest.fixture(scope="module")
+def payload(results_path) -> dict:
+    return json.loads(results_path.read_text())
+
+
+def by_name(payload: dict) -> dict[str, dict]:
+    return {result["name"]: result for result in payload["configurations"]}
+
+
+def test_pipeline_json_records_machine_and_settings(payload):
+    assert payload["benchmark"] == "pipeline"
+    for key in ("platform", "python", "torch", "diffusers", "transformers", "device"):
+        assert payload["machine"][key]
+    settings = payload["settings"]
+    assert settings["preset"] == "tiny" and settings["steps"] == STEPS and settings["tile_batch_sizes"] == [2, 1]
+    assert settings["output_size"] == [160, 160] and settings["tiles"] == TILES and settings["text_tokens"] == 154
+    assert payload["build_s"] > 0 and payload["parameters"]["transformer"] > 0
+
+
+def test_every_configuration_is_measured_in_order(payload):
+    names = [result["name"] for result in payload["configurations"]]
+    assert names == ["tile_batch=2", "tile_batch=1", "tile_batch=2+offload", "tile_batch=2+first_block"]
+    for result in payload["configurations"]:
+        assert "error" not in result, result.get("error")
+        assert result["wall_s"] > 0 and result["output"]["finite"] and result["output"]["shape"] == [1, 3, 160, 160]
+        phases = result["phases"]
+        # Each text encoder runs for the prompt and the negative prompt; the VAE encodes and decodes once.
+        assert phases["text_encoding"]["calls"] == 6
+        assert phases["vae_encode"]["calls"] == phases["vae_decode"]["calls"] == 1
+        assert sum(phase["seconds"] for phase in phases.values()) <= result["wall_s"]
+        assert result["transformer_model_tflop_per_s"] > 0
+
+
+def test_batched_tiles_make_fewer_calls_with_the_same_output(payload):
+    results = by_name(payload)
+    batched, one_at_a_time = results["tile_batch=2"], results["tile_batch=1"]
+    # Guidance doubles the rows: 2 tiles -> 4 rows per call.
+    assert batched["phases"]["transformer"]["calls"] == STEPS * TILES // 2
+    assert batched["transformer_rows"] == {"4": STEPS * TILES // 2}
+    assert one_at_a_time["phases"]["transformer"]["calls"] == STEPS * TILES
+    assert one_at_a_time["transformer_rows"] == {"2": STEPS * TILES}
+    assert batched["max_abs_diff_vs_first"] == 0
+    assert one_at_a_time["max_abs_diff_vs_first"] < 1e-5  # float round-off of differently batched matrix products
+    assert results["tile_batch=2+offload"]["max_abs_diff_vs_first"] < 1e-5
+
+
+def test_ratios_compare_with_one_tile_at_a_time_and_with_the_plain_configuration(payload):
+    results = by_name(payload)
+    ratios = payload["ratios"]
+    one = results["tile_batch=1"]["wall_s"]
+    assert ratios["speedup_over_tile_batch_1"]["tile_batch=2"] == pytest.approx(
+        one / results["tile_batch=2"]["wall_s"]
+    )
+    assert set(ratios["speedup_over_reference"]) == {"tile_batch=2+offload", "tile_batch=2+first_block"}
+    assert results["tile_batch=2+first_block"]["reference"] == "tile_batch=2"
+
+
+def test_random_models_keep_their_buffers():
+    """Random weights, but the position table and CLIP's position ids are real (`to_empty` would wipe them)."""
+    bench_pipeline = import_benchmark("bench_pipeline")
+    config = bench_pipeline.PRESETS["tiny"]
+    model = bench_pipeline.build_model(DiT4SRTransformer2DModel, config, torch.device("cpu"), torch.bfloat16)
+    expected = DiT4SRTransformer2DModel(**config).pos_embed.pos_embed
+    assert torch.equal(model.pos_embed.pos_embed, expected.to(torch.bfloat16))
+    assert model.transformer_blocks[0].ff.control_conv.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    clip_config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1)
+    clip = bench_pipeline.build_model(
+        CLIPTextModelWithProjection, {"config": clip_config}, torch.device("cpu"), torch.float32
+    )
+    assert torch.equal(clip.text_model.embeddings.position_ids[0], torch.arange(77))
+
+
+def test_measured_phase_times_plot(breakdown, results_path, tmp_path):
+    svg = tmp_path / "time.svg"
+    breakdown.main(["--pipeline-results", str(results_path), "--svg", str(svg)])
+    bars = ET.parse(svg).getroot().findall("{http://www.w3.org/2000/svg}rect")
+    # Background, 4 configurations x 5 phases, 5 legend keys.
+    assert len(bars) == 1 + 4 * 5 + 5
+
+
+# A tiny SD3.5-style transformer: width 8 (2 heads of 4), 2 blocks, block 0 with dual attention (and block 1 the last).
+HAND_CONFIG = {
+    "patch_size": 2,
+    "in_channels": 16,
+    "out_channels": 16,
+    "num_layers": 2,
+    "attention_head_dim": 4,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 16,
+    "pooled_projection_dim": 8,
+    "dual_attention_layers": (0,),
+    "qk_norm": "rms_norm",
+}
+
+
+def hand_count(model: str = "dit4sr", fused: bool = False) -> dict[str, int]:
+    """FLOPs of one forward of `HAND_CONFIG` on a 4 x 4 latent (N = 4 tokens per stream), T = 3 text tokens, batch 1."""
+    d, n, t = 8, 4, 3
+    dit4sr = model == "dit4sr"
+    square = 2 * n * d * d  # one d x d projection of N tokens
+    embeddings = (
+        (2 if dit4sr else 1) * 2 * n * 64 * d  # patch embedding (16 channels x 2 x 2) of each image stream
+        + 2 * 256 * d + 2 * d * d  # timestep MLP
+        + 2 * 8 * d + 2 * d * d  # pooled-text MLP
+        + 2 * d * 2 * d + 2 * n * d * 64  # output norm modulation, proj_out
+        + 2 * d * 9 * d + 2 * d * 6 * d  # block 0: SD3.5 dual AdaLN, text AdaLN
+        + 2 * d * 6 * d + 2 * d * 2 * d  # block 1 (last): AdaLN, text AdaLN-continuous
+    )  # fmt: skip
+    text = (
+        2 * t * 16 * d  # context embedder
+        + 4 * 2 * t * d * d + 2 * (2 * t * d * 4 * d)  # block 0: add_q/k/v, to_add_out; ff_context
+        + 3 * 2 * t * d * d  # block 1: add_q/k/v
+    )  # fmt: skip
+    image_tokens = 2 * n if dit4sr else n
+    # Joint attention in both blocks over image + text tokens, image-only attn2 in block 0.
+    attention = 2 * 4 * (image_tokens + t) ** 2 * d + 4 * image_tokens**2 * d
+    mlp = 2 * (2 * n * d * 4 * d + 2 * n * 4 * d * d)  # two blocks
+    conv = 2 * (2 * n * 4 * d * 9)  # depthwise 3x3 over 4d channels, two blocks
+    return {
+        "attention (QK^T, PV)": attention,
+        "noise-stream projections": 3 * 4 * square,  # 3 attentions x q, k, v, out
+        "noise-stream MLP": mlp,
+        "LR stream in shared layers": (0 if fused else 3 * 2 * square) + mlp if dit4sr else 0,  # shared q, v; MLP
+        "LR-only layers": 3 * 3 * square + conv if dit4sr else 0,  # q, v control (or folded), out control; conv
+        "text stream": text,
+        "embeddings and modulation": embeddings,
+    }
+
+
+@pytest.mark.parametrize(("model", "fused"), [("dit4sr", False), ("dit4sr", True), ("sd3", False)])
+def test_forward_flops_match_a_hand_count(breakdown, model, fused):
+    counts = breakdown.forward_flops(
+        HAND_CONFIG, 4, 4, batch=1, text_tokens=3, model=model, fused_lr_projections=fused
+    )
+    assert counts == hand_count(model, fused)
+    doubled = breakdown.forward_flops(
+        HAND_CONFIG, 4, 4, batch=2, text_tokens=3, model=model, fused_lr_projections=fused
+    )
+    assert doubled == {category: 2 * value for category, value in counts.items()}
+
+
+@pytest.mark.parametrize(
+    ("model", "lr_key_source", "fused"),
+    [
+        ("dit4sr", "noise", False),
+        ("dit4sr", "noise", True),
+        ("dit4sr", "lr", False),
+        ("dit4sr", "lr", True),
+        ("sd3", "noise", False),
+    ],
+)
+def test_forward_flops_match_torch_flop_counter(breakdown, model, lr_key_source, fused):
+    """torch's own count of a real forward (on the meta device: no memory, no arithmetic), non-square and batch 3."""
+    config = breakdown.PRESETS["tiny"]
+    with torch.device("meta"):
+        if model == "dit4sr":
+            transformer = DiT4SRTransformer2DModel(**config, lr_key_source=lr_key_source)
+        else:
+            transformer = SD3Transformer2DModel(**config)
+    if fused:
+        transformer.fuse_lr_projections()
+    latent = torch.empty(3, 16, 8, 12, device="meta")
+    inputs = {
+        "hidden_states": latent,
+        "encoder_hidden_states": torch.empty(3, 5, config["joint_attention_dim"], device="meta"),
+        "pooled_projections": torch.empty(3, config["pooled_projection_dim"], device="meta"),
+        "timestep": torch.empty(3, device="meta"),
+    }
+    if model == "dit4sr":
+        inputs["lr_hidden_states"] = latent
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        transformer(**inputs)
+    counts = breakdown.forward_flops(config, 8, 12, 3, 5, model, lr_key_source, fused_lr_projections=fused)
+    assert sum(counts.values()) == counter.get_total_flops()
+
+
+def test_sd35_medium_counts_match_the_issue(breakdown):
+    config = breakdown.PRESETS["sd35-medium"]
+    counts = breakdown.forward_flops(config, 128, 128, batch=2, text_tokens=154, lr_key_source="lr")
+    # Issue #5: "about 62 TFLOP per forward, half of it attention over 8,346 tokens" (counting the LR key layers).
+    assert sum(counts.values()) / 1e12 == pytest.approx(62, rel=0.01)
+    assert counts["attention (QK^T, PV)"] / sum(counts.values()) == pytest.approx(0.5, abs=0.03)
