@@ -128,3 +128,14 @@ def test_lora_on_base_and_control_projections(model):
     # ... changes the output once trained, and `scale` in `joint_attention_kwargs` scales it.
     assert relative_error(run(model, inputs), expected) > 1e-3
     assert relative_error(run(model, inputs, joint_attention_kwargs={"scale": 0.0}), expected) < 1e-6
+
+
+def test_regional_compilation_matches_eager(model):
+    """The library's compile path: the repeated block compiled with `fullgraph=True` (no graph breaks)."""
+    model.fuse_lr_projections()
+    inputs = make_inputs()
+    eager = run(model, inputs, lr_injection_scale=1.2)
+    model.compile_repeated_blocks(fullgraph=True)
+    compiled = run(model, inputs, lr_injection_scale=1.2)
+    assert all(block._compiled_call_impl is not None for block in model.transformer_blocks)
+    assert relative_error(compiled, eager) < 1e-5
