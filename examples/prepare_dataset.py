@@ -34,14 +34,13 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from diffusers_dit4sr.image_processing import resize
+from diffusers_dit4sr.image_processing import load_image, resize
 from diffusers_dit4sr.training import DegradationConfig, RealESRGANDegradation
 from diffusers_dit4sr.training.datasets import (
     PREPARED_FORMAT,
     PREPARED_VERSION,
     derive_seed,
     list_images,
-    load_image,
     random_crop,
     read_caption,
 )

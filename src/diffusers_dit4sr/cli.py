@@ -27,11 +27,10 @@ from huggingface_hub.errors import EntryNotFoundError
 from tqdm import tqdm
 
 from .hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
+from .image_processing import IMAGE_EXTENSIONS, load_image
 from .pipelines import StableDiffusion3SRPipeline
 
 PROG = "dit4sr-upscale"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-"""Files with these extensions (any case) are picked up from folders and globs, and name an output *file* in `-o`."""
 DEFAULT_OUTPUT_DIR = "dit4sr_outputs"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COLOR_FIXES = ("adain", "wavelet", "none")
@@ -383,12 +382,10 @@ def prepare_pipeline(pipe: StableDiffusion3SRPipeline, device: torch.device, cpu
 
 
 def read_image(path: Path) -> PIL.Image.Image:
-    """The image, fully decoded as RGB, turned upright as its EXIF orientation says."""
     try:
-        with PIL.Image.open(path) as image:
-            return PIL.ImageOps.exif_transpose(image).convert("RGB")
-    except Exception as error:  # PIL reports corrupt or truncated data with many exception types
-        raise JobError(f"cannot read {path}: {error}") from error
+        return load_image(path)
+    except ValueError as error:
+        raise JobError(str(error)) from error
 
 
 def read_caption(source: Path, args: argparse.Namespace) -> str | None:

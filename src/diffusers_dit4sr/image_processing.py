@@ -9,16 +9,33 @@ input size, odd and non-square included, comes back at exactly `round(W * upscal
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+"""Image files the command line and the training data pick up (any case)."""
 MAX_OUTPUT_SIDE = 16384
 """Largest output side in pixels the pipeline accepts (tiled denoising and VAE tiling keep memory bounded)."""
+
+
+def load_image(path: str | os.PathLike) -> PIL.Image.Image:
+    """An image file, fully decoded as RGB and turned upright as its EXIF orientation says.
+
+    Raises a `ValueError` naming the file when it cannot be decoded (PIL reports corrupt or truncated data with many
+    exception types).
+    """
+    try:
+        with PIL.Image.open(path) as image:
+            return PIL.ImageOps.exif_transpose(image).convert("RGB")
+    except Exception as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
 
 
 def to_rgb_tensors(image: ImageInput | list[ImageInput], name: str = "image") -> list[torch.Tensor]:

@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from diffusers_dit4sr.image_processing import load_image
 from diffusers_dit4sr.training.datasets import (
     HRImageDataset,
     PreparedDataset,
     collate_samples,
     derive_seed,
-    load_image,
 )
 
 RESOLUTION = 32

@@ -23,8 +23,9 @@ from diffusers.utils import logging
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
+from ..image_processing import IMAGE_EXTENSIONS, load_image
+
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "PREPARED_FORMAT",
     "PREPARED_VERSION",
     "HRImageDataset",
@@ -32,15 +33,12 @@ __all__ = [
     "collate_samples",
     "derive_seed",
     "list_images",
-    "load_image",
     "random_crop",
     "read_caption",
 ]
 
 logger = logging.get_logger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-"""Files with these extensions (any case) are training images."""
 PREPARED_FORMAT = "dit4sr-prepared"
 """`format` field of a prepared dataset's `dataset.json`."""
 PREPARED_VERSION = 1
@@ -74,16 +72,6 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     if not images:
         raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}.")
     return sorted(images, key=lambda path: path.relative_to(root).as_posix())
-
-
-def load_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """An image file as RGB, EXIF orientation applied; `ValueError` naming the file if it cannot be decoded."""
-    try:
-        with PIL.Image.open(path) as image:
-            image = PIL.ImageOps.exif_transpose(image)
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from error
 
 
 def read_caption(image_path: str | os.PathLike, caption_extension: str = ".txt") -> str:
