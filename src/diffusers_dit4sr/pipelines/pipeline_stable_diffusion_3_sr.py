@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+import transformers.utils.logging
+from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.loaders import SD3LoraLoaderMixin
-from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
-from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import retrieve_latents
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.torch_utils import empty_device_cache, randn_tensor
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
@@ -24,6 +23,17 @@ from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, 
 from ..image_processing import MAX_OUTPUT_SIDE, ImageInput, SizePlan, pad_to, plan_sizes, resize, to_rgb_tensors
 from ..models import DiT4SRTransformer2DModel
 from ..tiling import blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
+
+# Diffusers' SD3 modules import image processors for IP-Adapters that we never use; without torchvision, transformers
+# warns about them at import. Keep that noise out of every import of this library.
+_verbosity = transformers.utils.logging.get_verbosity()
+transformers.utils.logging.set_verbosity_error()
+try:
+    from diffusers import StableDiffusion3Pipeline
+    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
+    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import retrieve_latents
+finally:
+    transformers.utils.logging.set_verbosity(_verbosity)
 
 logger = logging.get_logger(__name__)
 
