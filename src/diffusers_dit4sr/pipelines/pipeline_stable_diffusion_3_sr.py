@@ -358,7 +358,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         prompt_embeds: torch.Tensor,
         pooled_prompt_embeds: torch.Tensor,
         tiles: list,
-        tile_weights: torch.Tensor | None,
+        tile_weights: torch.Tensor,
         lr_injection_scale: float,
     ) -> torch.Tensor:
         """Guided velocity of the whole latent: tiles run through the transformer in batches, then blend.
@@ -366,19 +366,16 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         With `tile_batch_size="auto"` a batch that runs out of accelerator memory is retried at half the size, which
         is kept for the rest of the call.
         """
+        if len(tiles) == 1:
+            latent_tiles, lr_tiles = latents, lr_latents
+        else:
+            latent_tiles, lr_tiles = split_into_tiles(latents[0], tiles), split_into_tiles(lr_latents[0], tiles)
         while True:
             try:
-                return self._predict_velocity_in_batches(
-                    latents,
-                    lr_latents,
-                    timestep,
-                    prompt_embeds,
-                    pooled_prompt_embeds,
-                    tiles,
-                    tile_weights,
-                    self._tile_batch_size,
-                    lr_injection_scale,
+                velocity = self._guided_velocity(
+                    latent_tiles, lr_tiles, timestep, prompt_embeds, pooled_prompt_embeds, lr_injection_scale
                 )
+                break
             except torch.OutOfMemoryError:
                 if not self._adaptive_tile_batch or self._tile_batch_size == 1:
                     raise
@@ -388,31 +385,27 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 if self.transformer.is_cache_enabled:
                     # Cached states belong to the old tile batches.
                     self.transformer._reset_stateful_cache()
+        if len(tiles) == 1:
+            return velocity
+        return blend_tiles(velocity, tiles, latents.shape[-2], latents.shape[-1], tile_weights)[None]
 
-    def _predict_velocity_in_batches(
+    def _guided_velocity(
         self,
-        latents: torch.Tensor,
-        lr_latents: torch.Tensor,
+        latent_tiles: torch.Tensor,
+        lr_tiles: torch.Tensor,
         timestep: torch.Tensor,
         prompt_embeds: torch.Tensor,
         pooled_prompt_embeds: torch.Tensor,
-        tiles: list,
-        tile_weights: torch.Tensor | None,
-        tile_batch_size: int,
         lr_injection_scale: float,
     ) -> torch.Tensor:
-        if len(tiles) == 1:
-            latent_tiles, lr_tiles = latents, lr_latents
-        else:
-            latent_tiles = split_into_tiles(latents[0], tiles)
-            lr_tiles = split_into_tiles(lr_latents[0], tiles)
-
+        """Classifier-free-guided velocity of each tile, `self._tile_batch_size` tiles per transformer call."""
         velocities = []
-        for batch_index, start in enumerate(range(0, latent_tiles.shape[0], tile_batch_size)):
-            hidden_states = latent_tiles[start : start + tile_batch_size]
-            lr_hidden_states = lr_tiles[start : start + tile_batch_size]
+        batch_size = self._tile_batch_size
+        guidance_copies = 2 if self.do_classifier_free_guidance else 1
+        for batch_index, start in enumerate(range(0, latent_tiles.shape[0], batch_size)):
+            hidden_states = latent_tiles[start : start + batch_size]
+            lr_hidden_states = lr_tiles[start : start + batch_size]
             count = hidden_states.shape[0]
-            guidance_copies = 2 if self.do_classifier_free_guidance else 1
             # Each tile batch keeps its own cache state, so caching hooks compare a tile with itself across steps.
             with self.transformer.cache_context(f"tiles_{batch_index}"):
                 velocity = self.transformer(
@@ -429,11 +422,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 unconditional, conditional = velocity.chunk(2)
                 velocity = unconditional + self.guidance_scale * (conditional - unconditional)
             velocities.append(velocity)
-        velocity = torch.cat(velocities)
-
-        if len(tiles) == 1:
-            return velocity
-        return blend_tiles(velocity, tiles, latents.shape[-2], latents.shape[-1], tile_weights)[None]
+        return torch.cat(velocities)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
