@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffusers_dit4sr.file_utils import atomic_write_path
 from diffusers_dit4sr.training import RealESRGANDegradation
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -75,12 +75,8 @@ def machine_info(device: torch.device) -> dict[str, object]:
 
 
 def write_json_atomic(path: Path, data: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
-    os.chmod(file.name, 0o644)
-    os.replace(file.name, path)
+    with atomic_write_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:

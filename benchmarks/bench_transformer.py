@@ -15,7 +15,6 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from accelerate import init_empty_weights
 from diffusers import SD3Transformer2DModel
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel
+from diffusers_dit4sr.file_utils import atomic_write_path
 from diffusers_dit4sr.tiny import TINY_TRANSFORMER_CONFIG
 
 PRESETS = {
@@ -111,10 +111,8 @@ def machine_info(device: torch.device) -> dict:
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as file:
-        json.dump(payload, file, indent=2)
-    os.replace(file.name, path)
+    with atomic_write_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def parse_args() -> argparse.Namespace:

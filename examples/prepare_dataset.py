@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from diffusers_dit4sr.file_utils import atomic_write_path
 from diffusers_dit4sr.image_processing import load_image, resize
 from diffusers_dit4sr.training import DegradationConfig, RealESRGANDegradation
 from diffusers_dit4sr.training.datasets import (
@@ -146,28 +146,15 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return (image * 255).round().clamp(0, 255).to(torch.uint8)
 
 
-def temporary_path(path: Path) -> Path:
-    """A hidden name next to `path` for writing it atomically; never matches `*.safetensors` or `*.json`."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file under a temporary name in the same folder, then rename it: never half-written."""
-    temp = temporary_path(path)
-    try:
-        temp.write_bytes(safetensors.torch.save(tensors, metadata=metadata))  # like any file: permissions by umask
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_write_path(path) as temporary:
+        temporary.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
 
 
 def atomic_write_json(data: dict[str, Any], path: Path) -> None:
-    temp = temporary_path(path)
-    try:
-        temp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_write_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 class PairSource(Dataset):

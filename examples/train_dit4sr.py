@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
+from diffusers_dit4sr.file_utils import atomic_write_path
 from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, make_training_model_card
 from diffusers_dit4sr.training import (
     DegradationConfig,
@@ -368,13 +368,6 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_s
     logger.info(f"saved state to {path}")
 
 
-def save_image_atomically(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as file:
-        image.save(file, format="PNG")
-    os.replace(file.name, path)
-
-
 @torch.no_grad()
 def log_validation(pipeline, transformer, accelerator, args, global_step: int, degradation: RealESRGANDegradation):
     """Degrades each validation HR image with a fixed seed, upscales it, and logs LR | SR | HR."""
@@ -409,7 +402,8 @@ def log_validation(pipeline, transformer, accelerator, args, global_step: int, d
         grid = Image.new("RGB", (hr.width * 3, hr.height))
         for column, image in enumerate((lr_view, sr.resize(hr.size), hr)):
             grid.paste(image, (column * hr.width, 0))
-        save_image_atomically(grid, Path(args.output_dir) / "validation" / f"step-{global_step:08d}-{index}.png")
+        with atomic_write_path(Path(args.output_dir) / "validation" / f"step-{global_step:08d}-{index}.png") as path:
+            grid.save(path, format="PNG")
         grids.append(np.asarray(grid))
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":

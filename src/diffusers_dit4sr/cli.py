@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import transformers.utils.logging
 from huggingface_hub.errors import EntryNotFoundError
 from tqdm import tqdm
 
+from .file_utils import atomic_write_path
 from .hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
 from .image_processing import IMAGE_EXTENSIONS, load_image
 from .pipelines import StableDiffusion3SRPipeline
@@ -429,26 +428,9 @@ def upscale_image(
 
 def write_image_atomically(image: PIL.Image.Image, target: Path) -> None:
     """Saves through a temporary file in the target's folder, so an interrupted run never leaves a partial output."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     image_format = PIL.Image.registered_extensions()[target.suffix.lower()]
-    with tempfile.NamedTemporaryFile(
-        dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix, delete=False
-    ) as handle:
-        temporary = Path(handle.name)
-    try:
+    with atomic_write_path(target) as temporary:
         image.save(temporary, format=image_format, **SAVE_OPTIONS.get(image_format, {}))
-        os.chmod(temporary, _default_file_mode())  # temporary files are private (0600); outputs should not be
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _default_file_mode() -> int:
-    """The mode `open()` would give a new file: 0o666 minus the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def process(job: Job, pipe: StableDiffusion3SRPipeline, args: argparse.Namespace, device: torch.device) -> None:
