@@ -42,6 +42,7 @@ from diffusers_dit4sr.training import (
     RealESRGANDegradation,
     collate_samples,
 )
+from diffusers_dit4sr.training.datasets import derive_seed
 
 logger = get_logger(__name__)
 
@@ -348,8 +349,7 @@ def flow_matching_loss(
 
 def step_generator(seed: int, step: int, micro_step: int, process_index: int, device) -> torch.Generator:
     """Each micro-step's randomness depends only on where it is: resuming from a checkpoint repeats it exactly."""
-    mixed = (seed * 1_000_003 + step * 7_919 + micro_step * 104_729 + process_index * 15_485_863) % 2**63
-    return torch.Generator(device=device).manual_seed(mixed)
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, step, micro_step, process_index))
 
 
 def checkpoint_dirs(output_dir: str) -> list[Path]:
