@@ -421,12 +421,19 @@ def plan_job(pipe: StableDiffusion3SRPipeline, args: argparse.Namespace) -> dict
     plan = plan_sizes(args.lr_size, args.lr_size, args.upscale, args.process_size, pipe.pixel_multiple)
     latent = [side // pipe.vae_scale_factor for side in plan.padded_size]
     tiles = plan_tiles(*latent, args.tile_size // pipe.vae_scale_factor, args.tile_overlap // pipe.vae_scale_factor)
+    text_tokens = pipe.tokenizer_max_length + MAX_SEQUENCE_LENGTH
+    rows_per_tile = 2 if args.guidance > 1 else 1
+    tile_bytes = pipe.transformer.estimate_activation_memory(
+        rows_per_tile, tiles[0].height, tiles[0].width, text_tokens
+    )
     return {
         "output_size": list(plan.output_size),
         "latent": latent,
         "tiles": len(tiles),
         "tile_latent": [tiles[0].height, tiles[0].width],
-        "text_tokens": pipe.tokenizer_max_length + MAX_SEQUENCE_LENGTH,
+        "text_tokens": text_tokens,
+        # What `tile_batch_size="auto"` budgets per tile; compare with the transformer phase's peak minus the weights.
+        "activation_estimate_gib_per_tile": tile_bytes / 2**30,
     }
 
 

@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default="auto",
         help=(
-            "tiles run through the transformer at once; 'auto' starts with all tiles and halves on out-of-memory "
-            "(default: %(default)s)"
+            "tiles run through the transformer at once; 'auto' takes as many as the free GPU memory holds and "
+            "halves on out-of-memory (default: %(default)s)"
         ),
     )
 

@@ -1,6 +1,7 @@
 """StableDiffusion3SRPipeline on tiny offline components: sizes, inputs, tiling, prompts, options and errors."""
 
 import json
+import math
 
 import numpy as np
 import PIL.Image
@@ -17,6 +18,7 @@ from diffusers import (
 from diffusers_dit4sr import StableDiffusion3SRPipeline
 from diffusers_dit4sr.models import DiT4SRTransformerBlock
 from diffusers_dit4sr.pipelines import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
+from diffusers_dit4sr.pipelines import pipeline_stable_diffusion_3_sr as pipeline_module
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
 # MKL's float results depend on memory alignment (e.g. of memory-mapped weights), so results computed along
@@ -150,8 +152,8 @@ class TestTiling:
         torch.testing.assert_close(batched, one_by_one, rtol=0, atol=1e-5)
 
     def test_auto_tile_batch_halves_on_out_of_memory(self, pipe, monkeypatch):
-        image = random_image(20, 36)  # 8 tiles
-        expected = upscale(pipe, image, tile_batch_size=2)
+        images = [random_image(20, 36), random_image(20, 36, seed=1)]  # 8 tiles each
+        expected = upscale(pipe, images, tile_batch_size=2)
         original = type(pipe.transformer).forward
         batch_sizes = []
 
@@ -163,16 +165,73 @@ class TestTiling:
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(type(pipe.transformer), "forward", limited_memory)
-        result = upscale(pipe, image, tile_batch_size="auto")
-        # All 8 tiles first, then 4, then 2, which is kept for every later call.
+        result = upscale(pipe, images, tile_batch_size="auto")
+        # All 8 tiles first, then 4, then 2, which caps every later call, the second image's too.
         assert batch_sizes[:3] == [16, 8, 4] and set(batch_sizes[3:]) == {4}
-        assert len(batch_sizes) == 2 + 4 * FAST["num_inference_steps"]
+        assert len(batch_sizes) == 2 + 2 * 4 * FAST["num_inference_steps"]
         torch.testing.assert_close(result, expected, **ROUND_OFF)
 
     def test_auto_tile_batch_takes_all_tiles_when_they_fit(self, pipe, monkeypatch):
         spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
         upscale(pipe, random_image(20, 36), tile_batch_size="auto", num_inference_steps=1)
         assert [kwargs["hidden_states"].shape[0] for _, kwargs in spy.calls] == [16]
+
+    @pytest.mark.parametrize("tiles_that_fit, rows_per_call", [(5, [8, 8]), (3, [6, 6, 4]), (0, [2] * 8)])
+    def test_auto_tile_batch_fits_the_available_memory(self, pipe, monkeypatch, tiles_that_fit, rows_per_call):
+        image = random_image(20, 36)  # 8 tiles of 8 x 8 latents
+        # Two rows per tile (guidance), one tile's latent size, 77 CLIP + 77 T5 text tokens.
+        tile_bytes = pipe.transformer.estimate_activation_memory(2, 8, 8, 154)
+        estimates = CallSpy(monkeypatch, type(pipe.transformer), "estimate_activation_memory")
+        upscale(pipe, image, num_inference_steps=1, max_sequence_length=77)
+        assert not estimates.calls  # on the CPU the free memory is unknown: all tiles at once
+
+        available = int((tiles_that_fit + 0.5) * tile_bytes / pipeline_module.TILE_MEMORY_FRACTION)
+        monkeypatch.setattr(pipeline_module, "available_memory", lambda device: available)
+        forwards = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        upscale(pipe, image, num_inference_steps=1, max_sequence_length=77)
+        assert [args[1:] for args, _ in estimates.calls] == [(2, 8, 8, 154)]
+        # The fitting tiles are spread evenly: 5 that fit give two calls of 4; at least one tile per call.
+        assert [kwargs["hidden_states"].shape[0] for _, kwargs in forwards.calls] == rows_per_call
+
+    def test_auto_tile_batch_counts_the_models_that_offload_moves(self, monkeypatch):
+        pipe = make_tiny_pipeline()
+        pipe.enable_model_cpu_offload(device="cpu")
+        pipe._guidance_scale = 7.0
+        tile_bytes = pipe.transformer.estimate_activation_memory(2, 8, 8, 10)
+        transformer_bytes, t5_bytes = (
+            sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+            for module in (pipe.transformer, pipe.text_encoder_3)
+        )
+        available = 10 * tile_bytes + transformer_bytes
+        monkeypatch.setattr(pipeline_module, "available_memory", lambda device: available)
+
+        def fitting(device: str) -> int:
+            return pipe._fitting_tile_batch_size(1000, 8, 8, 10, torch.device(device))
+
+        def spread(fit: int) -> int:  # 1000 tiles over as few calls as `fit` allows, evenly
+            return math.ceil(1000 / math.ceil(1000 / fit))
+
+        fraction = pipeline_module.TILE_MEMORY_FRACTION
+        # The transformer waits on the CPU: its weights will take part of the accelerator's memory.
+        assert fitting("cuda:0") == spread(int(fraction * (available - transformer_bytes)) // tile_bytes)
+        # Already on the device: T5, the model before it, will be moved off at the transformer's first call.
+        assert fitting("cpu") == spread(int(fraction * (available + t5_bytes)) // tile_bytes)
+        assert fitting("cuda:0") < fitting("cpu") < 1000
+
+    def test_available_memory_counts_free_and_cached_memory_within_the_process_fraction(self, monkeypatch):
+        gib = 2**30
+        fraction = 1.0
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * gib, 80 * gib))
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 * gib)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2 * gib)
+        monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device: fraction)
+        cuda = torch.device("cuda", 0)
+        assert pipeline_module.available_memory(cuda) == 11 * gib  # free, plus cached but unused
+        fraction = 0.1  # an 8 GiB card, as `torch.cuda.set_per_process_memory_fraction` simulates it
+        assert pipeline_module.available_memory(cuda) == 6 * gib
+        fraction = 0.01
+        assert pipeline_module.available_memory(cuda) == 0
+        assert pipeline_module.available_memory(torch.device("cpu")) is None
 
     def test_fixed_tile_batch_size_does_not_hide_out_of_memory(self, pipe, monkeypatch):
         def out_of_memory(self, *args, **kwargs):

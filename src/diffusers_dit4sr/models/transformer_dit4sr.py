@@ -182,10 +182,13 @@ class DiT4SRTransformerBlock(nn.Module):
             norm_hidden_states, encoder_hidden_states=norm_encoder_hidden_states, **joint_attention_kwargs
         )
         hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
+        # Dropped before the MLP, whose 4x-wide activations set the peak memory: each is a (2, B, N, D) tensor.
+        del attn_output, norm_hidden_states
 
         if self.use_dual_attention:
             attn_output2 = self.attn2(norm_hidden_states2, **joint_attention_kwargs)
             hidden_states = hidden_states + gate_msa2.unsqueeze(1) * attn_output2
+            del attn_output2, norm_hidden_states2
 
         norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
         ff_output = self.ff(norm_hidden_states, grid_size=grid_size, lr_injection_scale=lr_injection_scale)
@@ -388,6 +391,34 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
             if isinstance(module, DiT4SRAttention):
                 module.unfuse_lr_projections()
 
+    def estimate_activation_memory(
+        self, batch_size: int, height: int, width: int, text_tokens: int, dtype: torch.dtype | None = None
+    ) -> int:
+        r"""
+        Upper estimate, in bytes, of the activations one inference forward (no gradients) holds at its peak; the
+        weights are not included. The pipeline uses it to choose how many tiles fit in one call.
+
+        Counted in values per channel, with `N` image tokens per stream and `T` text tokens, the peak is the largest
+        of three moments: the image streams' MLP (their 4x-wide activations before and after the GELU, about
+        `24 N + 3 T`), the joint attention (about `9.5 (2 N + T)`) and the text stream's MLP (about `9 N + 12 T`).
+        The coefficients used are rounded up: 25, 10 and 13. Attention is assumed to run in a memory-efficient
+        kernel (flash, cuDNN, memory-efficient), not a math one that stores the N x N scores.
+
+        Args:
+            batch_size (`int`): Rows of the call (with guidance, twice the number of images or tiles).
+            height (`int`), width (`int`): Latent size of `hidden_states`.
+            text_tokens (`int`): Length of `encoder_hidden_states`.
+            dtype (`torch.dtype`, *optional*): Activation dtype; defaults to the model's.
+        """
+        patch_size = self.config.patch_size
+        image_tokens = (height // patch_size) * (width // patch_size)
+        values_per_channel = max(
+            25 * image_tokens + 4 * text_tokens,  # image MLP
+            10 * (2 * image_tokens + text_tokens),  # joint attention
+            10 * image_tokens + 13 * text_tokens,  # text MLP
+        )
+        return batch_size * self.inner_dim * (dtype or self.dtype).itemsize * values_per_channel
+
     def lr_branch_parameters(self, include_unused: bool = False) -> dict[str, nn.Parameter]:
         r"""
         The parameters of the LR branch, which the released training trained (every name containing `control`) while
@@ -470,6 +501,7 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         # One patch embedding for both latents; PatchEmbed's output is a transposed view, made contiguous once here.
         image_tokens = self.pos_embed(torch.cat([hidden_states, lr_hidden_states]))
         hidden_states = image_tokens.unflatten(0, (2, batch_size)).contiguous()
+        del image_tokens
         temb = self.time_text_embed(timestep, pooled_projections)
         encoder_hidden_states = self.context_embedder(encoder_hidden_states)
 

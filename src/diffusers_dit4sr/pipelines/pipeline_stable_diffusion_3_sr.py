@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 import torch
 import transformers.utils.logging
+from accelerate.hooks import CpuOffload
 from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.loaders import SD3LoraLoaderMixin
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
@@ -48,6 +49,9 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 """The released negative prompt."""
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# Share of the available accelerator memory that `tile_batch_size="auto"` plans to fill with activations; the rest
+# absorbs allocator fragmentation and kernel workspaces.
+TILE_MEMORY_FRACTION = 0.9
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -63,6 +67,27 @@ EXAMPLE_DOC_STRING = """
         >>> image.save("photo_x4.png")
         ```
 """
+
+
+def available_memory(device: torch.device) -> int | None:
+    """
+    Bytes this process can still allocate on a CUDA `device`: the free device memory plus what PyTorch's caching
+    allocator holds unused, within `torch.cuda.set_per_process_memory_fraction`. `None` on other devices (unknown).
+    """
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    reserved, allocated = torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device)
+    # Older PyTorch versions can set the fraction but not read it back.
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    fraction = get_fraction(device) if get_fraction is not None else 1.0
+    return max(0, min(free + reserved - allocated, int(fraction * total) - allocated))
+
+
+def _bytes_of(module: torch.nn.Module, device: torch.device, on_device: bool) -> int:
+    """Bytes of `module`'s parameters and buffers that are (or are not) on `device`."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors if (t.device == device) == on_device)
 
 
 @dataclass
@@ -363,8 +388,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     ) -> torch.Tensor:
         """Guided velocity of the whole latent: tiles run through the transformer in batches, then blend.
 
-        With `tile_batch_size="auto"` a batch that runs out of accelerator memory is retried at half the size, which
-        is kept for the rest of the call.
+        With `tile_batch_size="auto"` a batch that still runs out of accelerator memory is retried at half the size,
+        which caps the batches of the rest of the call.
         """
         if len(tiles) == 1:
             latent_tiles, lr_tiles = latents, lr_latents
@@ -379,7 +404,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             except torch.OutOfMemoryError:
                 if not self._adaptive_tile_batch or self._tile_batch_size == 1:
                     raise
-                self._tile_batch_size = (self._tile_batch_size + 1) // 2
+                self._tile_batch_size = self._tile_batch_cap = (self._tile_batch_size + 1) // 2
                 logger.warning(f"Out of memory: retrying with `tile_batch_size={self._tile_batch_size}`.")
                 empty_device_cache()
                 if self.transformer.is_cache_enabled:
@@ -388,6 +413,28 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         if len(tiles) == 1:
             return velocity
         return blend_tiles(velocity, tiles, latents.shape[-2], latents.shape[-1], tile_weights)[None]
+
+    def _fitting_tile_batch_size(
+        self, num_tiles: int, tile_height: int, tile_width: int, text_tokens: int, device: torch.device
+    ) -> int:
+        """
+        The `"auto"` tile batch: as many tiles as fit in the available accelerator memory by the transformer's
+        activation estimate, spread evenly over the calls. All tiles where the free memory is unknown (CPU, MPS).
+        """
+        available = available_memory(device)
+        if available is None:
+            return num_tiles
+        hook = getattr(self.transformer, "_hf_hook", None)
+        if isinstance(hook, CpuOffload):
+            # Model offload: the transformer's first call loads it and offloads the model before it (the last text
+            # encoder), so the memory of both changes hands before the activations are allocated.
+            available -= _bytes_of(self.transformer, device, on_device=False)
+            if hook.prev_module_hook is not None:
+                available += _bytes_of(hook.prev_module_hook.model, device, on_device=True)
+        rows_per_tile = 2 if self.do_classifier_free_guidance else 1
+        tile_bytes = self.transformer.estimate_activation_memory(rows_per_tile, tile_height, tile_width, text_tokens)
+        fitting = min(num_tiles, max(1, int(TILE_MEMORY_FRACTION * available) // tile_bytes))
+        return math.ceil(num_tiles / math.ceil(num_tiles / fitting))
 
     def _guided_velocity(
         self,
@@ -482,8 +529,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 Images that fit one tile are not tiled.
             tile_overlap (`int`, defaults to 192): Overlap of neighbouring tiles in output pixels (multiple of 16).
             tile_batch_size (`int` or `"auto"`, defaults to `"auto"`): How many tiles go through the transformer
-                together (twice as many rows with guidance). `"auto"` starts with all tiles of an image and halves the
-                batch whenever the accelerator runs out of memory. Changes speed and memory, not the result.
+                together (twice as many rows with guidance). `"auto"` takes as many tiles as the available
+                accelerator memory holds (by [`~DiT4SRTransformer2DModel.estimate_activation_memory`]; all tiles on
+                the CPU) and halves the batch if the accelerator still runs out of memory. Changes speed and memory,
+                not the result.
             color_fix (`str`, *optional*, defaults to `"adain"`): `"adain"`, `"wavelet"` or `None`; the correction
                 is made against the bicubic-upscaled LR image.
             generator (`torch.Generator` or a list, one per image, *optional*): For reproducible noise.
@@ -542,6 +591,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         self._interrupt = False
         self._adaptive_tile_batch = tile_batch_size == "auto"
         self._tile_batch_size = None
+        self._tile_batch_cap = None  # set by an out-of-memory retry of "auto"
         device = self._execution_device
 
         lora_scale = (joint_attention_kwargs or {}).get("scale")
@@ -592,10 +642,14 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 latent_height, latent_width = lr_latents.shape[-2:]
                 tiles = plan_tiles(latent_height, latent_width, tile_latents, overlap_latents)
                 tile_weights = gaussian_tile_weights(tiles[0].height, tiles[0].width, device=device)
-                if not self._adaptive_tile_batch:
+                if self._adaptive_tile_batch:
+                    self._tile_batch_size = self._fitting_tile_batch_size(
+                        len(tiles), tiles[0].height, tiles[0].width, text[0].shape[1], device
+                    )
+                    if self._tile_batch_cap is not None:
+                        self._tile_batch_size = min(self._tile_batch_size, self._tile_batch_cap)
+                else:
                     self._tile_batch_size = tile_batch_size
-                elif self._tile_batch_size is None:
-                    self._tile_batch_size = len(tiles)
 
                 image_seq_len = tiles[0].height * tiles[0].width // self.transformer.config.patch_size**2
                 timesteps = self._timesteps(num_inference_steps, strength, image_seq_len, device)
