@@ -81,6 +81,7 @@ def time_forward(forward, device: torch.device, warmup: int, iters: int) -> dict
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        held_before = torch.cuda.memory_allocated(device)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
@@ -90,6 +91,8 @@ def time_forward(forward, device: torch.device, warmup: int, iters: int) -> dict
     result = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "iters": iters}
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        # Beyond the weights and inputs: what a forward's activations and kernel workspaces took at their peak.
+        result["activation_peak_gib"] = result["peak_memory_gib"] - held_before / 2**30
     else:
         # Process-wide high-water mark of resident memory (Linux reports KiB).
         result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -183,6 +186,9 @@ def main() -> None:
             # The first call compiles; what it took beyond a steady call is the compile time.
             results[name]["compile_s"] = first_call_s - results[name]["median_s"]
         results[name]["parameters"] = sum(param.numel() for param in model.parameters())
+        if name == "dit4sr":
+            estimate = model.estimate_activation_memory(args.batch, latent_size, latent_size, args.text_tokens)
+            results[name]["activation_estimate_gib"] = estimate / 2**30
         memory = results[name].get("peak_memory_gib", results[name].get("peak_rss_gib"))
         print(
             f"{name:>7}: {results[name]['median_s'] * 1e3:9.2f} ms/forward (median of {args.iters}), peak {memory:.2f} GiB"

@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from diffusers_dit4sr import StableDiffusion3SRPipeline
+from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
 from diffusers_dit4sr.cli import DEFAULT_OUTPUT_DIR, main
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
@@ -208,6 +208,7 @@ def test_released_weights_failure_explains_the_gated_model(tmp_path, monkeypatch
         (lambda tmp: [tmp / "in", "--cpu-offload", "--device", "cpu"], "--cpu-offload"),
         (lambda tmp: [tmp / "in", "--tile-size", "64", "--tile-overlap", "64"], "--tile-overlap"),
         (lambda tmp: [tmp / "in", "--captions-dir", tmp / "missing"], "--captions-dir"),
+        (lambda tmp: [tmp / "in", "--attention-backend", "fastest"], "--attention-backend fastest"),
     ],
 )
 def test_usage_errors_exit_with_code_2_before_loading(make_args, message, tmp_path, monkeypatch, capsys):
@@ -228,6 +229,53 @@ def test_invalid_option_values_are_rejected_by_the_parser(capsys):
         main(["photo.png", "--steps", "0"])
     assert exit_info.value.code == 2
     assert "--steps" in capsys.readouterr().err
+
+
+# --- Speed options ---------------------------------------------------------------------------------------------
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    with PIL.Image.open(path) as image:
+        return np.asarray(image, dtype=np.int16)
+
+
+def test_speed_options_reach_the_transformer_and_keep_the_image(upscale, tmp_path, monkeypatch):
+    source = write_image(tmp_path / "a.png")
+    assert upscale(source, "-o", tmp_path / "plain.png") == 0
+
+    calls = []
+
+    def spy(name, run_original=True):
+        original = getattr(DiT4SRTransformer2DModel, name)
+
+        def record(self, *args, **kwargs):
+            calls.append((name, args, kwargs))
+            return original(self, *args, **kwargs) if run_original else None
+
+        monkeypatch.setattr(DiT4SRTransformer2DModel, name, record)
+
+    spy("set_attention_backend")
+    spy("fuse_lr_projections")
+    spy("compile_repeated_blocks", run_original=False)  # compiling takes seconds; regional compile is tested apart
+    options = ["--attention-backend", "_native_math", "--fuse-lr-projections", "--compile"]
+    assert upscale(source, "-o", tmp_path / "fast.png", *options) == 0
+
+    assert calls == [
+        ("set_attention_backend", ("_native_math",), {}),
+        ("fuse_lr_projections", (), {}),
+        ("compile_repeated_blocks", (), {"fullgraph": True}),
+    ]
+    # Folded projections and another attention kernel change float round-off, not the 8-bit image.
+    assert np.abs(read_pixels(tmp_path / "fast.png") - read_pixels(tmp_path / "plain.png")).max() <= 1
+
+
+def test_an_unusable_attention_backend_is_one_clear_error(upscale, tmp_path, capsys):
+    # Diffusers knows `xformers` but the package is not installed: reported once, before any image.
+    assert upscale(write_image(tmp_path / "a.png"), "-o", tmp_path / "out", "--attention-backend", "xformers") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "cannot prepare the pipeline" in err and "xformers" in err
+    assert not (tmp_path / "out").exists()
 
 
 # --- Captions and seeds ----------------------------------------------------------------------------------------

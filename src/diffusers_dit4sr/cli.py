@@ -21,6 +21,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 import transformers.utils.logging
+from diffusers.models.attention_dispatch import AttentionBackendName
 from huggingface_hub.errors import EntryNotFoundError
 from tqdm import tqdm
 
@@ -33,6 +34,7 @@ PROG = "dit4sr-upscale"
 DEFAULT_OUTPUT_DIR = "dit4sr_outputs"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COLOR_FIXES = ("adain", "wavelet", "none")
+ATTENTION_BACKENDS = tuple(backend.value for backend in AttentionBackendName)
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 """Lossy formats get a high quality: PIL's default JPEG quality (75) would blur away the restored detail."""
 LOGIN_HINT = (
@@ -195,6 +197,32 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    speed = parser.add_argument_group("speed")
+    speed.add_argument(
+        "--attention-backend",
+        metavar="NAME",
+        help=(
+            "a Diffusers attention kernel, e.g. _native_cudnn, _native_flash or flash (default: PyTorch's "
+            "scaled_dot_product_attention chooses)"
+        ),
+    )
+    speed.add_argument(
+        "--fuse-lr-projections",
+        action="store_true",
+        help=(
+            "fold each LR projection into the one before it: one matrix product instead of two (same images to "
+            "float round-off)"
+        ),
+    )
+    speed.add_argument(
+        "--compile",
+        action="store_true",
+        help=(
+            "compile the transformer's repeated block with torch.compile: the first image waits for the compiler, "
+            "the others run faster"
+        ),
+    )
+
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping")
     behaviour.add_argument(
@@ -311,6 +339,11 @@ def check_options(args: argparse.Namespace, device: torch.device) -> None:
         raise UsageError("--cpu-offload moves models to a GPU while they run; it needs a GPU --device")
     if args.tile_overlap >= args.tile_size:
         raise UsageError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile-size ({args.tile_size})")
+    if args.attention_backend is not None and args.attention_backend not in ATTENTION_BACKENDS:
+        raise UsageError(
+            f"--attention-backend {args.attention_backend}: not a Diffusers attention backend; choose one of "
+            f"{', '.join(ATTENTION_BACKENDS)}"
+        )
     if args.captions_dir is not None and not args.captions_dir.is_dir():
         raise UsageError(f"--captions-dir {args.captions_dir}: no such folder")
     if args.dtype == "fp16" and device.type == "cpu":
@@ -366,16 +399,23 @@ def describe_load_error(model: str | None, error: Exception) -> str:
     return f"{summary} Details (--debug for the traceback): {details}"
 
 
-def prepare_pipeline(pipe: StableDiffusion3SRPipeline, device: torch.device, cpu_offload: bool) -> None:
-    """Places the models and sets what every run wants: VAE tiling and no per-step progress bar.
+def prepare_pipeline(pipe: StableDiffusion3SRPipeline, device: torch.device, args: argparse.Namespace) -> None:
+    """Places the models, applies the speed options and sets what every run wants: VAE tiling and no per-step
+    progress bar.
 
     VAE tiling only engages above the VAE's tile size (1024 px for SD3.5), where it bounds the memory of large
     outputs at a negligible cost in exactness; smaller images are encoded and decoded whole as before.
     """
-    if cpu_offload:
+    if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
+    if args.attention_backend is not None:
+        pipe.transformer.set_attention_backend(args.attention_backend)
+    if args.fuse_lr_projections:
+        pipe.transformer.fuse_lr_projections()
+    if args.compile:
+        pipe.transformer.compile_repeated_blocks(fullgraph=True)
     pipe.enable_vae_tiling()
     pipe.set_progress_bar_config(disable=True)
 
@@ -488,7 +528,14 @@ def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
                 raise
             print(f"{PROG}: error: {describe_load_error(args.model, error)}", file=sys.stderr)
             return EXIT_FAILED
-        prepare_pipeline(pipe, device, args.cpu_offload)
+        try:
+            prepare_pipeline(pipe, device, args)
+        except (RuntimeError, ImportError, ValueError) as error:  # e.g. an attention backend's missing package
+            if args.debug:
+                raise
+            details = " ".join(str(error).split()) or type(error).__name__
+            print(f"{PROG}: error: cannot prepare the pipeline: {details}", file=sys.stderr)
+            return EXIT_FAILED
         upscaled, failed = upscale_all(pipe, todo, args, device)
 
     print(f"{upscaled} upscaled, {len(jobs) - len(todo)} skipped (exist), {failed} failed")
