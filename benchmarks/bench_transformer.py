@@ -2,14 +2,19 @@
 
     python benchmarks/bench_transformer.py --preset sd35-medium --resolution 1024 --batch 2 --dtype bf16
     python benchmarks/bench_transformer.py --preset tiny --device cpu --iters 20
+    python benchmarks/bench_transformer.py --preset sd35-medium --numerics --baseline-sd3 --fuse-lr-projections
 
 Prints one line per model and writes the numbers, with the machine and library versions, as JSON under
-`benchmarks/results/`. Timings are medians over `--iters` forwards after `--warmup` forwards.
+`benchmarks/results/`. Timings are medians over `--iters` forwards after `--warmup` forwards. `--numerics` times
+nothing: it compares outputs with the plain fp32 forward of the same weights (folded projections in fp32, then the
+`--dtype` model, plain and folded, with `--attention-backend`); plain SD3's `--dtype` error is the yardstick for
+"within round-off".
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -114,12 +119,47 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """`||output - reference|| / ||reference||`, in float64."""
+    reference = reference.double()
+    return ((output.double() - reference).norm() / reference.norm()).item()
+
+
+@torch.inference_mode()
+def compare_numerics(
+    model_cls, config: dict, inputs: dict, extra: dict, device: torch.device, args: argparse.Namespace
+) -> dict:
+    """Relative errors of the folded and the `--dtype` forwards against the plain fp32 forward of the same weights."""
+    model = build_model(model_cls, config, device, torch.float32)
+    reference = model(**inputs, **extra, return_dict=False)[0]
+    foldable = hasattr(model, "fuse_lr_projections")
+    errors = {}
+    if foldable:
+        model.fuse_lr_projections()
+        errors["fp32_fused"] = relative_error(model(**inputs, **extra, return_dict=False)[0], reference)
+        model.unfuse_lr_projections()
+    low_precision = torch.nn.Module.to(copy.deepcopy(model), dtype=DTYPES[args.dtype])
+    del model
+    if args.attention_backend:
+        low_precision.set_attention_backend(args.attention_backend)
+    low_inputs = {name: value.to(DTYPES[args.dtype]) for name, value in inputs.items() if name != "timestep"}
+    low_inputs["timestep"] = inputs["timestep"]
+    output = low_precision(**low_inputs, **extra, return_dict=False)[0]
+    errors[args.dtype] = relative_error(output, reference)
+    if foldable:
+        low_precision.fuse_lr_projections()
+        errors[f"{args.dtype}_fused"] = relative_error(
+            low_precision(**low_inputs, **extra, return_dict=False)[0], reference
+        )
+    return errors
+
+
 def write_json_atomically(path: Path, payload: dict) -> None:
     with atomic_write_path(path) as temporary:
         temporary.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--resolution", type=int, default=1024, help="output image side in pixels")
@@ -132,14 +172,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--baseline-sd3", action="store_true", help="also time plain SD3 with the same config")
     parser.add_argument("--fuse-lr-projections", action="store_true", help="fold the LR projections (inference)")
     parser.add_argument("--compile", action="store_true", help="regional compilation of the repeated blocks")
+    parser.add_argument("--numerics", action="store_true", help="compare outputs with fp32 instead of timing")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.numerics and args.compile:
+        parser.error("--numerics compares eager forwards; it cannot be combined with --compile")
+    return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.resolution % (VAE_SCALE_FACTOR * 2):
         raise SystemExit(f"--resolution must be a multiple of {VAE_SCALE_FACTOR * 2}, got {args.resolution}")
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
@@ -148,7 +192,8 @@ def main() -> None:
     generator = torch.Generator(device).manual_seed(0)
 
     def randn(*shape):
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        # fp32 draws, cast: the same inputs in every precision.
+        return torch.randn(shape, generator=generator, device=device).to(torch.float32 if args.numerics else dtype)
 
     latents = randn(args.batch, config["in_channels"], latent_size, latent_size)
     inputs = {
@@ -163,12 +208,18 @@ def main() -> None:
 
     results = {}
     for name, (model_cls, model_inputs) in runs.items():
+        extra = {"lr_injection_scale": args.lr_injection_scale} if name == "dit4sr" else {}
+        if args.numerics:
+            results[name] = compare_numerics(model_cls, config, model_inputs, extra, device, args)
+            print(f"{name:>7}: relative error vs fp32: " + ", ".join(f"{k} {v:.2e}" for k, v in results[name].items()))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         model = build_model(model_cls, config, device, dtype)
         if args.attention_backend:
             model.set_attention_backend(args.attention_backend)
         if args.fuse_lr_projections and name == "dit4sr":
             model.fuse_lr_projections()
-        extra = {"lr_injection_scale": args.lr_injection_scale} if name == "dit4sr" else {}
 
         @torch.inference_mode()
         def forward(model=model, model_inputs=model_inputs, extra=extra):
@@ -196,12 +247,15 @@ def main() -> None:
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if "sd3" in results:
+    if "sd3" in results and args.numerics:
+        results["dit4sr_over_sd3"] = results["dit4sr"][args.dtype] / results["sd3"][args.dtype]
+        print(f"DiT4SR / SD3 {args.dtype} error ratio: {results['dit4sr_over_sd3']:.2f}")
+    elif "sd3" in results:
         results["dit4sr_over_sd3"] = results["dit4sr"]["median_s"] / results["sd3"]["median_s"]
         print(f"DiT4SR / SD3 time ratio: {results['dit4sr_over_sd3']:.2f}")
 
     payload = {
-        "benchmark": "transformer_forward",
+        "benchmark": "transformer_numerics" if args.numerics else "transformer_forward",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(device),
         "settings": {
@@ -215,10 +269,11 @@ def main() -> None:
             "lr_injection_scale": args.lr_injection_scale,
             "fuse_lr_projections": args.fuse_lr_projections,
             "compile": args.compile,
+            "numerics": args.numerics,
         },
         "results": results,
     }
-    variant = "_fused" * args.fuse_lr_projections + "_compiled" * args.compile
+    variant = "_fused" * args.fuse_lr_projections + "_compiled" * args.compile + "_numerics" * args.numerics
     output = args.output or RESULTS_DIR / (
         f"transformer_{args.preset}_{args.resolution}px_b{args.batch}_{args.dtype}{variant}_{device.type}.json"
     )

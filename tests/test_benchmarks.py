@@ -1,4 +1,4 @@
-"""`benchmarks/bench_pipeline.py` on the tiny preset (CPU), and the FLOP count of `benchmarks/breakdown.py`."""
+"""The benchmarks on the tiny preset (CPU), and the FLOP count of `benchmarks/breakdown.py`."""
 
 import importlib
 import json
@@ -120,6 +120,34 @@ def test_random_models_keep_their_buffers():
         CLIPTextModelWithProjection, {"config": clip_config}, torch.device("cpu"), torch.float32
     )
     assert torch.equal(clip.text_model.embeddings.position_ids[0], torch.arange(77))
+
+
+def run_bench_transformer(tmp_path: Path, *options: str) -> dict:
+    output = tmp_path / "transformer.json"
+    tiny = ["--preset", "tiny", "--device", "cpu", "--resolution", "128", "--baseline-sd3", "--output", str(output)]
+    import_benchmark("bench_transformer").main([*tiny, *options])
+    return json.loads(output.read_text())
+
+
+def test_transformer_timing_json(tmp_path):
+    payload = run_bench_transformer(tmp_path, "--dtype", "fp32", "--warmup", "1", "--iters", "3")
+    assert payload["benchmark"] == "transformer_forward" and payload["settings"]["latent"] == [16, 16]
+    dit4sr, sd3 = payload["results"]["dit4sr"], payload["results"]["sd3"]
+    assert dit4sr["iters"] == 3 and 0 < dit4sr["min_s"] <= dit4sr["median_s"] <= dit4sr["max_s"]
+    assert dit4sr["parameters"] > sd3["parameters"]  # the LR stream's layers
+    assert payload["results"]["dit4sr_over_sd3"] == pytest.approx(dit4sr["median_s"] / sd3["median_s"])
+
+
+def test_transformer_numerics_compare_with_fp32(tmp_path):
+    payload = run_bench_transformer(tmp_path, "--dtype", "bf16", "--numerics", "--fuse-lr-projections")
+    assert payload["benchmark"] == "transformer_numerics"
+    dit4sr, sd3 = payload["results"]["dit4sr"], payload["results"]["sd3"]
+    assert set(dit4sr) == {"fp32_fused", "bf16", "bf16_fused"} and set(sd3) == {"bf16"}
+    assert dit4sr["fp32_fused"] < 1e-5  # target 2: folded projections keep fp32 outputs
+    # bf16 is off by bf16 round-off, about as much as plain SD3 (the yardstick).
+    assert 1e-4 < dit4sr["bf16"] < 0.05 and 1e-4 < sd3["bf16"] < 0.05
+    assert dit4sr["bf16_fused"] == pytest.approx(dit4sr["bf16"], rel=0.5)
+    assert payload["results"]["dit4sr_over_sd3"] == pytest.approx(dit4sr["bf16"] / sd3["bf16"])
 
 
 def test_measured_phase_times_plot(breakdown, results_path, tmp_path):
