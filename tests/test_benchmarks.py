@@ -1,6 +1,5 @@
 """The benchmarks on the tiny preset (CPU), and the FLOP count of `benchmarks/breakdown.py`."""
 
-import importlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,7 +13,8 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from .utils import import_benchmark
+
 STEPS = 2
 # 40 px -> 160 px output, processed as it is: a 20 x 20 latent in 8-latent tiles with overlap 4, 4 x 4 = 16 tiles.
 TILES = 16
@@ -24,13 +24,6 @@ TINY_JOB = [
     "--steps", str(STEPS), "--warmup-steps", "1", "--tile-batch-sizes", "2", "1",
     "--cpu-offload", "--cache", "none", "first_block",
 ]  # fmt: skip
-
-
-def import_benchmark(name: str) -> ModuleType:
-    """Imports a module of `benchmarks/`, which import each other as top-level modules."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARKS))
-        return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +141,33 @@ def test_transformer_numerics_compare_with_fp32(tmp_path):
     assert 1e-4 < dit4sr["bf16"] < 0.05 and 1e-4 < sd3["bf16"] < 0.05
     assert dit4sr["bf16_fused"] == pytest.approx(dit4sr["bf16"], rel=0.5)
     assert payload["results"]["dit4sr_over_sd3"] == pytest.approx(dit4sr["bf16"] / sd3["bf16"])
+
+
+@pytest.mark.parametrize("gpu_memory_gib, tile_batch", [(100.0, TILES), (0.001, 1)])
+def test_memory_plan_adds_weights_and_counted_activations(tmp_path, gpu_memory_gib, tile_batch):
+    plan = import_benchmark("memory_plan").main(
+        [
+            "--preset", "tiny", "--lr-size", "40", "--process-size", "0", "--tile-size", "64", "--tile-overlap", "32",
+            "--dtype", "fp32", "--gpu-memory-gib", str(gpu_memory_gib), "--output", str(tmp_path / "plan.json"),
+        ]
+    )  # fmt: skip
+    assert json.loads((tmp_path / "plan.json").read_text()) == plan
+    weights = plan["weights_gib"]
+    everything = sum(weights.values())
+    for placement in plan["placements"].values():
+        phases = placement["phases"]
+        assert placement["tile_batch"] == tile_batch
+        assert placement["peak_gib"] == max(phase["total_gib"] for phase in phases.values())
+        assert placement["fits"] == (placement["peak_gib"] <= gpu_memory_gib)
+        for phase in phases.values():
+            assert phase["total_gib"] == pytest.approx(phase["weights_gib"] + phase["activations_gib"])
+            assert phase["activations_gib"] > 0
+        # The estimate `auto` budgets with bounds the activations counted on the meta device.
+        assert phases["transformer"]["activations_gib"] <= tile_batch * plan["activation_estimate_gib_per_tile"]
+    on_gpu, offload = plan["placements"]["all_on_gpu"]["phases"], plan["placements"]["model_cpu_offload"]["phases"]
+    assert all(phase["weights_gib"] == pytest.approx(everything) for phase in on_gpu.values())
+    assert offload["transformer"]["weights_gib"] == pytest.approx(weights["transformer"] + weights["vae"])
+    assert offload["vae_encode"]["models"] == ["vae"]  # the text encoders are unloaded before it
 
 
 def test_measured_phase_times_plot(breakdown, results_path, tmp_path):

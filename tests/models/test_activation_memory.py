@@ -1,15 +1,14 @@
 """`estimate_activation_memory` against the activations a forward really holds, counted tensor by tensor."""
 
-import weakref
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel
 
+from ..utils import import_benchmark
 from .utils import TINY_SD30_CONFIG, TINY_SD35_CONFIG, make_inputs
+
+LiveTensorBytes = import_benchmark("live_memory").LiveTensorBytes
 
 # SD3.5-medium's layout (dual attention, RMS q/k norm, 64-channel heads) at a quarter of its width, two blocks.
 NARROW_SD35_CONFIG = {
@@ -21,40 +20,6 @@ NARROW_SD35_CONFIG = {
     "pos_embed_max_size": 32,
     "dual_attention_layers": (0,),
 }
-
-
-class LiveTensorBytes(TorchDispatchMode):
-    """Peak bytes of the tensor storages that operators create inside the context (weights and inputs excluded).
-
-    A storage counts from the operator that creates it until it is freed; views and in-place results share their
-    input's storage and add nothing.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.current = self.peak = 0
-        self._live = set()
-
-    def _release(self, key: int, nbytes: int) -> None:
-        self._live.discard(key)
-        self.current -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        outputs = func(*args, **kwargs)
-        for tensor in tree_leaves(outputs):
-            if not isinstance(tensor, torch.Tensor):
-                continue
-            storage = tensor.untyped_storage()
-            key = id(storage)
-            if key in inputs or key in self._live:
-                continue
-            self._live.add(key)
-            self.current += storage.nbytes()
-            weakref.finalize(storage, self._release, key, storage.nbytes())
-        self.peak = max(self.peak, self.current)
-        return outputs
 
 
 def measured_peak(model, inputs) -> int:

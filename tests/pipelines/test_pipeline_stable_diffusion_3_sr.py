@@ -7,6 +7,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from accelerate.hooks import UserCpuOffloadHook
 from diffusers import (
     FirstBlockCacheConfig,
     FlowMatchEulerDiscreteScheduler,
@@ -193,15 +194,12 @@ class TestTiling:
         # The fitting tiles are spread evenly: 5 that fit give two calls of 4; at least one tile per call.
         assert [kwargs["hidden_states"].shape[0] for _, kwargs in forwards.calls] == rows_per_call
 
-    def test_auto_tile_batch_counts_the_models_that_offload_moves(self, monkeypatch):
+    def test_auto_tile_batch_counts_the_transformer_that_offload_will_load(self, monkeypatch):
         pipe = make_tiny_pipeline()
         pipe.enable_model_cpu_offload(device="cpu")
         pipe._guidance_scale = 7.0
         tile_bytes = pipe.transformer.estimate_activation_memory(2, 8, 8, 10)
-        transformer_bytes, t5_bytes = (
-            sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-            for module in (pipe.transformer, pipe.text_encoder_3)
-        )
+        transformer_bytes = sum(t.numel() * t.element_size() for t in pipe.transformer.state_dict().values())
         available = 10 * tile_bytes + transformer_bytes
         monkeypatch.setattr(pipeline_module, "available_memory", lambda device: available)
 
@@ -213,10 +211,10 @@ class TestTiling:
 
         fraction = pipeline_module.TILE_MEMORY_FRACTION
         # The transformer waits on the CPU: its weights will take part of the accelerator's memory.
-        assert fitting("cuda:0") == spread(int(fraction * (available - transformer_bytes)) // tile_bytes)
-        # Already on the device: T5, the model before it, will be moved off at the transformer's first call.
-        assert fitting("cpu") == spread(int(fraction * (available + t5_bytes)) // tile_bytes)
-        assert fitting("cuda:0") < fitting("cpu") < 1000
+        assert fitting("cuda:0") == spread(int(fraction * 10 * tile_bytes) // tile_bytes) == 9
+        # Already on the execution device: nothing to count.
+        assert fitting("cpu") == spread(int(fraction * available) // tile_bytes)
+        assert fitting("cpu") > 9
 
     def test_available_memory_counts_free_and_cached_memory_within_the_process_fraction(self, monkeypatch):
         gib = 2**30
@@ -407,6 +405,29 @@ class TestOptions:
         # On a CPU-only machine the offload hooks move modules to the CPU itself: same result, hooks exercised.
         pipe.enable_model_cpu_offload(device="cpu")
         assert torch.equal(upscale(pipe, image), expected)
+
+    def test_model_cpu_offload_unloads_the_text_encoders_before_the_vae_encode(self, monkeypatch):
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        pipe.enable_model_cpu_offload(device="cpu")
+        names = {id(module): name for name, module in pipe.components.items()}
+        events = []
+        original_offload = UserCpuOffloadHook.offload
+        monkeypatch.setattr(
+            UserCpuOffloadHook,
+            "offload",
+            lambda hook: (events.append(f"offload {names[id(hook.model)]}"), original_offload(hook))[1],
+        )
+        original_encode = pipe.vae.encode
+        monkeypatch.setattr(
+            pipe.vae,
+            "encode",
+            lambda *args, **kwargs: (events.append("vae.encode"), original_encode(*args, **kwargs))[1],
+        )
+        upscale(pipe, random_image(11, 13), num_inference_steps=1)
+        # The chain would unload T5 only when the transformer starts, after the VAE encode of the LR image.
+        before_encode = events[: events.index("vae.encode")]
+        assert {"offload text_encoder", "offload text_encoder_2", "offload text_encoder_3"} <= set(before_encode)
 
 
 class TestSaveLoad:

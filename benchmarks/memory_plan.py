@@ -1,0 +1,192 @@
+"""Predicted GPU memory of the pipeline job, phase by phase, computed without a GPU.
+
+    python benchmarks/memory_plan.py --preset sd35-medium --lr-size 512 --upscale 4 --gpu-memory-gib 12
+    python benchmarks/memory_plan.py --preset tiny --lr-size 40 --process-size 0 --tile-size 64 --tile-overlap 32
+
+Every component is built on the meta device (nothing is allocated). Weights are counted from their tensors, and
+activations tensor by tensor (`live_memory.LiveTensorBytes`) with attention kernels that do not store the N x N
+scores (`live_memory.output_only_attention`), through the same calls the pipeline makes: each text encoder on one
+prompt, the VAE encode of the output-sized LR image, one transformer call with the tile batch that
+`tile_batch_size="auto"` picks on a card of `--gpu-memory-gib`, and the VAE decode.
+
+Two placements: everything on the GPU, and `enable_model_cpu_offload()`, where a phase holds the models the offload
+hooks leave on the GPU (the transformer phase keeps the VAE, which encoded the LR image just before). Not counted:
+the CUDA context, allocator fragmentation, kernel workspaces and the small tensors that live across phases (prompt
+embeddings, latents); `bench_pipeline.py` measures the real peaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from pathlib import Path
+from unittest import mock
+
+import torch
+from bench_pipeline import build_pipeline, plan_job
+from bench_transformer import DTYPES, PRESETS, RESULTS_DIR, machine_info, write_json_atomically
+from live_memory import LiveTensorBytes, output_only_attention
+from torch import nn
+
+from diffusers_dit4sr.pipelines import pipeline_stable_diffusion_3_sr as pipeline_module
+
+GIB = 2**30
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+# Which models each phase holds on the GPU under model CPU offload.
+OFFLOAD_RESIDENTS = {
+    "text_encoder": ("text_encoder",),
+    "text_encoder_2": ("text_encoder_2",),
+    "text_encoder_3": ("text_encoder_3",),
+    "vae_encode": ("vae",),
+    "transformer": ("transformer", "vae"),
+    "vae_decode": ("vae",),
+}
+
+
+def weight_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def peak_activation_bytes(run) -> int:
+    with torch.no_grad(), output_only_attention(), LiveTensorBytes() as counter:
+        run()
+    return counter.peak
+
+
+def phase_activations(pipe, job: dict, tile_batch: int, rows_per_tile: int, dtype: torch.dtype) -> dict[str, int]:
+    """Peak activation bytes of each phase's calls, counted on the meta device."""
+    meta = torch.device("meta")
+    text_tokens = {"text_encoder": 77, "text_encoder_2": 77, "text_encoder_3": job["text_tokens"] - 77}
+    activations = {
+        name: peak_activation_bytes(
+            lambda name=name: getattr(pipe, name)(
+                torch.zeros(1, text_tokens[name], dtype=torch.long, device=meta), output_hidden_states=True
+            )
+        )
+        for name in TEXT_ENCODERS
+    }
+    height, width = (side * pipe.vae_scale_factor for side in job["latent"])
+    image = torch.empty(1, 3, height, width, device=meta, dtype=dtype)
+    activations["vae_encode"] = peak_activation_bytes(lambda: pipe.vae.encode(image))
+
+    config = pipe.transformer.config
+    rows = tile_batch * rows_per_tile
+    tile = torch.empty(rows, config.in_channels, *job["tile_latent"], device=meta, dtype=dtype)
+    inputs = {
+        "hidden_states": tile,
+        "lr_hidden_states": torch.empty_like(tile),
+        "encoder_hidden_states": torch.empty(
+            rows, job["text_tokens"], config.joint_attention_dim, device=meta, dtype=dtype
+        ),
+        "pooled_projections": torch.empty(rows, config.pooled_projection_dim, device=meta, dtype=dtype),
+        "timestep": torch.empty(rows, device=meta, dtype=dtype),
+    }
+    activations["transformer"] = peak_activation_bytes(lambda: pipe.transformer(**inputs, return_dict=False))
+    latent = torch.empty(1, config.out_channels, *job["latent"], device=meta, dtype=dtype)
+    activations["vae_decode"] = peak_activation_bytes(lambda: pipe.vae.decode(latent))
+    return activations
+
+
+def auto_tile_batch(pipe, job: dict, card_bytes: int, resident_bytes: int, guidance: float) -> int:
+    """The tile batch `tile_batch_size="auto"` picks when `resident_bytes` of weights sit on the card."""
+    pipe._guidance_scale = guidance
+    available = max(0, card_bytes - resident_bytes)
+    with mock.patch.object(pipeline_module, "available_memory", lambda device: available):
+        return pipe._fitting_tile_batch_size(
+            job["tiles"], *job["tile_latent"], job["text_tokens"], torch.device("cuda")
+        )
+
+
+def plan(args: argparse.Namespace) -> dict:
+    dtype = DTYPES[args.dtype]
+    pipe = build_pipeline(args.preset, torch.device("meta"), dtype)
+    if args.vae_tiling:
+        pipe.enable_vae_tiling()
+    job = plan_job(pipe, args)
+    weights = {name: weight_bytes(getattr(pipe, name)) for name in (*TEXT_ENCODERS, "transformer", "vae")}
+    rows_per_tile = 2 if args.guidance > 1 else 1
+    card = int(args.gpu_memory_gib * GIB)
+
+    placements = {}
+    for placement, residents in (
+        ("all_on_gpu", dict.fromkeys(OFFLOAD_RESIDENTS, tuple(weights))),
+        ("model_cpu_offload", OFFLOAD_RESIDENTS),
+    ):
+        resident = {phase: sum(weights[name] for name in names) for phase, names in residents.items()}
+        tile_batch = auto_tile_batch(pipe, job, card, resident["transformer"], args.guidance)
+        activations = phase_activations(pipe, job, tile_batch, rows_per_tile, dtype)
+        phases = {
+            phase: {
+                "models": list(residents[phase]),
+                "weights_gib": resident[phase] / GIB,
+                "activations_gib": activations[phase] / GIB,
+                "total_gib": (resident[phase] + activations[phase]) / GIB,
+            }
+            for phase in OFFLOAD_RESIDENTS
+        }
+        peak_phase = max(phases, key=lambda phase: phases[phase]["total_gib"])
+        placements[placement] = {
+            "tile_batch": tile_batch,
+            "transformer_calls_per_step": -(-job["tiles"] // tile_batch),
+            "phases": phases,
+            "peak_phase": peak_phase,
+            "peak_gib": phases[peak_phase]["total_gib"],
+            "fits": phases[peak_phase]["total_gib"] <= args.gpu_memory_gib,
+        }
+    return {
+        "benchmark": "memory_plan",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(torch.device("cpu")),
+        "settings": {key: value for key, value in vars(args).items() if key != "output"} | job,
+        "weights_gib": {name: value / GIB for name, value in weights.items()},
+        "activation_estimate_gib_per_tile": job["activation_estimate_gib_per_tile"],
+        "placements": placements,
+    }
+
+
+def print_plan(result: dict) -> None:
+    card = result["settings"]["gpu_memory_gib"]
+    for placement, planned in result["placements"].items():
+        print(
+            f"{placement}: tile batch {planned['tile_batch']} of {result['settings']['tiles']} on a {card:g} GiB card; "
+            f"peak {planned['peak_gib']:.2f} GiB in {planned['peak_phase']}"
+            + ("" if planned["fits"] else ": does not fit")
+        )
+        for phase, numbers in planned["phases"].items():
+            print(
+                f"  {phase:<15} weights {numbers['weights_gib']:7.3f} + activations {numbers['activations_gib']:7.3f}"
+                f" = {numbers['total_gib']:7.3f} GiB  ({', '.join(numbers['models'])})"
+            )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="sd35-medium")
+    parser.add_argument("--lr-size", type=int, default=512, help="side of the square LR image in pixels")
+    parser.add_argument("--upscale", type=float, default=4.0, help="output side = lr-size x upscale")
+    parser.add_argument("--guidance", type=float, default=8.0)
+    parser.add_argument("--process-size", type=int, default=512, help="the pipeline's process_size (0: never enlarge)")
+    parser.add_argument("--tile-size", type=int, default=512, help="tile side in output pixels")
+    parser.add_argument("--tile-overlap", type=int, default=192, help="tile overlap in output pixels")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--gpu-memory-gib", type=float, default=12.0, help="card size that `auto` plans for")
+    parser.add_argument("--vae-tiling", action="store_true", help="pipe.enable_vae_tiling()")
+    parser.add_argument("--output", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    result = plan(args)
+    print_plan(result)
+    output = args.output or RESULTS_DIR / (
+        f"memory_plan_{args.preset}_{args.lr_size}to{result['settings']['output_size'][0]}px_{args.dtype}"
+        f"_{args.gpu_memory_gib:g}gib{'_vae_tiling' * args.vae_tiling}.json"
+    )
+    write_json_atomically(output, result)
+    print(f"wrote {output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
