@@ -1,6 +1,8 @@
 """The benchmarks on the tiny preset (CPU), and the FLOP count of `benchmarks/breakdown.py`."""
 
 import json
+import os
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import ModuleType
@@ -13,7 +15,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel
 
-from .utils import import_benchmark
+from .utils import BENCHMARKS, import_benchmark
 
 STEPS = 2
 # 40 px -> 160 px output, processed as it is: a 20 x 20 latent in 8-latent tiles with overlap 4, 4 x 4 = 16 tiles.
@@ -168,6 +170,37 @@ def test_memory_plan_adds_weights_and_counted_activations(tmp_path, gpu_memory_g
     assert all(phase["weights_gib"] == pytest.approx(everything) for phase in on_gpu.values())
     assert offload["transformer"]["weights_gib"] == pytest.approx(weights["transformer"] + weights["vae"])
     assert offload["vae_encode"]["models"] == ["vae"]  # the text encoders are unloaded before it
+
+
+def test_gpu_script_runs_end_to_end_on_a_small_job(tmp_path):
+    """`run_gpu_benchmarks.sh` with the tiny preset on the CPU: the device call should not be where its bugs show."""
+    steps = "environment|transformer-eager|transformer-numerics|pipeline"  # compilation is tested on its own
+    job = {"PRESET": "tiny", "RESOLUTION": "128", "LR_SIZE": "32", "STEPS": "2", "ONLY": steps, "BUDGET_S": "400"}
+    completed = subprocess.run(
+        ["bash", str(BENCHMARKS / "run_gpu_benchmarks.sh")],
+        env={**os.environ, **job, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    log = (tmp_path / "log.txt").read_text()
+    for step in ("transformer-eager", "transformer-numerics", "pipeline"):
+        assert f"== {step}: exit 0" in log
+    assert "transformer-compiled" not in log  # not in ONLY
+    assert json.loads((tmp_path / "transformer_numerics.json").read_text())["settings"]["preset"] == "tiny"
+    pipeline = json.loads((tmp_path / "pipeline.json").read_text())
+    assert [result["name"] for result in pipeline["configurations"]] == [
+        "tile_batch=auto",
+        "tile_batch=1",
+        "tile_batch=auto+offload",
+        "tile_batch=auto+first_block",
+        "tile_batch=auto+taylorseer",
+    ]
+    # The closing summary reads every JSON back.
+    summary = completed.stdout[completed.stdout.index("targets:") :]
+    assert "transformer_eager      dit4sr" in summary and "transformer_numerics" in summary
+    assert "tile_batch=auto+taylorseer" in summary and "failed" not in summary
 
 
 def test_measured_phase_times_plot(breakdown, results_path, tmp_path):
