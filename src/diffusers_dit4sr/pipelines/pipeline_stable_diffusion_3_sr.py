@@ -350,10 +350,11 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         run beside it (8.9 GiB of T5 next to 5 GiB of VAE activations at 2048 px, bf16).
         """
         text_encoders = (self.text_encoder, self.text_encoder_2, self.text_encoder_3)
-        for hook in getattr(self, "_all_hooks", []):
-            if any(hook.model is encoder for encoder in text_encoders):
-                hook.offload()
-        empty_device_cache()
+        hooks = [hook for hook in getattr(self, "_all_hooks", []) if any(hook.model is m for m in text_encoders)]
+        for hook in hooks:
+            hook.offload()
+        if hooks:
+            empty_device_cache()
 
     def _encode_lr(self, lr_image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """VAE latent of an image in [0, 1], scaled and shifted like SD3's training latents."""
