@@ -29,12 +29,14 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from diffusers import SD3Transformer2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+from diffusers.utils.torch_utils import empty_device_cache
 from PIL import Image
 from tqdm.auto import tqdm
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
 from diffusers_dit4sr.file_utils import atomic_write_path
 from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, make_training_model_card
+from diffusers_dit4sr.pipelines import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
 from diffusers_dit4sr.training import (
     DegradationConfig,
     HRImageDataset,
@@ -369,8 +371,54 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_s
 
 
 @torch.no_grad()
-def log_validation(pipeline, transformer, accelerator, args, global_step: int, degradation: RealESRGANDegradation):
-    """Degrades each validation HR image with a fixed seed, upscales it, and logs LR | SR | HR."""
+def validation_prompt(args: argparse.Namespace, index: int) -> str:
+    prompts = args.validation_prompt or [""]
+    return prompts[index] if len(prompts) > 1 else prompts[0]
+
+
+@torch.no_grad()
+def encode_validation_prompts(pipeline: StableDiffusion3SRPipeline, args: argparse.Namespace, device) -> list[dict]:
+    """Per validation image, the prompt and negative-prompt embeddings the pipeline would compute for it."""
+    embeddings = []
+    for index in range(len(args.validation_image)):
+        # The pipeline's own caption + quality-prompt expansion, so the images match a call with `prompt=`.
+        prompt = pipeline._expand_prompts(validation_prompt(args, index), DEFAULT_ADDED_PROMPT, 1)
+        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
+            pipeline.encode_prompt(
+                prompt=prompt,
+                prompt_2=None,
+                prompt_3=None,
+                negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+                do_classifier_free_guidance=True,
+                device=device,
+                max_sequence_length=args.max_sequence_length,
+            )
+        )
+        embeddings.append(
+            {
+                "prompt_embeds": prompt_embeds,
+                "negative_prompt_embeds": negative_prompt_embeds,
+                "pooled_prompt_embeds": pooled_prompt_embeds,
+                "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
+            }
+        )
+    return embeddings
+
+
+def log_validation(
+    pipeline,
+    transformer,
+    accelerator,
+    args,
+    global_step: int,
+    degradation: RealESRGANDegradation,
+    prompt_embeddings: list[dict] | None = None,
+):
+    """Degrades each validation HR image with a fixed seed, upscales it, and logs LR | SR | HR.
+
+    `prompt_embeddings` (from `encode_validation_prompts`) replace the prompts when the text encoders are not on the
+    accelerator.
+    """
     logger.info(f"running validation at step {global_step}")
     was_training = transformer.training
     transformer.eval()
@@ -386,12 +434,12 @@ def log_validation(pipeline, transformer, accelerator, args, global_step: int, d
         )
         hr_tensor = torch.from_numpy(np.array(hr)).permute(2, 0, 1)[None].float().div(255)
         lr, _ = degradation(hr_tensor, generator=torch.Generator().manual_seed(args.seed + index))
-        prompts = args.validation_prompt or [""]
-        prompt = prompts[index] if len(prompts) > 1 else prompts[0]
+        text = prompt_embeddings[index] if prompt_embeddings else {"prompt": validation_prompt(args, index)}
         with accelerator.autocast():
             (sr,) = pipeline(
                 image=lr,
-                prompt=prompt,
+                **text,
+                max_sequence_length=args.max_sequence_length,
                 upscale=degradation.config.scale,
                 num_inference_steps=args.validation_inference_steps,
                 generator=torch.Generator(device=accelerator.device).manual_seed(args.seed),
@@ -476,9 +524,23 @@ def main(argv: list[str] | None = None) -> dict:
         args.pretrained_model_name_or_path, transformer=transformer, revision=args.revision, variant=args.variant
     )
     pipeline.set_progress_bar_config(disable=True)
-    for component in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
-        if component is not None:
-            component.requires_grad_(False).to(accelerator.device, dtype=weight_dtype)
+    text_encoders = [
+        encoder
+        for encoder in (pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3)
+        if encoder is not None
+    ]
+    for component in (pipeline.vae, *text_encoders):
+        component.requires_grad_(False).to(accelerator.device, dtype=weight_dtype)
+    dataset = make_dataset(args)
+    validation_prompt_embeddings = None
+    if isinstance(dataset, PreparedDataset) and dataset.has_text_embeddings:
+        # Captions come cached, so the text encoders (T5-XXL alone is 8.6 GiB in bf16) only serve the validation
+        # prompts: encoded now, before the transformer arrives, then the encoders leave the accelerator.
+        if args.validation_image:
+            validation_prompt_embeddings = encode_validation_prompts(pipeline, args, accelerator.device)
+        for encoder in text_encoders:
+            encoder.to("cpu")
+        empty_device_cache()
     # The trainable weights stay in float32; mixed precision runs the forward under autocast.
     transformer.to(accelerator.device)
     trainable = select_trainable_parameters(transformer, args)
@@ -506,7 +568,6 @@ def main(argv: list[str] | None = None) -> dict:
         eps=args.adam_epsilon,
     )
 
-    dataset = make_dataset(args)
     dataloader = torch.utils.data.DataLoader(
         dataset,
         batch_size=args.train_batch_size,
@@ -607,6 +668,7 @@ def main(argv: list[str] | None = None) -> dict:
                     args,
                     global_step,
                     validation_degradation,
+                    validation_prompt_embeddings,
                 )
             if global_step >= args.max_train_steps:
                 break

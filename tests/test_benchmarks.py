@@ -203,6 +203,37 @@ def test_gpu_script_runs_end_to_end_on_a_small_job(tmp_path):
     assert "tile_batch=auto+taylorseer" in summary and "failed" not in summary
 
 
+@pytest.mark.parametrize("trainable", ["lr_branch", "full"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_memory_extrapolates_to_a_deeper_model(trainable, checkpointing):
+    training_memory = import_benchmark("training_memory")
+    deep = {**training_memory.PRESETS["tiny"], "num_layers": 7, "dual_attention_layers": (0, 1, 2, 3, 4)}
+    parts = training_memory.per_part_bytes(deep, trainable, checkpointing, latent=16, text_tokens=20)
+    for batch in (1, 3):
+        measured = training_memory.step_bytes(deep, trainable, checkpointing, batch, latent=16, text_tokens=20)
+        assert training_memory.extrapolate(parts, deep, batch) == pytest.approx(measured, rel=0.03)
+
+
+def test_training_memory_table(tmp_path):
+    output = tmp_path / "training.json"
+    result = import_benchmark("training_memory").main(
+        ["--preset", "tiny", "--resolution", "128", "--batch-sizes", "1", "4", "--output", str(output)]
+    )
+    assert json.loads(output.read_text()) == result
+    rows = {(row["trainable"], row["gradient_checkpointing"], row["batch"]): row for row in result["rows"]}
+    assert len(rows) == 8
+    for row in rows.values():
+        parts = ("weights_gib", "optimizer_gib", "step_gib", "frozen_models_gib")
+        assert row["total_gib"] == pytest.approx(sum(row[part] for part in parts))
+    lr_branch, full = rows["lr_branch", False, 1], rows["full", False, 1]
+    assert lr_branch["trainable_parameters"] < full["trainable_parameters"]
+    assert lr_branch["optimizer_gib"] == pytest.approx(8 * lr_branch["trainable_parameters"] / 2**30)
+    # Gradients and saved activations: more for full training, less with checkpointing, growing with the batch.
+    assert lr_branch["step_gib"] < full["step_gib"]
+    assert rows["full", True, 4]["step_gib"] < rows["full", False, 4]["step_gib"] < 4 * full["step_gib"]
+    assert rows["full", False, 4]["step_gib"] > full["step_gib"]
+
+
 def test_measured_phase_times_plot(breakdown, results_path, tmp_path):
     svg = tmp_path / "time.svg"
     breakdown.main(["--pipeline-results", str(results_path), "--svg", str(svg)])

@@ -1,5 +1,6 @@
 """examples/train_dit4sr.py on CPU with the tiny pipeline: what trains, resuming, saving, LoRA, data sources."""
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from transformers import T5EncoderModel
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
 from diffusers_dit4sr.tiny import make_tiny_pipeline
@@ -185,6 +187,61 @@ def test_prepared_dataset_and_init_from_sd3(workspace):
     assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
     config = json.loads((workspace / "from_sd3" / "transformer" / "config.json").read_text())
     assert config["lr_key_source"] == "lr" and config["lr_injection"] == "linear"
+
+
+@pytest.mark.parametrize("cached_embeddings", [True, False])
+def test_cached_embeddings_need_the_text_encoders_only_before_training(workspace, monkeypatch, cached_embeddings):
+    """With cached captions T5 runs for the validation prompts before any transformer call, never during training or
+    validation (so it can leave the accelerator); without them it encodes every batch."""
+    prepare = load_script("prepare_dataset")
+    prepared = workspace / f"prepared-{cached_embeddings}"
+    arguments = ["--input_dir", str(workspace / "hr"), "--output_dir", str(prepared), "--resolution", "64"]
+    arguments += ["--pretrained_model_name_or_path", str(workspace / "tiny"), "--device", "cpu", "--cache_latents"]
+    assert prepare.main(arguments + ["--cache_text_embeddings"] * cached_embeddings) == 0
+    events = []
+    for cls, name in ((T5EncoderModel, "t5"), (DiT4SRTransformer2DModel, "transformer")):
+        original = cls.forward
+        monkeypatch.setattr(
+            cls, "forward", lambda self, *a, _name=name, _f=original, **k: (events.append(_name), _f(self, *a, **k))[1]
+        )
+    output = f"prepared-run-{cached_embeddings}"
+    run(
+        workspace,
+        output,
+        "--prepared_data_dir",
+        str(prepared),
+        "--max_train_steps",
+        "2",
+        "--validation_image",
+        str(workspace / "hr" / "photo0.png"),
+        "--validation_steps",
+        "2",
+        "--validation_inference_steps",
+        "1",
+    )
+    assert len(list((workspace / output / "validation").glob("*.png"))) == 1
+    first_transformer_call = events.index("transformer")
+    if cached_embeddings:
+        assert events[:first_transformer_call] == ["t5", "t5"]  # the validation prompt and the negative prompt
+        assert "t5" not in events[first_transformer_call:]
+    else:
+        assert "t5" in events[first_transformer_call:]
+
+
+def test_validation_prompt_embeddings_match_the_pipelines_own_encoding():
+    pipe = make_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    args = argparse.Namespace(
+        validation_image=["a.png", "b.png"], validation_prompt=["a cat", "a dog"], max_sequence_length=77
+    )
+    embeddings = train.encode_validation_prompts(pipe, args, torch.device("cpu"))
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    options = {"num_inference_steps": 1, "process_size": 64, "output_type": "pt", "max_sequence_length": 77}
+    for prompt, text in zip(args.validation_prompt, embeddings, strict=True):
+        expected = pipe(image, prompt=prompt, generator=torch.Generator().manual_seed(0), **options).images
+        actual = pipe(image, **text, generator=torch.Generator().manual_seed(0), **options).images
+        assert torch.equal(actual, expected)
+    assert not torch.equal(embeddings[0]["prompt_embeds"], embeddings[1]["prompt_embeds"])
 
 
 def test_full_fine_tuning_selects_every_used_parameter():
