@@ -90,3 +90,19 @@ def test_bf16_holds_half_the_bytes():
     bf16_peak = measured_peak(model, {name: tensor.to(torch.bfloat16) for name, tensor in inputs.items()})
     assert bf16_peak <= model.estimate_activation_memory(1, 16, 16, inputs["encoder_hidden_states"].shape[1])
     assert bf16_peak == pytest.approx(fp32_peak / 2, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "arguments, match",
+    [
+        ((0, 16, 16, 10), "batch_size"),
+        ((1, 15, 16, 10), "multiples of the patch size"),
+        ((1, 16, 0, 10), "width"),
+        ((1, 16, 16, -1), "text_tokens"),
+        ((1.5, 16, 16, 10), "batch_size"),
+    ],
+)
+def test_estimate_rejects_bad_shapes(arguments, match):
+    model = DiT4SRTransformer2DModel(**TINY_SD35_CONFIG)
+    with pytest.raises(ValueError, match=match):
+        model.estimate_activation_memory(*arguments)

@@ -411,6 +411,15 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
             dtype (`torch.dtype`, *optional*): Activation dtype; defaults to the model's.
         """
         patch_size = self.config.patch_size
+        for name, value, minimum in (("batch_size", batch_size, 1), ("height", height, 1), ("width", width, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"`height` and `width` must be multiples of the patch size {patch_size}, got {height}x{width}."
+            )
+        if isinstance(text_tokens, bool) or not isinstance(text_tokens, int) or text_tokens < 0:
+            raise ValueError(f"`text_tokens` must be a non-negative integer, got {text_tokens!r}.")
         image_tokens = (height // patch_size) * (width // patch_size)
         values_per_channel = max(
             25 * image_tokens + 4 * text_tokens,  # image MLP
