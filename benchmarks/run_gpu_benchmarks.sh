@@ -7,8 +7,9 @@
 #   ONLY='environment|transformer' bash benchmarks/run_gpu_benchmarks.sh    # a regex of step names: split the work
 #   ONLY='environment|pipeline' bash benchmarks/run_gpu_benchmarks.sh       # over two calls when time allows
 #
-# PRESET, RESOLUTION, LR_SIZE and STEPS (defaults: the issue's sd35-medium, 1024, 512, 40) shrink the job; the test
-# suite runs the whole script that way on the CPU, so the GPU call does not find its bugs.
+# PYTHON (default python3) runs everything. PRESET, RESOLUTION, LR_SIZE and STEPS (defaults: the issue's
+# sd35-medium, 1024, 512, 40) shrink the job; the test suite runs the whole script that way on the CPU, so the GPU
+# call does not find its bugs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ ONLY=${ONLY:-.*}
 LOG="$OUT/log.txt"
 mkdir -p "$OUT"
 
+export PYTHON=${PYTHON:-python3}
 PRESET=${PRESET:-sd35-medium}
 RESOLUTION=${RESOLUTION:-1024}
 LR_SIZE=${LR_SIZE:-512}
@@ -25,7 +27,7 @@ STEPS=${STEPS:-40}
 
 # The GPU machine has no diffusers: the wheels carried in .whl/ are installed into /tmp/site.
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src" PYTHONUNBUFFERED=1
@@ -46,9 +48,9 @@ step() {
   echo "== $name: exit ${PIPESTATUS[0]}, ${SECONDS}s into the run" | tee -a "$LOG"
 }
 
-TRANSFORMER=(python3 benchmarks/bench_transformer.py --preset "$PRESET" --resolution "$RESOLUTION" --batch 2 --dtype bf16 --text-tokens 154)
+TRANSFORMER=("$PYTHON" benchmarks/bench_transformer.py --preset "$PRESET" --resolution "$RESOLUTION" --batch 2 --dtype bf16 --text-tokens 154)
 step environment 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv;
-  python3 -c "import torch, diffusers, transformers, accelerate; print(torch.__version__, torch.version.cuda, diffusers.__version__, transformers.__version__, accelerate.__version__)"'
+  "$PYTHON" -c "import torch, diffusers, transformers, accelerate; print(torch.__version__, torch.version.cuda, diffusers.__version__, transformers.__version__, accelerate.__version__)"'
 # Target 1: eager forward beside plain SD3.5-medium, with folded LR projections, then regional compilation.
 step transformer-eager 120 "${TRANSFORMER[@]}" --baseline-sd3 --output "$OUT/transformer_eager.json"
 step transformer-fused 90 "${TRANSFORMER[@]}" --fuse-lr-projections --output "$OUT/transformer_fused.json"
@@ -59,11 +61,11 @@ step transformer-numerics 90 "${NUMERICS[@]}" --output "$OUT/transformer_numeric
 step transformer-numerics-cudnn 60 "${NUMERICS[@]}" --attention-backend _native_cudnn --output "$OUT/transformer_numerics_cudnn.json"
 step transformer-numerics-flash 60 "${NUMERICS[@]}" --attention-backend _native_flash --output "$OUT/transformer_numerics_flash.json"
 # Targets 3-5: 512 -> 2048 px, 40 steps; all tiles vs one at a time, offload on a simulated 12 GiB card, caching hooks.
-step pipeline 600 python3 benchmarks/bench_pipeline.py --preset "$PRESET" --lr-size "$LR_SIZE" --upscale 4 --steps "$STEPS" \
+step pipeline 600 "$PYTHON" benchmarks/bench_pipeline.py --preset "$PRESET" --lr-size "$LR_SIZE" --upscale 4 --steps "$STEPS" \
   --guidance 8 --dtype bf16 --tile-batch-sizes auto 1 --cpu-offload --offload-memory-limit-gib 12 \
   --cache none first_block taylorseer --output "$OUT/pipeline.json"
 
-python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+"$PYTHON" - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, sys
 from pathlib import Path
 

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import ModuleType
@@ -178,7 +179,7 @@ def test_gpu_script_runs_end_to_end_on_a_small_job(tmp_path):
     job = {"PRESET": "tiny", "RESOLUTION": "128", "LR_SIZE": "32", "STEPS": "2", "ONLY": steps, "BUDGET_S": "400"}
     completed = subprocess.run(
         ["bash", str(BENCHMARKS / "run_gpu_benchmarks.sh")],
-        env={**os.environ, **job, "OUT": str(tmp_path)},
+        env={**os.environ, **job, "OUT": str(tmp_path), "PYTHON": sys.executable},
         capture_output=True,
         text=True,
         timeout=600,
