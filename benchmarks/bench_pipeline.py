@@ -484,17 +484,22 @@ def tile_batch_size(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job `plan_job` reads: image size, upscale, guidance and tiling (also used by `memory_plan.py`)."""
     parser.add_argument("--lr-size", type=int, default=512, help="side of the square LR image in pixels")
     parser.add_argument("--upscale", type=float, default=4.0, help="output side = lr-size x upscale")
-    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--guidance", type=float, default=8.0)
     parser.add_argument("--process-size", type=int, default=512, help="the pipeline's process_size (0: never enlarge)")
     parser.add_argument("--tile-size", type=int, default=512, help="tile side in output pixels")
     parser.add_argument("--tile-overlap", type=int, default=192, help="tile overlap in output pixels")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    add_job_arguments(parser)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--tile-batch-sizes", type=tile_batch_size, nargs="+", default=["auto", 1], help="each measured"

@@ -51,6 +51,11 @@ class LiveTensorBytes(TorchDispatchMode):
         return outputs
 
 
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers: what it holds on the device it sits on."""
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
 @contextlib.contextmanager
 def output_only_attention() -> Iterator[None]:
     """Replaces `F.scaled_dot_product_attention` with a stand-in that only allocates the output.

@@ -23,10 +23,9 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from bench_pipeline import build_pipeline, plan_job
+from bench_pipeline import MAX_SEQUENCE_LENGTH, add_job_arguments, build_pipeline, plan_job
 from bench_transformer import DTYPES, PRESETS, RESULTS_DIR, machine_info, write_json_atomically
-from live_memory import LiveTensorBytes, output_only_attention
-from torch import nn
+from live_memory import LiveTensorBytes, output_only_attention, weight_bytes
 
 from diffusers_dit4sr.pipelines import pipeline_stable_diffusion_3_sr as pipeline_module
 
@@ -43,20 +42,20 @@ OFFLOAD_RESIDENTS = {
 }
 
 
-def weight_bytes(module: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-
 def peak_activation_bytes(run) -> int:
     with torch.no_grad(), output_only_attention(), LiveTensorBytes() as counter:
         run()
     return counter.peak
 
 
-def phase_activations(pipe, job: dict, tile_batch: int, rows_per_tile: int, dtype: torch.dtype) -> dict[str, int]:
-    """Peak activation bytes of each phase's calls, counted on the meta device."""
+def component_activations(pipe, job: dict, dtype: torch.dtype) -> dict[str, int]:
+    """Peak activation bytes of the text encoders' and the VAE's calls (the same in every placement)."""
     meta = torch.device("meta")
-    text_tokens = {"text_encoder": 77, "text_encoder_2": 77, "text_encoder_3": job["text_tokens"] - 77}
+    text_tokens = {
+        "text_encoder": pipe.tokenizer_max_length,
+        "text_encoder_2": pipe.tokenizer_max_length,
+        "text_encoder_3": MAX_SEQUENCE_LENGTH,
+    }
     activations = {
         name: peak_activation_bytes(
             lambda name=name: getattr(pipe, name)(
@@ -68,9 +67,15 @@ def phase_activations(pipe, job: dict, tile_batch: int, rows_per_tile: int, dtyp
     height, width = (side * pipe.vae_scale_factor for side in job["latent"])
     image = torch.empty(1, 3, height, width, device=meta, dtype=dtype)
     activations["vae_encode"] = peak_activation_bytes(lambda: pipe.vae.encode(image))
+    latent = torch.empty(1, pipe.transformer.config.out_channels, *job["latent"], device=meta, dtype=dtype)
+    activations["vae_decode"] = peak_activation_bytes(lambda: pipe.vae.decode(latent))
+    return activations
 
+
+def transformer_activations(pipe, job: dict, rows: int, dtype: torch.dtype) -> int:
+    """Peak activation bytes of one transformer call over `rows` tile rows."""
+    meta = torch.device("meta")
     config = pipe.transformer.config
-    rows = tile_batch * rows_per_tile
     tile = torch.empty(rows, config.in_channels, *job["tile_latent"], device=meta, dtype=dtype)
     inputs = {
         "hidden_states": tile,
@@ -81,10 +86,7 @@ def phase_activations(pipe, job: dict, tile_batch: int, rows_per_tile: int, dtyp
         "pooled_projections": torch.empty(rows, config.pooled_projection_dim, device=meta, dtype=dtype),
         "timestep": torch.empty(rows, device=meta, dtype=dtype),
     }
-    activations["transformer"] = peak_activation_bytes(lambda: pipe.transformer(**inputs, return_dict=False))
-    latent = torch.empty(1, config.out_channels, *job["latent"], device=meta, dtype=dtype)
-    activations["vae_decode"] = peak_activation_bytes(lambda: pipe.vae.decode(latent))
-    return activations
+    return peak_activation_bytes(lambda: pipe.transformer(**inputs, return_dict=False))
 
 
 def auto_tile_batch(pipe, job: dict, card_bytes: int, resident_bytes: int, guidance: float) -> int:
@@ -106,6 +108,7 @@ def plan(args: argparse.Namespace) -> dict:
     weights = {name: weight_bytes(getattr(pipe, name)) for name in (*TEXT_ENCODERS, "transformer", "vae")}
     rows_per_tile = 2 if args.guidance > 1 else 1
     card = int(args.gpu_memory_gib * GIB)
+    components = component_activations(pipe, job, dtype)
 
     placements = {}
     for placement, residents in (
@@ -114,7 +117,9 @@ def plan(args: argparse.Namespace) -> dict:
     ):
         resident = {phase: sum(weights[name] for name in names) for phase, names in residents.items()}
         tile_batch = auto_tile_batch(pipe, job, card, resident["transformer"], args.guidance)
-        activations = phase_activations(pipe, job, tile_batch, rows_per_tile, dtype)
+        activations = components | {
+            "transformer": transformer_activations(pipe, job, tile_batch * rows_per_tile, dtype)
+        }
         phases = {
             phase: {
                 "models": list(residents[phase]),
@@ -162,13 +167,7 @@ def print_plan(result: dict) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="sd35-medium")
-    parser.add_argument("--lr-size", type=int, default=512, help="side of the square LR image in pixels")
-    parser.add_argument("--upscale", type=float, default=4.0, help="output side = lr-size x upscale")
-    parser.add_argument("--guidance", type=float, default=8.0)
-    parser.add_argument("--process-size", type=int, default=512, help="the pipeline's process_size (0: never enlarge)")
-    parser.add_argument("--tile-size", type=int, default=512, help="tile side in output pixels")
-    parser.add_argument("--tile-overlap", type=int, default=192, help="tile overlap in output pixels")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    add_job_arguments(parser)
     parser.add_argument("--gpu-memory-gib", type=float, default=12.0, help="card size that `auto` plans for")
     parser.add_argument("--vae-tiling", action="store_true", help="pipe.enable_vae_tiling()")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")

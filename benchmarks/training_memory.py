@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from bench_pipeline import build_pipeline
 from bench_transformer import PRESETS, RESULTS_DIR, machine_info, write_json_atomically
-from live_memory import LiveTensorBytes
+from live_memory import LiveTensorBytes, weight_bytes
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel
 
@@ -108,9 +108,9 @@ def plan(args: argparse.Namespace) -> dict:
     latent = args.resolution // 8
     with torch.device("meta"):
         full = DiT4SRTransformer2DModel(**config)
-    weights = sum(t.numel() * t.element_size() for t in [*full.parameters(), *full.buffers()])
+    weights = weight_bytes(full)
     pipe = build_pipeline(args.preset, torch.device("meta"), torch.bfloat16)
-    frozen = sum(t.numel() * t.element_size() for name in FROZEN_ON_GPU for t in getattr(pipe, name).parameters())
+    frozen = sum(weight_bytes(getattr(pipe, name)) for name in FROZEN_ON_GPU)
 
     rows = []
     for trainable in TRAINABLE:
