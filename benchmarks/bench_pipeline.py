@@ -54,12 +54,13 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, 
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
 from diffusers_dit4sr.image_processing import plan_sizes
+from diffusers_dit4sr.pipelines import DEFAULT_MAX_SEQUENCE_LENGTH
 from diffusers_dit4sr.tiling import plan_tiles
 from diffusers_dit4sr.tiny import make_tiny_clip_tokenizer, make_tiny_pipeline, make_tiny_t5_tokenizer
 
 PROMPT = "a red brick house by a lake"
-MAX_SEQUENCE_LENGTH = 77
-"""T5 tokens; with CLIP's 77 the transformer sees 154 text tokens, as in the released inference."""
+MAX_SEQUENCE_LENGTH = DEFAULT_MAX_SEQUENCE_LENGTH
+"""T5 tokens; with CLIP's 77 the transformer sees 333 text tokens, as in the released inference."""
 CACHES: dict[str, Callable[[], object]] = {
     "first_block": lambda: FirstBlockCacheConfig(threshold=0.05),
     "taylorseer": lambda: TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3),

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
 from diffusers_dit4sr.file_utils import atomic_write_path
 from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, make_training_model_card
-from diffusers_dit4sr.pipelines import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
+from diffusers_dit4sr.pipelines import DEFAULT_MAX_SEQUENCE_LENGTH
 from diffusers_dit4sr.training import (
     DegradationConfig,
     HRImageDataset,
@@ -166,6 +166,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     saving.add_argument("--validation_prompt", nargs="+", default=None, help="one caption per validation image")
     saving.add_argument("--validation_steps", type=int, default=1000)
     saving.add_argument("--validation_inference_steps", type=int, default=40)
+    saving.add_argument(
+        "--validation_max_sequence_length",
+        type=int,
+        default=DEFAULT_MAX_SEQUENCE_LENGTH,
+        help="T5 tokens of the validation prompts (default: %(default)s, the released inference's)",
+    )
     saving.add_argument("--report_to", default="tensorboard", help='"tensorboard", "wandb", "all" or "none"')
     saving.add_argument("--logging_dir", default="logs")
     saving.add_argument("--tracker_project_name", default="train_dit4sr")
@@ -381,17 +387,12 @@ def encode_validation_prompts(pipeline: StableDiffusion3SRPipeline, args: argpar
     """Per validation image, the prompt and negative-prompt embeddings the pipeline would compute for it."""
     embeddings = []
     for index in range(len(args.validation_image)):
-        # The pipeline's own caption + quality-prompt expansion, so the images match a call with `prompt=`.
-        prompt = pipeline._expand_prompts(validation_prompt(args, index), DEFAULT_ADDED_PROMPT, 1)
+        # The pipeline's own defaults (added prompt, negative prompt), so the images match a call with `prompt=`.
         prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
             pipeline.encode_prompt(
-                prompt=prompt,
-                prompt_2=None,
-                prompt_3=None,
-                negative_prompt=DEFAULT_NEGATIVE_PROMPT,
-                do_classifier_free_guidance=True,
+                prompt=validation_prompt(args, index),
                 device=device,
-                max_sequence_length=args.max_sequence_length,
+                max_sequence_length=args.validation_max_sequence_length,
             )
         )
         embeddings.append(
@@ -439,7 +440,7 @@ def log_validation(
             (sr,) = pipeline(
                 image=lr,
                 **text,
-                max_sequence_length=args.max_sequence_length,
+                max_sequence_length=args.validation_max_sequence_length,
                 upscale=degradation.config.scale,
                 num_inference_steps=args.validation_inference_steps,
                 generator=torch.Generator(device=accelerator.device).manual_seed(args.seed),

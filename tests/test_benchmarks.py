@@ -61,7 +61,7 @@ def test_pipeline_json_records_machine_and_settings(payload):
         assert payload["machine"][key]
     settings = payload["settings"]
     assert settings["preset"] == "tiny" and settings["steps"] == STEPS and settings["tile_batch_sizes"] == [2, 1]
-    assert settings["output_size"] == [160, 160] and settings["tiles"] == TILES and settings["text_tokens"] == 154
+    assert settings["output_size"] == [160, 160] and settings["tiles"] == TILES and settings["text_tokens"] == 77 + 256
     assert payload["build_s"] > 0 and payload["parameters"]["transformer"] > 0
 
 

@@ -17,7 +17,7 @@ def _images(*shape: int, seed: int = 0, scale: float = 1.0, shift: float = 0.0) 
 
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.double()
-    return x.mean(dim=(-2, -1)), x.std(dim=(-2, -1), correction=0)
+    return x.mean(dim=(-2, -1)), x.std(dim=(-2, -1), correction=1)
 
 
 # --- AdaIN ---------------------------------------------------------------------------------------------------
@@ -36,6 +36,21 @@ def test_adain_matches_reference_channel_statistics(content_shape, reference_sha
     ref_mean, ref_std = _channel_stats(reference)
     torch.testing.assert_close(out_mean, ref_mean, rtol=0, atol=1e-4)
     torch.testing.assert_close(out_std, ref_std, rtol=0, atol=1e-4)
+
+
+def test_adain_is_the_released_formula():
+    # The released color fix: unbiased variances over the pixels, eps added before the square root.
+    content = _images(2, 3, 12, 20, seed=5, scale=1.5)
+    reference = _images(2, 3, 12, 20, seed=6, scale=0.4, shift=0.3)
+
+    def mean_std(x):
+        flat = x.double().flatten(2)
+        return flat.mean(2)[..., None, None], (flat.var(2) + 1e-5).sqrt()[..., None, None]
+
+    content_mean, content_std = mean_std(content)
+    reference_mean, reference_std = mean_std(reference)
+    expected = (content.double() - content_mean) / content_std * reference_std + reference_mean
+    torch.testing.assert_close(adain_color_fix(content, reference).double(), expected, rtol=0, atol=1e-6)
 
 
 def test_adain_is_an_affine_map_per_channel():

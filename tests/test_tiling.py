@@ -123,6 +123,22 @@ def test_gaussian_tile_weights_definition():
     assert math.isclose(wide[4, 7 + 3], math.exp(-0.5 * (3 / 3.75) ** 2), rel_tol=1e-12)
 
 
+def test_gaussian_tile_weights_released_map_centres_rows_at_half_the_height():
+    # The released `_gaussian_weights`: x profile centred at (w - 1) / 2, y profile at h / 2, variance 0.01.
+    height, width = 10, 12
+    xs = [math.exp(-((x - (width - 1) / 2) ** 2) / (width * width) / (2 * 0.01)) for x in range(width)]
+    ys = [math.exp(-((y - height / 2) ** 2) / (height * height) / (2 * 0.01)) for y in range(height)]
+    expected = torch.outer(torch.tensor(ys, dtype=torch.float64), torch.tensor(xs, dtype=torch.float64))
+    released = gaussian_tile_weights(height, width, dtype=torch.float64, symmetric=False)
+    torch.testing.assert_close(released, expected, rtol=1e-12, atol=0)
+    # columns stay symmetric, rows peak at row h / 2 and are no longer mirror images
+    torch.testing.assert_close(released, released.flip(1), rtol=0, atol=0)
+    assert int(released.argmax()) // width == height // 2
+    assert not torch.equal(released, released.flip(0))
+    symmetric = gaussian_tile_weights(height, width, dtype=torch.float64)
+    assert not torch.allclose(released, symmetric)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_gaussian_tile_weights_are_strictly_positive(dtype):
     weights = gaussian_tile_weights(64, 64, dtype=dtype)

@@ -1,6 +1,5 @@
 """examples/train_dit4sr.py on CPU with the tiny pipeline: what trains, resuming, saving, LoRA, data sources."""
 
-import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -231,12 +230,15 @@ def test_cached_embeddings_need_the_text_encoders_only_before_training(workspace
 def test_validation_prompt_embeddings_match_the_pipelines_own_encoding():
     pipe = make_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    args = argparse.Namespace(
-        validation_image=["a.png", "b.png"], validation_prompt=["a cat", "a dog"], max_sequence_length=77
+    args = train.parse_args(
+        ["--train_data_dir", "x", "--validation_image", "a.png", "b.png", "--validation_prompt", "a cat", "a dog"]
     )
+    # Training embeddings have 77 T5 tokens, validation emulates the released inference's 256.
+    assert (args.max_sequence_length, args.validation_max_sequence_length) == (77, 256)
     embeddings = train.encode_validation_prompts(pipe, args, torch.device("cpu"))
+    assert embeddings[0]["prompt_embeds"].shape[1] == 77 + 256
     image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
-    options = {"num_inference_steps": 1, "process_size": 64, "output_type": "pt", "max_sequence_length": 77}
+    options = {"num_inference_steps": 1, "process_size": 64, "output_type": "pt"}
     for prompt, text in zip(args.validation_prompt, embeddings, strict=True):
         expected = pipe(image, prompt=prompt, generator=torch.Generator().manual_seed(0), **options).images
         actual = pipe(image, **text, generator=torch.Generator().manual_seed(0), **options).images

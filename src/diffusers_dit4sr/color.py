@@ -28,8 +28,9 @@ def adain_color_fix(content: torch.Tensor, reference: torch.Tensor, eps: float =
     """Match the per-image, per-channel mean and standard deviation of ``content`` to those of ``reference``.
 
     This is adaptive instance normalization: ``(content - mean_c) / std_c * std_r + mean_r``, with
-    ``std = sqrt(var + eps)`` and population (biased) variances over the spatial dimensions. Only statistics
-    are taken from ``reference``, so its spatial size may differ from ``content``'s.
+    ``std = sqrt(var + eps)`` and sample (unbiased, ``N - 1``) variances over the spatial dimensions, as in the
+    released StableSR/SeeSR/DiT4SR color fix. Only statistics are taken from ``reference``, so its spatial size may
+    differ from ``content``'s.
 
     Args:
         content: Image(s) to correct, shaped (B, C, H, W) or (C, H, W), any floating dtype.
@@ -48,8 +49,8 @@ def adain_color_fix(content: torch.Tensor, reference: torch.Tensor, eps: float =
     reference_f = reference.to(compute_dtype)
 
     dims = (-2, -1)
-    content_var, content_mean = torch.var_mean(content_f, dim=dims, correction=0, keepdim=True)
-    reference_var, reference_mean = torch.var_mean(reference_f, dim=dims, correction=0, keepdim=True)
+    content_var, content_mean = torch.var_mean(content_f, dim=dims, correction=1, keepdim=True)
+    reference_var, reference_mean = torch.var_mean(reference_f, dim=dims, correction=1, keepdim=True)
     scale = torch.sqrt((reference_var + eps) / (content_var + eps))
     return ((content_f - content_mean) * scale + reference_mean).to(content.dtype)
 

@@ -1,5 +1,6 @@
 """StableDiffusion3SRPipeline on tiny offline components: sizes, inputs, tiling, prompts, options and errors."""
 
+import inspect
 import json
 import math
 
@@ -13,6 +14,7 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FlowMatchHeunDiscreteScheduler,
     FlowMatchLCMScheduler,
+    StableDiffusion3Pipeline,
     UniPCMultistepScheduler,
 )
 
@@ -43,8 +45,8 @@ def random_image(height: int, width: int, seed: int = 0) -> PIL.Image.Image:
 
 
 def upscale(pipe, image, seed: int = 0, **kwargs):
-    options = {**FAST, "output_type": "pt", **kwargs}
-    return pipe(image=image, generator=torch.Generator().manual_seed(seed), **options).images
+    options = {**FAST, "output_type": "pt", "generator": torch.Generator().manual_seed(seed), **kwargs}
+    return pipe(image=image, **options).images
 
 
 class CallSpy:
@@ -91,8 +93,14 @@ class TestInputs:
         array = np.array(image)
         tensor = torch.from_numpy(array).permute(2, 0, 1).float() / 255
         expected = upscale(pipe, image)
-        for variant in (array, array.astype(np.float32) / 255, tensor, tensor[None], [image]):
+        # 8-bit inputs are resized by PIL (uint8 rounding after each resize), float inputs by the same kernel in torch.
+        for variant in (array, [image]):
             assert torch.equal(upscale(pipe, variant), expected)
+        from_floats = upscale(pipe, tensor)
+        for variant in (array.astype(np.float32) / 255, tensor[None]):
+            assert torch.equal(upscale(pipe, variant), from_floats)
+        assert not torch.equal(from_floats, expected)
+        torch.testing.assert_close(from_floats, expected, rtol=0, atol=0.05)
 
     def test_grayscale_and_rgba_become_rgb(self, pipe):
         gray = random_image(11, 13).convert("L")
@@ -249,18 +257,21 @@ class TestTiling:
 
 class TestPrompts:
     def test_prompts_are_captions_plus_added_prompt(self, pipe, monkeypatch):
-        spy = CallSpy(monkeypatch, StableDiffusion3SRPipeline, "encode_prompt")
+        spy = CallSpy(monkeypatch, StableDiffusion3Pipeline, "encode_prompt")
         upscale(pipe, [random_image(11, 13), random_image(11, 13)], prompt=["a cat", "a dog"])
         upscale(pipe, random_image(11, 13), prompt="a cat", added_prompt="")
         upscale(pipe, random_image(11, 13))
         prompts = [kwargs["prompt"] for _, kwargs in spy.calls]
+        # As released: caption + " " + the quality prompt, which ends with a space; no caption leaves a leading space.
+        assert DEFAULT_ADDED_PROMPT.endswith("skin pore detailing. ")
         assert prompts == [
             [f"a cat {DEFAULT_ADDED_PROMPT}", f"a dog {DEFAULT_ADDED_PROMPT}"],
             ["a cat"],
-            [DEFAULT_ADDED_PROMPT],
+            [f" {DEFAULT_ADDED_PROMPT}"],
         ]
         assert spy.calls[0][1]["negative_prompt"] == DEFAULT_NEGATIVE_PROMPT
-        assert spy.calls[0][1]["max_sequence_length"] == 77
+        # The released inference never set the T5 length: SD3's default, 256 tokens.
+        assert spy.calls[0][1]["max_sequence_length"] == 256
 
     def test_text_is_encoded_once_per_call(self, pipe, monkeypatch):
         spy = CallSpy(monkeypatch, type(pipe.text_encoder), "forward")
@@ -271,13 +282,8 @@ class TestPrompts:
     def test_precomputed_embeddings_match_prompt(self, pipe):
         image = random_image(11, 13)
         from_prompt = upscale(pipe, image, prompt="a cat")
-        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-            prompt=f"a cat {DEFAULT_ADDED_PROMPT}",
-            prompt_2=None,
-            prompt_3=None,
-            negative_prompt=DEFAULT_NEGATIVE_PROMPT,
-            max_sequence_length=77,
-        )
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompt="a cat")
+        assert embeds.shape[1] == 77 + 256
         from_embeds = upscale(
             pipe,
             image,
@@ -287,6 +293,9 @@ class TestPrompts:
             negative_pooled_prompt_embeds=negative_pooled,
         )
         torch.testing.assert_close(from_embeds, from_prompt, **ROUND_OFF)
+        # Embeddings of the bare caption are another prompt: the added prompt is part of `encode_prompt`'s result.
+        bare, _, bare_pooled, _ = pipe.encode_prompt(prompt="a cat", added_prompt="")
+        assert not torch.allclose(bare, embeds)
 
     def test_prompt_changes_result(self, pipe):
         image = random_image(11, 13)
@@ -430,6 +439,115 @@ class TestOptions:
         assert {"offload text_encoder", "offload text_encoder_2", "offload text_encoder_3"} <= set(before_encode)
 
 
+class TestDiffusersConformance:
+    """Our versions of the Diffusers pipeline-tester checks that the pipeline used to fail, each named after it."""
+
+    def test_encode_prompt_works_in_isolation(self, pipe):
+        # Diffusers' recipe: encode with a pipeline that has only the text encoders, passing just what `__call__`
+        # was given, then denoise with a pipeline that has none; the image must equal a plain call's.
+        components = dict(pipe.components)
+        text_only = StableDiffusion3SRPipeline(
+            **{
+                name: (module if "text" in name or "tokenizer" in name else None)
+                for name, module in components.items()
+            }
+        )
+        embeddings = dict(
+            zip(
+                ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"),
+                text_only.encode_prompt(prompt="a red brick house"),
+                strict=True,
+            )
+        )
+        no_text = StableDiffusion3SRPipeline(
+            **{
+                name: (None if "text" in name or "tokenizer" in name else module)
+                for name, module in components.items()
+            }
+        )
+        no_text.set_progress_bar_config(disable=True)
+        image = random_image(11, 13)
+        from_embeddings = upscale(no_text, image, negative_prompt=None, **embeddings)
+        torch.testing.assert_close(from_embeddings, upscale(pipe, image, prompt="a red brick house"), **ROUND_OFF)
+
+    def test_encode_prompt_defaults_are_the_pipelines(self):
+        call = inspect.signature(StableDiffusion3SRPipeline.__call__).parameters
+        encode = inspect.signature(StableDiffusion3SRPipeline.encode_prompt).parameters
+        for name in ("negative_prompt", "max_sequence_length", "added_prompt"):
+            assert encode[name].default == call[name].default
+        # Same arguments, in the same order, as SD3's, and all of them optional.
+        sd3 = list(inspect.signature(StableDiffusion3Pipeline.encode_prompt).parameters)
+        assert list(encode)[: len(sd3)] == sd3
+        assert all(parameter.default is not inspect.Parameter.empty for parameter in list(encode.values())[1:])
+
+    def test_pipeline_call_signature(self):
+        parameters = inspect.signature(StableDiffusion3SRPipeline.__call__).parameters
+        for name in ("num_inference_steps", "num_images_per_prompt", "generator", "latents", "output_type"):
+            assert parameters[name].default is not inspect.Parameter.empty, name
+        for name in (
+            "image",
+            "prompt",
+            "negative_prompt",
+            "prompt_embeds",
+            "negative_prompt_embeds",
+            "guidance_scale",
+        ):
+            assert name in parameters
+
+    def test_num_images_per_prompt(self, pipe):
+        images = [random_image(11, 13, seed=1), random_image(11, 13, seed=2)]
+        generators = [torch.Generator().manual_seed(seed) for seed in range(4)]
+        samples = upscale(pipe, images, prompt=["a cat", "a dog"], num_images_per_prompt=2, generator=generators)
+        assert samples.shape == (4, 3, 44, 52)
+        # Image-major: output n is sample n % 2 of image n // 2, equal to a call on that image with its generator.
+        for index in (1, 2):
+            single = pipe(
+                image=images[index // 2],
+                prompt=["a cat", "a dog"][index // 2],
+                generator=torch.Generator().manual_seed(index),
+                output_type="pt",
+                **FAST,
+            ).images
+            torch.testing.assert_close(samples[index], single[0], **ROUND_OFF)
+        assert not torch.allclose(samples[0], samples[1])
+        # A shared generator: the samples differ and equal passing the image twice.
+        shared = upscale(pipe, images[0], num_images_per_prompt=2, seed=7)
+        assert shared.shape == (2, 3, 44, 52) and not torch.allclose(shared[0], shared[1])
+        torch.testing.assert_close(shared, upscale(pipe, [images[0], images[0]], seed=7), **ROUND_OFF)
+        with pytest.raises(ValueError, match="4 output images"):
+            upscale(pipe, images, num_images_per_prompt=2, generator=generators[:2])
+        with pytest.raises(ValueError, match="num_images_per_prompt"):
+            upscale(pipe, images[0], num_images_per_prompt=0)
+
+    def test_num_images_per_prompt_with_embeddings_per_output_image(self, pipe):
+        image = random_image(11, 13)
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompt=["a cat", "a dog"])
+        samples = upscale(
+            pipe,
+            image,
+            num_images_per_prompt=2,
+            prompt_embeds=embeds,
+            pooled_prompt_embeds=pooled,
+            negative_prompt_embeds=negative,
+            negative_pooled_prompt_embeds=negative_pooled,
+            generator=[torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)],
+        )
+        torch.testing.assert_close(samples[1], upscale(pipe, image, prompt="a dog")[0], **ROUND_OFF)
+
+    def test_current_timestep(self, pipe):
+        seen = []
+
+        def callback(pipeline, step, timestep, tensors):
+            seen.append((float(pipeline.current_timestep), float(timestep)))
+            return {}
+
+        assert pipe.current_timestep is None
+        upscale(pipe, random_image(11, 13), num_inference_steps=3, callback_on_step_end=callback)
+        assert [current for current, _ in seen] == [timestep for _, timestep in seen]
+        assert len(seen) == 3 and seen[0][0] > seen[-1][0]
+        assert pipe.current_timestep is None
+
+
 class TestSaveLoad:
     def test_round_trip_gives_identical_images(self, pipe, tmp_path):
         pipe.save_pretrained(tmp_path)
@@ -468,11 +586,58 @@ class TestErrors:
             ({"upscale": 2000.0}, "16384"),
             ({"callback_on_step_end_tensor_inputs": ["noise"]}, "callback_on_step_end_tensor_inputs"),
             ({"prompt_embeds": torch.zeros(1, 154, 32)}, "pooled_prompt_embeds"),
+            # Every number is finite and of the right type; a NaN never silently becomes a black image.
+            ({"lr_injection_scale": float("nan")}, "lr_injection_scale"),
+            ({"guidance_scale": float("nan")}, "guidance_scale"),
+            ({"guidance_scale": float("inf")}, "guidance_scale"),
+            ({"guidance_scale": "8"}, "guidance_scale"),
+            ({"strength": None}, "strength"),
+            ({"upscale": True}, "upscale"),
+            ({"generator": 0}, "generator"),
+            ({"generator": [0]}, "generator"),
+            ({"latents": np.zeros((1, 16, 8, 8))}, "latents"),
+            ({"prompt": [1]}, "prompt"),
+            ({"prompt": 3}, "prompt"),
+            ({"max_sequence_length": 0}, "max_sequence_length"),
+            ({"max_sequence_length": 100000}, "max_sequence_length"),
+            ({"num_images_per_prompt": 1.5}, "num_images_per_prompt"),
+            ({"callback_on_step_end": "print"}, "callback_on_step_end"),
+            (
+                {"prompt_embeds": torch.zeros(1, 333, 31), "pooled_prompt_embeds": torch.zeros(1, 64)},
+                r"`prompt_embeds` must have shape \(batch, tokens, 32\)",
+            ),
+            (
+                {"prompt_embeds": torch.zeros(1, 333, 32), "pooled_prompt_embeds": torch.zeros(1, 63)},
+                r"`pooled_prompt_embeds` must have shape \(batch, 64\)",
+            ),
+            (
+                {"prompt_embeds": torch.zeros(3, 333, 32), "pooled_prompt_embeds": torch.zeros(3, 64)},
+                "batch size 3",
+            ),
         ],
     )
-    def test_bad_arguments(self, pipe, kwargs, match):
+    def test_bad_arguments(self, pipe, monkeypatch, kwargs, match):
+        spy = CallSpy(monkeypatch, type(pipe.vae), "encode")
         with pytest.raises((ValueError, TypeError), match=match):
             pipe(image=random_image(11, 13), **{**FAST, **kwargs})
+        assert spy.calls == []  # rejected before any heavy work
+
+    def test_callback_returning_none_is_named(self, pipe):
+        with pytest.raises(TypeError, match="`callback_on_step_end` must return a dict"):
+            upscale(pipe, random_image(11, 13), callback_on_step_end=lambda *args: None)
+
+    def test_wide_image_names_process_size(self, pipe):
+        with pytest.raises(ValueError, match="process_size"):
+            pipe(image=random_image(16, 2000), upscale=4.0, num_inference_steps=1)
+
+    def test_prompt_truncation_is_warned_once_per_pipeline(self, caplog):
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        with caplog.at_level("WARNING"):
+            upscale(pipe, random_image(11, 13), num_inference_steps=1)
+            upscale(pipe, random_image(11, 13), num_inference_steps=1)
+        cut = [record for record in caplog.records if "truncated" in record.getMessage()]
+        assert len(cut) == 1 and "once per pipeline" in cut[0].getMessage()
 
     @pytest.mark.parametrize(
         "image, match",

@@ -1,5 +1,6 @@
 from .pipeline_stable_diffusion_3_sr import (
     DEFAULT_ADDED_PROMPT,
+    DEFAULT_MAX_SEQUENCE_LENGTH,
     DEFAULT_NEGATIVE_PROMPT,
     StableDiffusion3SRPipeline,
     StableDiffusion3SRPipelineOutput,
@@ -7,6 +8,7 @@ from .pipeline_stable_diffusion_3_sr import (
 
 __all__ = [
     "DEFAULT_ADDED_PROMPT",
+    "DEFAULT_MAX_SEQUENCE_LENGTH",
     "DEFAULT_NEGATIVE_PROMPT",
     "StableDiffusion3SRPipeline",
     "StableDiffusion3SRPipelineOutput",

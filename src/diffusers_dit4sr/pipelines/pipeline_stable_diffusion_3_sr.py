@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging as std_logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +22,18 @@ from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderMo
 
 from ..color import COLOR_FIX_METHODS, apply_color_fix
 from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, push_pipeline_to_hub
-from ..image_processing import MAX_OUTPUT_SIDE, ImageInput, SizePlan, pad_to, plan_sizes, resize, to_rgb_tensors
+from ..image_processing import (
+    MAX_OUTPUT_SIDE,
+    ImageInput,
+    SizePlan,
+    pad_to,
+    pil_bicubic_resize,
+    plan_sizes,
+    to_rgb_tensors,
+    upscale_lr,
+)
 from ..models import DiT4SRTransformer2DModel
-from ..tiling import blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
+from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
 
 # Diffusers' SD3 modules import image processors for IP-Adapters that we never use; without torchvision, transformers
 # warns about them at import. Keep that noise out of every import of this library.
@@ -37,17 +47,22 @@ finally:
     transformers.utils.logging.set_verbosity(_verbosity)
 
 logger = logging.get_logger(__name__)
+_sd3_logger = logging.get_logger(StableDiffusion3Pipeline.__module__)
 
 DEFAULT_ADDED_PROMPT = (
     "Cinematic, hyper sharpness, highly detailed, perfect without deformations, camera, hyper detailed photo - "
-    "realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing."
+    "realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing. "
 )
-"""The released positive prompt, appended to every caption."""
+"""The released positive prompt, appended to every caption after a space (its trailing space is the release's)."""
 DEFAULT_NEGATIVE_PROMPT = (
     "motion blur, noisy, dotted, bokeh, pointed, CG Style, 3D render, unreal engine, blurring, dirty, messy, "
     "worst quality, low quality, frames, watermark, signature, jpeg artifacts, deformed, lowres, chaotic"
 )
 """The released negative prompt."""
+DEFAULT_MAX_SEQUENCE_LENGTH = 256
+"""T5 tokens of the released inference (SD3's pipeline default; the released training embeddings used 77)."""
+MAX_T5_SEQUENCE_LENGTH = 512
+"""The longest T5 sequence SD3 pipelines accept."""
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # Share of the available accelerator memory that `tile_batch_size="auto"` plans to fill with activations; the rest
 # absorbs allocator fragmentation and kernel workspaces.
@@ -89,6 +104,26 @@ def _bytes_off_device(module: torch.nn.Module, device: torch.device) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()] if t.device != device)
 
 
+class _CollectWarnings(std_logging.Filter):
+    """Keeps the records a logger would print (SD3's per-call truncation warnings) instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        self.messages.append(record.getMessage())
+        return False
+
+
+def _embedding_row(embeds: torch.Tensor, image_index: int, output_index: int, num_images: int) -> torch.Tensor:
+    """The `(1, ...)` row of text embeddings given for all images (batch 1), per image or per output image."""
+    if embeds.shape[0] == 1:
+        return embeds[:1]
+    pick = image_index if embeds.shape[0] == num_images else output_index
+    return embeds[pick : pick + 1]
+
+
 @dataclass
 class StableDiffusion3SRPipelineOutput(BaseOutput):
     """
@@ -124,10 +159,9 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     _optional_components = ["text_encoder_3", "tokenizer_3"]
     _callback_tensor_inputs = ["latents", "lr_latents", "prompt_embeds", "pooled_prompt_embeds"]
 
-    # SD3's prompt encoding (two CLIPs + T5), reused as it is.
+    # SD3's text encoders (two CLIPs + T5), reused as they are; `encode_prompt` adds this pipeline's defaults.
     _get_t5_prompt_embeds = StableDiffusion3Pipeline._get_t5_prompt_embeds
     _get_clip_prompt_embeds = StableDiffusion3Pipeline._get_clip_prompt_embeds
-    encode_prompt = StableDiffusion3Pipeline.encode_prompt
 
     def __init__(
         self,
@@ -232,12 +266,94 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     def interrupt(self) -> bool:
         return self._interrupt
 
+    @property
+    def current_timestep(self) -> torch.Tensor | None:
+        """The timestep being denoised (None outside the denoising loop), for Diffusers' caching hooks."""
+        return getattr(self, "_current_timestep", None)
+
     def enable_vae_tiling(self) -> None:
         """Encode and decode the VAE in tiles, so large images never need full-size VAE activations at once."""
         self.vae.enable_tiling()
 
     def disable_vae_tiling(self) -> None:
         self.vae.disable_tiling()
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None = None,
+        prompt_2: str | list[str] | None = None,
+        prompt_3: str | list[str] | None = None,
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: str | list[str] | None = DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt_2: str | list[str] | None = None,
+        negative_prompt_3: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        clip_skip: int | None = None,
+        max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
+        lora_scale: float | None = None,
+        added_prompt: str = DEFAULT_ADDED_PROMPT,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        r"""
+        SD3's `encode_prompt` (same arguments and return order) with this pipeline's defaults: the released negative
+        prompt and T5 length, and `added_prompt` appended to every caption as `__call__` does. Embeddings encoded
+        here and passed to `__call__` therefore give the image that the same `prompt` gives.
+
+        Args:
+            prompt (`str` or `list[str]`, *optional*): Captions; `None` is the empty caption.
+            prompt_2, prompt_3 (`str` or `list[str]`, *optional*): Captions for CLIP-G and T5 (default: `prompt`).
+            negative_prompt (`str` or `list[str]`, *optional*): Defaults to the released negative prompt.
+            added_prompt (`str`): Appended to every caption after a space (`""`: nothing appended). Precomputed
+                `prompt_embeds` are returned as they are.
+            num_images_per_prompt, do_classifier_free_guidance, device, clip_skip, lora_scale, *_embeds,
+            max_sequence_length: As in [`~StableDiffusion3Pipeline.encode_prompt`].
+
+        Returns:
+            `(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)`.
+        """
+        if prompt_embeds is None:
+            prompt = self._expand_prompts(prompt, added_prompt)
+            prompt_2 = None if prompt_2 is None else self._expand_prompts(prompt_2, added_prompt)
+            prompt_3 = None if prompt_3 is None else self._expand_prompts(prompt_3, added_prompt)
+        truncations = _CollectWarnings()
+        _sd3_logger.addFilter(truncations)
+        try:
+            prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
+                StableDiffusion3Pipeline.encode_prompt(
+                    self,
+                    prompt=prompt,
+                    prompt_2=prompt_2,
+                    prompt_3=prompt_3,
+                    device=device,
+                    num_images_per_prompt=num_images_per_prompt,
+                    do_classifier_free_guidance=do_classifier_free_guidance,
+                    negative_prompt=negative_prompt,
+                    negative_prompt_2=negative_prompt_2,
+                    negative_prompt_3=negative_prompt_3,
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_prompt_embeds,
+                    pooled_prompt_embeds=pooled_prompt_embeds,
+                    negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+                    clip_skip=clip_skip,
+                    max_sequence_length=max_sequence_length,
+                    lora_scale=lora_scale,
+                )
+            )
+        finally:
+            _sd3_logger.removeFilter(truncations)
+        if truncations.messages and not getattr(self, "_warned_truncation", False):
+            # SD3 warns for each cut prompt on every call; once per pipeline says it all.
+            self._warned_truncation = True
+            logger.warning(
+                f"CLIP reads {self.tokenizer_max_length} tokens and T5 `max_sequence_length` tokens: longer prompts "
+                "are cut (the released quality prompt appended to every caption is long, and the released negative "
+                f"prompt too). Shown once per pipeline; the first cut: {truncations.messages[0]}"
+            )
+        return prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds
 
     def check_inputs(
         self,
@@ -248,10 +364,14 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         pooled_prompt_embeds: torch.Tensor | None,
         negative_prompt_embeds: torch.Tensor | None,
         negative_pooled_prompt_embeds: torch.Tensor | None,
+        num_images_per_prompt: int,
+        max_sequence_length: int,
         upscale: float,
         process_size: int,
         num_inference_steps: int,
+        guidance_scale: float,
         strength: float,
+        lr_injection_scale: float,
         tile_size: int,
         tile_overlap: int,
         tile_batch_size: int | str,
@@ -260,16 +380,30 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         callback_on_step_end_tensor_inputs: list[str],
     ) -> None:
         """Raises a `ValueError`/`TypeError` naming the argument for every input the pipeline cannot honour."""
-        if isinstance(upscale, bool) or not isinstance(upscale, (int, float)) or not math.isfinite(upscale):
-            raise TypeError(f"`upscale` must be a finite number, got {upscale!r}.")
+        for name, value in (
+            ("upscale", upscale),
+            ("guidance_scale", guidance_scale),
+            ("strength", strength),
+            ("lr_injection_scale", lr_injection_scale),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
+            if not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         if upscale <= 0:
             raise ValueError(f"`upscale` must be positive, got {upscale}.")
         for name, value, minimum in (
             ("process_size", process_size, 0),
             ("num_inference_steps", num_inference_steps, 1),
+            ("num_images_per_prompt", num_images_per_prompt, 1),
+            ("max_sequence_length", max_sequence_length, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        if max_sequence_length > MAX_T5_SEQUENCE_LENGTH:
+            raise ValueError(
+                f"`max_sequence_length` must be at most {MAX_T5_SEQUENCE_LENGTH} (T5 tokens), got {max_sequence_length}."
+            )
         if tile_batch_size != "auto" and (
             isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1
         ):
@@ -307,10 +441,16 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
             if value is not None and not isinstance(value, (str, list)):
                 raise TypeError(f"`{name}` must be a string, a list of strings or None, got {type(value).__name__}.")
-            if isinstance(value, list) and len(value) != num_images:
-                raise ValueError(f"`{name}` has {len(value)} entries for {num_images} images; pass one per image.")
+            if isinstance(value, list):
+                if len(value) != num_images:
+                    raise ValueError(f"`{name}` has {len(value)} entries for {num_images} images; pass one per image.")
+                if not all(isinstance(item, str) for item in value):
+                    raise TypeError(
+                        f"`{name}` must be a list of strings, got {[type(item).__name__ for item in value]}."
+                    )
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("Pass either `prompt` or `prompt_embeds`, not both.")
+        batch_sizes = sorted({1, num_images, num_images * num_images_per_prompt})
         for embeds, pooled, names in (
             (prompt_embeds, pooled_prompt_embeds, ("prompt_embeds", "pooled_prompt_embeds")),
             (
@@ -321,27 +461,48 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         ):
             if (embeds is None) != (pooled is None):
                 raise ValueError(f"`{names[0]}` and `{names[1]}` must be passed together.")
-            for name, tensor in zip(names, (embeds, pooled), strict=True):
+            widths = (self.transformer.config.joint_attention_dim, self.transformer.config.pooled_projection_dim)
+            for name, tensor, ndim, width in zip(names, (embeds, pooled), (3, 2), widths, strict=True):
                 if tensor is None:
                     continue
-                if tensor.shape[0] not in (1, num_images):
-                    raise ValueError(f"`{name}` has batch size {tensor.shape[0]} for {num_images} images.")
+                if not isinstance(tensor, torch.Tensor):
+                    raise TypeError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
+                if tensor.ndim != ndim or tensor.shape[-1] != width:
+                    expected = "(batch, tokens, " if ndim == 3 else "(batch, "
+                    raise ValueError(
+                        f"`{name}` must have shape {expected}{width}) for this transformer, got {tuple(tensor.shape)}."
+                    )
+                if tensor.shape[0] not in batch_sizes:
+                    raise ValueError(
+                        f"`{name}` has batch size {tensor.shape[0]}; expected one of {batch_sizes} (one for all, one "
+                        f"per image or one per output image) for {num_images} images."
+                    )
                 if not torch.isfinite(tensor).all():
                     raise ValueError(f"`{name}` contains NaN or infinite values.")
 
-    def check_sizes(self, plans: list[SizePlan]) -> None:
+    def check_sizes(self, plans: list[SizePlan], process_size: int) -> None:
         for plan in plans:
-            if max(plan.output_size) > MAX_OUTPUT_SIDE or max(plan.padded_size) > MAX_OUTPUT_SIDE:
+            if max(plan.output_size) > MAX_OUTPUT_SIDE:
                 raise ValueError(
                     f"An input of {plan.input_size[1]}x{plan.input_size[0]} px would give a "
                     f"{plan.output_size[1]}x{plan.output_size[0]} px output; sides above {MAX_OUTPUT_SIDE} px are "
                     "not supported (lower `upscale`, or upscale in several passes)."
                 )
+            if max(plan.padded_size) > MAX_OUTPUT_SIDE:
+                raise ValueError(
+                    f"An input of {plan.input_size[1]}x{plan.input_size[0]} px would be processed at "
+                    f"{plan.process_size[1]}x{plan.process_size[0]} px to give its short side `process_size` "
+                    f"({process_size}); sides above {MAX_OUTPUT_SIDE} px are not supported (lower `process_size`)."
+                )
 
-    def _expand_prompts(self, prompt: str | list[str] | None, added_prompt: str, num_images: int) -> list[str]:
-        """One prompt per image: the caption, then the added (quality) prompt, as the released inference did."""
-        captions = prompt if isinstance(prompt, list) else [prompt or ""] * num_images
-        return [" ".join(part for part in (caption, added_prompt) if part) for caption in captions]
+    @staticmethod
+    def _expand_prompts(prompt: str | list[str] | None, added_prompt: str) -> list[str]:
+        """
+        The released prompts: each caption, a space and the added (quality) prompt. `None` is the empty caption,
+        which leaves a leading space, as released.
+        """
+        captions = prompt if isinstance(prompt, list) else [prompt or ""]
+        return [f"{caption} {added_prompt}" if added_prompt else caption for caption in captions]
 
     def _offload_text_encoders(self) -> None:
         """
@@ -386,6 +547,16 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start)
         return timesteps[start:]
+
+    def _plan_tiles(self, height: int, width: int, tile_size: int, overlap: int) -> list[Tile]:
+        """
+        The denoising tiles of a `height x width` latent. As released, a latent whose area fits one tile is not tiled
+        (if the position embedding spans it); larger ones get `tile_size` tiles, narrower along a short side.
+        """
+        max_side = self.transformer.config.pos_embed_max_size * self.transformer.config.patch_size
+        if height * width <= tile_size**2 and max(height, width) <= max_side:
+            return [Tile(0, 0, height, width)]
+        return plan_tiles(height, width, tile_size, overlap)
 
     def _predict_velocity(
         self,
@@ -491,7 +662,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         pooled_prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         negative_pooled_prompt_embeds: torch.Tensor | None = None,
-        max_sequence_length: int = 77,
+        max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
+        num_images_per_prompt: int = 1,
         upscale: float = 4.0,
         process_size: int = 512,
         num_inference_steps: int = 40,
@@ -501,6 +673,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         tile_size: int = 512,
         tile_overlap: int = 192,
         tile_batch_size: int | str = "auto",
+        symmetric_tile_weights: bool = False,
         color_fix: str | None = "adain",
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -511,41 +684,48 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (Diffusers' convention)
     ) -> StableDiffusion3SRPipelineOutput | tuple:
         r"""
-        Upscales degraded images.
+        Upscales degraded images. The defaults are the released inference (`docs/architecture.md` lists what differs).
 
         Args:
             image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
                 The low-resolution images: PIL, `(H, W, C)` arrays (uint8 or [0, 1]) or `(C, H, W)` / `(B, C, H, W)`
                 tensors in [0, 1]. Grayscale and RGBA are converted to RGB. Images of a list may differ in size.
+                8-bit images are resized by PIL, as released; float ones by the same kernel in torch.
             prompt (`str` or `list[str]`, *optional*):
                 A caption of each image (one string for all, or one per image). Defaults to an empty caption.
             negative_prompt (`str` or `list[str]`, *optional*): Defaults to the released negative prompt.
-            added_prompt (`str`): Appended to every caption; defaults to the released quality prompt, `""` disables it.
+            added_prompt (`str`): Appended to every caption after a space; defaults to the released quality prompt,
+                `""` disables it.
             prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds (`torch.Tensor`):
-                Precomputed SD3 text embeddings (batch 1 or one per image) instead of `prompt` / `negative_prompt`.
-            max_sequence_length (`int`, defaults to 77): T5 tokens (77 in the released training).
+                Precomputed text embeddings instead of `prompt` / `negative_prompt`: batch 1, one per image or one per
+                output image. [`~StableDiffusion3SRPipeline.encode_prompt`] makes them exactly as `__call__` would.
+            max_sequence_length (`int`, defaults to 256): T5 tokens (released inference: 256; training: 77).
+            num_images_per_prompt (`int`, defaults to 1): Samples per input image, returned image-major (all samples
+                of the first image, then the second's). Sample `j` of image `i` equals a call with that image repeated.
             upscale (`float`, defaults to 4.0): Any positive factor. The output is exactly
                 `round(W * upscale) x round(H * upscale)`.
-            process_size (`int`, defaults to 512): Outputs whose short side is smaller are processed at a bicubic
-                enlargement with this short side and resized back (the released models saw 512 px crops).
+            process_size (`int`, defaults to 512): An LR whose short side is below `process_size // upscale` is first
+                enlarged (bicubic) to reach it, and the result is resized back (the released models saw 512 px crops).
             num_inference_steps (`int`, defaults to 40): Denoising steps.
             guidance_scale (`float`, defaults to 8.0): Classifier-free guidance scale; <= 1 disables guidance.
             strength (`float`, defaults to 1.0): 1.0 starts from pure noise; below 1 the LR latent is noised to this
                 level and only the remaining steps run (img2img style).
             lr_injection_scale (`float`, defaults to 1.2): Strength of the LR injection (released inference: 1.2).
-            tile_size (`int`, defaults to 512): Side of the square denoising tiles in output pixels (multiple of 16).
-                Images that fit one tile are not tiled.
+            tile_size (`int`, defaults to 512): Side of the denoising tiles in output pixels (multiple of 16).
+                Images whose area fits one tile are not tiled.
             tile_overlap (`int`, defaults to 192): Overlap of neighbouring tiles in output pixels (multiple of 16).
             tile_batch_size (`int` or `"auto"`, defaults to `"auto"`): How many tiles go through the transformer
                 together (twice as many rows with guidance). `"auto"` takes as many tiles as the available
                 accelerator memory holds (by [`~DiT4SRTransformer2DModel.estimate_activation_memory`]; all tiles on
                 the CPU) and halves the batch if the accelerator still runs out of memory. Changes speed and memory,
                 not the result.
+            symmetric_tile_weights (`bool`, defaults to `False`): Blend tiles with a gaussian centred on each tile;
+                the default reproduces the released map, whose rows are centred half a latent lower.
             color_fix (`str`, *optional*, defaults to `"adain"`): `"adain"`, `"wavelet"` or `None`; the correction
                 is made against the bicubic-upscaled LR image.
-            generator (`torch.Generator` or a list, one per image, *optional*): For reproducible noise.
-            latents (`torch.Tensor`, *optional*): Initial noise `(B, 16, h, w)` of the padded latent grid; images must
-                then share one size.
+            generator (`torch.Generator` or a list, one per output image, *optional*): For reproducible noise.
+            latents (`torch.Tensor`, *optional*): Initial noise `(N, 16, h, w)` of the padded latent grid, one per
+                output image; images must then share one size.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
             return_dict (`bool`, defaults to `True`): Return a [`StableDiffusion3SRPipelineOutput`] or a tuple.
             joint_attention_kwargs (`dict`, *optional*): Passed to the attention processors (`"scale"` scales LoRA).
@@ -566,10 +746,14 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             pooled_prompt_embeds,
             negative_prompt_embeds,
             negative_pooled_prompt_embeds,
+            num_images_per_prompt,
+            max_sequence_length,
             upscale,
             process_size,
             num_inference_steps,
+            guidance_scale,
             strength,
+            lr_injection_scale,
             tile_size,
             tile_overlap,
             tile_batch_size,
@@ -579,20 +763,32 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         )
         multiple = self.pixel_multiple
         plans = [plan_sizes(*lr.shape[-2:], upscale, process_size, multiple) for lr in images]
-        self.check_sizes(plans)
+        self.check_sizes(plans, process_size)
+        # Output image `n` is sample `n % num_images_per_prompt` of input image `n // num_images_per_prompt`.
+        num_outputs = num_images * num_images_per_prompt
         latent_sizes = {
             (plan.padded_size[0] // self.vae_scale_factor, plan.padded_size[1] // self.vae_scale_factor)
             for plan in plans
         }
-        if latents is not None:
-            expected = (num_images, self.transformer.config.in_channels, *next(iter(latent_sizes)))
+        if isinstance(latents, torch.Tensor):
+            expected = (num_outputs, self.transformer.config.in_channels, *next(iter(latent_sizes)))
             if len(latent_sizes) > 1 or tuple(latents.shape) != expected:
                 raise ValueError(
                     f"`latents` must have shape {expected} for these images (one shared latent size), got "
                     f"{tuple(latents.shape)}."
                 )
-        if isinstance(generator, list) and len(generator) != num_images:
-            raise ValueError(f"`generator` has {len(generator)} generators for {num_images} images.")
+        generators = generator if isinstance(generator, list) else [generator]
+        if not all(item is None or isinstance(item, torch.Generator) for item in generators):
+            raise TypeError(
+                f"`generator` must be a torch.Generator, a list of them or None, got {type(generator).__name__} "
+                f"{generator!r}; for a seed, pass `torch.Generator().manual_seed(seed)`."
+            )
+        if isinstance(generator, list) and len(generator) != num_outputs:
+            raise ValueError(f"`generator` has {len(generator)} generators for {num_outputs} output images.")
+        if latents is not None and not isinstance(latents, torch.Tensor):
+            raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
 
         self._guidance_scale = guidance_scale
         self._joint_attention_kwargs = joint_attention_kwargs
@@ -602,14 +798,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         self._tile_batch_cap = None  # set by an out-of-memory retry of "auto"
         device = self._execution_device
 
-        lora_scale = (joint_attention_kwargs or {}).get("scale")
-        if prompt_embeds is None:
-            prompt = self._expand_prompts(prompt, added_prompt, num_images)
+        # Encoded once per distinct prompt; output image `n` reads row `n`, its image's row or row 0.
         prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
             self.encode_prompt(
                 prompt=prompt,
-                prompt_2=None,
-                prompt_3=None,
                 negative_prompt=negative_prompt,
                 do_classifier_free_guidance=self.do_classifier_free_guidance,
                 prompt_embeds=prompt_embeds,
@@ -618,7 +810,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
                 device=device,
                 max_sequence_length=max_sequence_length,
-                lora_scale=lora_scale,
+                lora_scale=(joint_attention_kwargs or {}).get("scale"),
+                added_prompt=added_prompt,
             )
         )
         self._offload_text_encoders()
@@ -633,24 +826,33 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         )
         self._num_timesteps = num_steps
         outputs = []
-        with self.progress_bar(total=num_images * num_steps) as progress_bar:
-            for index, (lr_image, plan) in enumerate(zip(images, plans, strict=True)):
+        upscaled_lr, upscaled_index = None, None
+        with self.progress_bar(total=num_outputs * num_steps) as progress_bar:
+            for index in range(num_outputs):
+                image_index = index // num_images_per_prompt
+                plan = plans[image_index]
                 image_generator = generator[index] if isinstance(generator, list) else generator
-                pick = index if prompt_embeds.shape[0] > 1 else 0
-                text = (prompt_embeds[pick : pick + 1], pooled_prompt_embeds[pick : pick + 1])
-                if self.do_classifier_free_guidance:
-                    negative_pick = index if negative_prompt_embeds.shape[0] > 1 else 0
-                    text = (
-                        torch.cat([negative_prompt_embeds[negative_pick : negative_pick + 1], text[0]]),
-                        torch.cat([negative_pooled_prompt_embeds[negative_pick : negative_pick + 1], text[1]]),
-                    )
 
-                upscaled_lr = resize(lr_image[None].to(device), plan.process_size)
+                text = [
+                    _embedding_row(embeds, image_index, index, num_images)
+                    for embeds in (prompt_embeds, pooled_prompt_embeds)
+                ]
+                if self.do_classifier_free_guidance:
+                    negative_text = [
+                        _embedding_row(embeds, image_index, index, num_images)
+                        for embeds in (negative_prompt_embeds, negative_pooled_prompt_embeds)
+                    ]
+                    text = [torch.cat(pair) for pair in zip(negative_text, text, strict=True)]
+
+                if upscaled_index != image_index:
+                    upscaled_lr, upscaled_index = upscale_lr(images[image_index], plan).to(device), image_index
                 lr_latents = self._encode_lr(pad_to(upscaled_lr, plan.padded_size), image_generator)
                 lr_latents = lr_latents.to(self.transformer.dtype)
                 latent_height, latent_width = lr_latents.shape[-2:]
-                tiles = plan_tiles(latent_height, latent_width, tile_latents, overlap_latents)
-                tile_weights = gaussian_tile_weights(tiles[0].height, tiles[0].width, device=device)
+                tiles = self._plan_tiles(latent_height, latent_width, tile_latents, overlap_latents)
+                tile_weights = gaussian_tile_weights(
+                    tiles[0].height, tiles[0].width, device=device, symmetric=symmetric_tile_weights
+                )
                 if self._adaptive_tile_batch:
                     self._tile_batch_size = self._fitting_tile_batch_size(
                         len(tiles), tiles[0].height, tiles[0].width, text[0].shape[1], device
@@ -677,6 +879,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 for step, timestep in enumerate(timesteps):
                     if self.interrupt:
                         continue
+                    self._current_timestep = timestep
                     velocity = self._predict_velocity(
                         image_latents,
                         lr_latents,
@@ -698,20 +901,26 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                         }
                         callback_kwargs = {name: callback_kwargs[name] for name in callback_on_step_end_tensor_inputs}
                         callback_outputs = callback_on_step_end(self, step, timestep, callback_kwargs)
+                        if not isinstance(callback_outputs, dict):
+                            raise TypeError(
+                                "`callback_on_step_end` must return a dict of the tensors it replaces (`{}` for none), "
+                                f"got {type(callback_outputs).__name__}."
+                            )
                         image_latents = callback_outputs.pop("latents", image_latents)
                         lr_latents = callback_outputs.pop("lr_latents", lr_latents)
-                        text = (
+                        text = [
                             callback_outputs.pop("prompt_embeds", text[0]),
                             callback_outputs.pop("pooled_prompt_embeds", text[1]),
-                        )
+                        ]
                     progress_bar.update()
+                self._current_timestep = None
 
                 if output_type == "latent":
                     outputs.append(image_latents[0])
                     continue
                 sr_image = self._decode(image_latents)[..., : plan.process_size[0], : plan.process_size[1]]
                 sr_image = apply_color_fix(sr_image, upscaled_lr, color_fix).clamp(0, 1)
-                outputs.append(resize(sr_image, plan.output_size)[0].cpu())
+                outputs.append(pil_bicubic_resize(sr_image, plan.output_size)[0].cpu())
 
         self.maybe_free_model_hooks()
         images = self._format_outputs(outputs, output_type)
