@@ -33,6 +33,7 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.file_utils import atomic_write_path
 from diffusers_dit4sr.image_processing import load_image, resize
 from diffusers_dit4sr.training import DegradationConfig, RealESRGANDegradation
@@ -121,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--dataloader_num_workers must be >= 0")
     if args.captions == "model" and not args.caption_model:
         parser.error("--captions model needs --caption_model")
+    if args.captions == "model" and not args.caption_prompt.strip():
+        parser.error("--caption_prompt must not be empty")
     if (args.cache_latents or args.cache_text_embeddings) and not args.pretrained_model_name_or_path:
         parser.error("--cache_latents and --cache_text_embeddings need --pretrained_model_name_or_path")
     try:
@@ -197,39 +200,6 @@ class PairSource(Dataset):
 
 def keep_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
-
-
-class Captioner:
-    """Captions images with a transformers image-text-to-text model (chat format when the model has a template)."""
-
-    def __init__(self, model: str, prompt: str, max_new_tokens: int, device: torch.device, dtype: torch.dtype) -> None:
-        from transformers import pipeline
-
-        self.pipeline = pipeline("image-text-to-text", model=model, device=device, dtype=dtype)
-        self.prompt, self.max_new_tokens = prompt, max_new_tokens
-        self.chat = getattr(self.pipeline.processor, "chat_template", None) is not None
-
-    def __call__(self, images: list[PIL.Image.Image]) -> list[str]:
-        options = {"max_new_tokens": self.max_new_tokens, "return_full_text": False, "batch_size": len(images)}
-        if self.chat:
-            chats = [
-                [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image", "image": image}, {"type": "text", "text": self.prompt}],
-                    }
-                ]
-                for image in images
-            ]
-            outputs = self.pipeline(text=chats, **options)
-        else:
-            outputs = self.pipeline(images=images, text=[self.prompt] * len(images), **options)
-        captions = []
-        for output in outputs:
-            while isinstance(output, list):
-                output = output[0]
-            captions.append(output["generated_text"].strip())
-        return captions
 
 
 @torch.inference_mode()
@@ -395,7 +365,18 @@ def main(argv: list[str] | None = None) -> int:
                 {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds}, empty_prompt_path
             )
     if args.captions == "model" and chunks:
-        captioner = Captioner(args.caption_model, args.caption_prompt, args.caption_max_new_tokens, device, dtype)
+        # Greedy, so that a resumed run recreates a sample's caption like its other tensors, and without the released
+        # sentence filter, which belongs to the released inference instruction.
+        captioner = Captioner(
+            args.caption_model,
+            prompt=args.caption_prompt,
+            max_new_tokens=args.caption_max_new_tokens,
+            temperature=0.0,
+            filter_focus_sentences=False,
+            batch_size=args.batch_size,
+            device=device,
+            dtype=dtype,
+        )
 
     loader = DataLoader(
         PairSource(images, samples_dir, total, args),

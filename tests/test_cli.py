@@ -10,8 +10,9 @@ import PIL.Image
 import pytest
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
+from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.cli import DEFAULT_OUTPUT_DIR, main
-from diffusers_dit4sr.tiny import make_tiny_pipeline
+from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 
 FAST_OPTIONS = [
     "--steps", "1", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
@@ -209,6 +210,11 @@ def test_released_weights_failure_explains_the_gated_model(tmp_path, monkeypatch
         (lambda tmp: [tmp / "in", "--tile-size", "64", "--tile-overlap", "64"], "--tile-overlap"),
         (lambda tmp: [tmp / "in", "--captions-dir", tmp / "missing"], "--captions-dir"),
         (lambda tmp: [tmp / "in", "--attention-backend", "fastest"], "--attention-backend fastest"),
+        (lambda tmp: [tmp / "in", "--caption-model", "m", "--prompt", "a cat"], "combined with --caption-model"),
+        (lambda tmp: [tmp / "in", "--caption-prompt", "Describe."], "--caption-prompt sets up --caption-model"),
+        (lambda tmp: [tmp / "in", "--caption-batch-size", "2"], "--caption-batch-size sets up --caption-model"),
+        (lambda tmp: [tmp / "in", "--caption-model", "m", "--caption-prompt", " "], "--caption-prompt must not"),
+        (lambda tmp: [tmp / "in", "--caption-model", "m", "--caption-8bit"], "--caption-8bit runs on CUDA only"),
     ],
 )
 def test_usage_errors_exit_with_code_2_before_loading(make_args, message, tmp_path, monkeypatch, capsys):
@@ -224,11 +230,26 @@ def test_usage_errors_exit_with_code_2_before_loading(make_args, message, tmp_pa
     assert not (tmp_path / DEFAULT_OUTPUT_DIR).exists()
 
 
-def test_invalid_option_values_are_rejected_by_the_parser(capsys):
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--steps", "0", "must be a positive integer, got 0"),
+        ("--steps", "many", "must be a positive integer, got 'many'"),
+        ("--scale", "x4", "must be a positive number, got 'x4'"),
+        ("--tile-overlap", "-1", "must be a non-negative integer, got -1"),
+        ("--tile-batch-size", "all", "must be 'auto' or a positive integer, got 'all'"),
+        ("--caption-max-new-tokens", "0", "must be a positive integer, got 0"),
+        ("--caption-max-new-tokens", "1e3", "must be a positive integer, got '1e3'"),
+        ("--caption-batch-size", "two", "must be a positive integer, got 'two'"),
+    ],
+)
+def test_invalid_option_values_are_rejected_by_the_parser(capsys, option, value, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["photo.png", "--steps", "0"])
+        main(["photo.png", option, value])
     assert exit_info.value.code == 2
-    assert "--steps" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"argument {option}: {message}" in err
+    assert "_positive" not in err and "invalid" not in err  # no internal function names
 
 
 # --- Speed options ---------------------------------------------------------------------------------------------
@@ -316,6 +337,164 @@ def test_results_depend_on_the_seed_only_not_on_the_other_inputs(upscale, tmp_pa
     assert (tmp_path / "other-seed" / "b.png").read_bytes() != result
 
 
+# --- Captioning with --caption-model ----------------------------------------------------------------------------
+
+CAPTION_MAX_NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def captioner_dir(tmp_path_factory) -> Path:
+    return save_tiny_captioner(tmp_path_factory.mktemp("tiny-captioner"))
+
+
+@pytest.fixture
+def caption_options(captioner_dir) -> list[str]:
+    return ["--caption-model", str(captioner_dir), "--caption-max-new-tokens", str(CAPTION_MAX_NEW_TOKENS)]
+
+
+def library_captions(captioner_dir: Path, *image_paths: Path, seed: int = 0, batch_size: int = 1) -> list[str]:
+    """What `Captioner` itself says about the images, with the CLI's settings."""
+    images = []
+    for path in image_paths:
+        with PIL.Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    with Captioner(
+        captioner_dir, max_new_tokens=CAPTION_MAX_NEW_TOKENS, seed=seed, batch_size=batch_size, device="cpu"
+    ) as captioner:
+        return captioner(images)
+
+
+def test_caption_model_captions_first_and_writes_caption_files(
+    model_dir, captioner_dir, caption_options, prompts, tmp_path, monkeypatch, capsys
+):
+    a = write_image(tmp_path / "in" / "a.png", seed=1)
+    b = write_image(tmp_path / "in" / "b.png", size=(28, 20), seed=2)
+    expected = library_captions(captioner_dir, a) + library_captions(captioner_dir, b)
+    events = []
+    original_unload, original_load = Captioner.unload, StableDiffusion3SRPipeline.from_pretrained
+
+    def unload(self):
+        events.append("captioner unloaded")
+        original_unload(self)
+
+    def from_pretrained(*args, **kwargs):
+        events.append("pipeline loaded")
+        return original_load(*args, **kwargs)
+
+    monkeypatch.setattr(Captioner, "unload", unload)
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "from_pretrained", from_pretrained)
+    options = [option for option in FAST_OPTIONS if option != "--quiet"]
+    args = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_dir), *caption_options, *options]
+
+    assert main(args) == 0
+
+    captured = capsys.readouterr()
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a.txt", "b.png", "b.txt"]
+    captions = [(tmp_path / "out" / name).read_text(encoding="utf-8") for name in ("a.txt", "b.txt")]
+    assert captions == [expected[0] + "\n", expected[1] + "\n"]
+    assert prompts == [caption.strip() for caption in captions] and all(prompts)
+    assert events == ["captioner unloaded", "pipeline loaded"]  # the two models are never in memory together
+    assert captured.err.index(f"captioning 2 images with {captioner_dir}") < captured.err.index("upscaling 2 images")
+    assert captured.out.strip().endswith(
+        "2 upscaled, 0 skipped (exist), 0 failed; captions: 2 new, 0 reused, 0 failed"
+    )
+
+
+def test_an_existing_caption_file_is_read_not_regenerated(upscale, caption_options, prompts, tmp_path, monkeypatch):
+    source = write_image(tmp_path / "photo.png")
+    assert upscale(source, "-o", tmp_path / "out", *caption_options) == 0
+    (tmp_path / "out" / "photo.txt").write_text("  a hand-written caption\n", encoding="utf-8")
+
+    def no_loading(self, *args, **kwargs):
+        raise AssertionError("the captioner must not be loaded when every caption exists")
+
+    monkeypatch.setattr(Captioner, "__init__", no_loading)
+    # --overwrite replaces the image, not its caption: edit a caption, then upscale again.
+    assert upscale(source, "-o", tmp_path / "out", "--overwrite", *caption_options) == 0
+
+    assert prompts[1] == "a hand-written caption" and prompts[0] != prompts[1]
+    assert (tmp_path / "out" / "photo.txt").read_text(encoding="utf-8") == "  a hand-written caption\n"
+
+
+def test_a_skipped_image_is_not_captioned(upscale, caption_options, tmp_path, monkeypatch, capsys):
+    source = write_image(tmp_path / "photo.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "photo.png").write_bytes(b"an earlier result")
+    monkeypatch.setattr(Captioner, "__init__", lambda self, *args, **kwargs: pytest.fail("loaded"))
+
+    assert upscale(source, "-o", tmp_path / "out", *caption_options) == 0
+    assert os.listdir(tmp_path / "out") == ["photo.png"]
+    assert "0 upscaled, 1 skipped (exist), 0 failed; captions: 0 new, 0 reused, 0 failed" in capsys.readouterr().out
+
+
+def test_captions_dir_wins_over_caption_model(upscale, caption_options, prompts, tmp_path):
+    write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "b.png", seed=1)
+    (tmp_path / "captions").mkdir()
+    (tmp_path / "captions" / "a.txt").write_text("a red brick house\n", encoding="utf-8")
+
+    args = ["--captions-dir", tmp_path / "captions", *caption_options]
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", *args) == 0
+
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "b.txt"]  # a.png was not captioned
+    assert prompts == ["a red brick house", (tmp_path / "out" / "b.txt").read_text(encoding="utf-8").strip()]
+
+
+def test_a_failed_caption_is_reported_and_the_image_upscaled_without_one(
+    upscale, caption_options, prompts, tmp_path, monkeypatch, capsys
+):
+    write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "odd.png", size=(23, 17), seed=1)
+    original_call = Captioner.__call__
+
+    def fail_on_odd(self, images):
+        if images[0].size == (23, 17):
+            raise RuntimeError("the model broke")
+        return original_call(self, images)
+
+    monkeypatch.setattr(Captioner, "__call__", fail_on_odd)
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", *caption_options) == 1  # a missing caption is a failure
+
+    captured = capsys.readouterr()
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a.txt", "odd.png"]
+    assert image_size(tmp_path / "out" / "odd.png") == (46, 34)
+    assert prompts == [(tmp_path / "out" / "a.txt").read_text(encoding="utf-8").strip(), ""]
+    assert f"cannot caption {tmp_path / 'in' / 'odd.png'}: the model broke (upscaling it without a caption)" in (
+        captured.err
+    )
+    assert "Traceback" not in captured.err
+    assert captured.out.strip() == "2 upscaled, 0 skipped (exist), 0 failed; captions: 1 new, 0 reused, 1 failed"
+
+
+def test_captions_follow_the_seed_and_the_batch_size(upscale, captioner_dir, caption_options, tmp_path):
+    a = write_image(tmp_path / "in" / "a.png")
+    b = write_image(tmp_path / "in" / "b.png", seed=1)
+
+    assert upscale(a, "-o", tmp_path / "seed-1", "--seed", "1", *caption_options) == 0
+    assert upscale(tmp_path / "in", "-o", tmp_path / "batched", "--caption-batch-size", "2", *caption_options) == 0
+
+    def read(path: Path) -> str:
+        return path.read_text(encoding="utf-8").strip()
+
+    assert [read(tmp_path / "seed-1" / "a.txt")] == library_captions(captioner_dir, a, seed=1)
+    batched = [read(tmp_path / "batched" / name) for name in ("a.txt", "b.txt")]
+    assert batched == library_captions(captioner_dir, a, b, batch_size=2)
+
+
+def test_a_caption_model_that_cannot_load_is_one_clear_error(model_dir, tmp_path, capsys):
+    source = write_image(tmp_path / "photo.png")
+    missing = tmp_path / "no-such-captioner"
+    args = [str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--caption-model", str(missing)]
+
+    assert main([*args, *FAST_OPTIONS]) == 1
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "cannot load the caption model" in err and str(missing) in err
+    assert not (tmp_path / "out").exists()  # the SR pipeline is not loaded either
+
+
 # --- Entry point -----------------------------------------------------------------------------------------------
 
 
@@ -327,3 +506,4 @@ def test_module_entry_point_prints_help():
     help_text = " ".join(completed.stdout.split())  # argparse wraps to the terminal's width
     assert help_text.startswith("usage: dit4sr-upscale")
     assert "--captions-dir" in help_text and "hf auth login" in help_text
+    assert "--caption-model ID_OR_PATH" in help_text and "llava-hf/llava-1.5-13b-hf" in help_text

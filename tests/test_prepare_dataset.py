@@ -15,8 +15,9 @@ import torch
 from safetensors import safe_open
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline
+from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.image_processing import resize
-from diffusers_dit4sr.tiny import make_tiny_pipeline
+from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 from diffusers_dit4sr.training import DegradationConfig
 from diffusers_dit4sr.training.datasets import PreparedDataset, collate_samples, derive_seed
 
@@ -157,6 +158,7 @@ def test_latents_and_embeddings_match_direct_encoding(workspace, script):
             prompt_3=None,
             do_classifier_free_guidance=False,
             max_sequence_length=77,
+            added_prompt="",  # training captions are encoded as they are, without the inference quality prompt
         )
         torch.testing.assert_close(tensors["prompt_embeds"], prompt_embeds[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(tensors["pooled_prompt_embeds"], pooled[0], rtol=1e-4, atol=1e-5)
@@ -166,7 +168,12 @@ def test_latents_and_embeddings_match_direct_encoding(workspace, script):
 def test_empty_prompt_is_the_pipelines_encoding(workspace):
     stored, _ = read_sample(workspace.root / "out" / "empty_prompt.safetensors")
     prompt_embeds, _, pooled, _ = workspace.pipeline.encode_prompt(
-        prompt="", prompt_2=None, prompt_3=None, do_classifier_free_guidance=False, max_sequence_length=77
+        prompt="",
+        prompt_2=None,
+        prompt_3=None,
+        do_classifier_free_guidance=False,
+        max_sequence_length=77,
+        added_prompt="",
     )
     assert set(stored) == {"prompt_embeds", "pooled_prompt_embeds"}
     assert torch.equal(stored["prompt_embeds"], prompt_embeds) and torch.equal(stored["pooled_prompt_embeds"], pooled)
@@ -237,56 +244,42 @@ def test_captions_none_without_models(workspace, script, tmp_path):
     assert not torch.equal(dataset[0]["hr"], dataset[1]["hr"])
 
 
-@pytest.mark.parametrize("chat", [False, True])
-def test_model_captions(workspace, script, tmp_path, monkeypatch, chat):
-    """`--captions model` with a stand-in for transformers' image-text-to-text pipeline."""
-    calls = []
-
-    class FakeCaptioner:
-        processor = SimpleNamespace(chat_template="{{ messages }}" if chat else None)
-
-        def __call__(self, images=None, text=None, **options):
-            calls.append(SimpleNamespace(images=images, text=text, options=options))
-            return [[{"generated_text": f"  caption {number} "}] for number in range(len(text))]
-
-    def fake_pipeline(task, model, device, dtype):
-        assert (task, model) == ("image-text-to-text", "some/captioner")
-        return FakeCaptioner()
-
-    monkeypatch.setattr("transformers.pipeline", fake_pipeline)
-    result = run(
-        script,
-        *workspace.common,
-        "--captions",
-        "model",
-        "--caption_model",
-        "some/captioner",
-        "--caption_prompt",
-        "Describe.",
-        "--max_samples",
-        2,
-        "--output_dir",
-        tmp_path,
-    )
+def test_model_captions(workspace, script, tmp_path):
+    """`--captions model` runs the library's `Captioner` on the HR crops: greedy, unfiltered, one batch per chunk."""
+    captioner_dir = save_tiny_captioner(workspace.root / "tiny-captioner")
+    options = ["--captions", "model", "--caption_model", captioner_dir, "--caption_prompt", "Describe."]
+    options += ["--caption_max_new_tokens", 6, "--max_samples", 3, "--batch_size", 2]
+    result = run(script, *workspace.common, *options, "--output_dir", tmp_path / "out")
     assert result.code == 0, result.stderr
-    assert [read_sample(tmp_path / "samples" / f"{index:08d}.safetensors")[1]["caption"] for index in range(2)] == [
-        "caption 0",
-        "caption 1",
-    ]
-    (call,) = calls
-    assert call.options["return_full_text"] is False and call.options["max_new_tokens"] == 77
-    if chat:
-        assert call.images is None
-        content = call.text[0][0]["content"]
-        assert content[0]["image"].size == (RESOLUTION, RESOLUTION) and content[1]["text"] == "Describe."
-    else:
-        assert call.text == ["Describe.", "Describe."] and call.images[0].size == (RESOLUTION, RESOLUTION)
+
+    samples = [read_sample(tmp_path / "out" / "samples" / f"{index:08d}.safetensors") for index in range(3)]
+    crops = [PIL.Image.fromarray(tensors["hr"].permute(1, 2, 0).numpy()) for tensors, _ in samples]
+    expected = Captioner(
+        captioner_dir,
+        prompt="Describe.",
+        max_new_tokens=6,
+        temperature=0.0,
+        filter_focus_sentences=False,
+        batch_size=2,
+        device="cpu",
+        dtype=torch.float32,
+    )(crops)
+    assert [metadata["caption"] for _, metadata in samples] == expected
+    assert all(expected)
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert (info["caption_model"], info["caption_prompt"]) == (str(captioner_dir), "Describe.")
+
+    # A resumed run recreates a lost sample with the same caption.
+    (tmp_path / "out" / "samples" / "00000001.safetensors").unlink()
+    assert run(script, *workspace.common, *options, "--output_dir", tmp_path / "out").code == 0
+    assert read_sample(tmp_path / "out" / "samples" / "00000001.safetensors")[1] == samples[1][1]
 
 
 @pytest.mark.parametrize(
     "extra",
     [
         ["--captions", "model"],
+        ["--captions", "model", "--caption_model", "some/model", "--caption_prompt", " "],
         ["--cache_latents"],
         ["--resolution", "62"],
         ["--crops_per_image", "0"],

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -19,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline, hub
+from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.tiny import (
     TINY_TRANSFORMER_CONFIG,
     make_tiny_text_encoders,
@@ -272,3 +274,16 @@ def test_make_tiny_pipeline_writes_a_runnable_folder(tmp_path, capsys, with_t5):
     assert (pipe.text_encoder_3 is not None) == with_t5
     image = tiny_upscale(pipe)
     assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+
+
+def test_make_tiny_pipeline_can_also_write_a_captioner(tmp_path, capsys):
+    script = load_script("make_tiny_pipeline")
+    output_dir, captioner_dir = tmp_path / "tiny", tmp_path / "tiny-captioner"
+    assert script.main([str(output_dir), "--with-captioner", str(captioner_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"--model {output_dir} --caption-model {captioner_dir}" in out
+
+    with Captioner(captioner_dir, max_new_tokens=4, device="cpu") as captioner:
+        (caption,) = captioner(PIL.Image.new("RGB", (64, 48), "orange"))
+    assert isinstance(caption, str) and caption
+    assert (output_dir / "model_index.json").is_file()

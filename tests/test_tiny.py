@@ -1,16 +1,28 @@
 import json
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-from transformers import AutoTokenizer, CLIPTokenizer, T5TokenizerFast
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    CLIPTokenizer,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    T5TokenizerFast,
+)
 
 from diffusers_dit4sr.tiny import (
     TINY_TRANSFORMER_CONFIG,
+    make_tiny_captioner,
     make_tiny_clip_tokenizer,
     make_tiny_t5_tokenizer,
     make_tiny_text_encoders,
     make_tiny_vae,
+    save_tiny_captioner,
 )
 
 PROMPTS = ["a photo of the cat, hyper detailed!", "", "Ünïcode and 32k digits 0123"]
@@ -173,3 +185,37 @@ def test_sd3_pipeline_runs_without_t5(sd3_pipeline):
     assert latents.shape == (1, 16, 4, 4)
     assert torch.isfinite(latents).all()
     assert torch.equal(_generate(pipe, "latent"), latents)
+
+
+# --- The tiny captioner --------------------------------------------------------------------------------------
+
+
+def test_tiny_captioner_loads_like_a_hub_model(tmp_path):
+    state = torch.get_rng_state()
+    model, processor = make_tiny_captioner(seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert save_tiny_captioner(tmp_path / "captioner") == tmp_path / "captioner"
+
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "captioner")
+    loaded_processor = AutoProcessor.from_pretrained(tmp_path / "captioner")
+    assert isinstance(loaded, LlavaForConditionalGeneration) and isinstance(loaded_processor, LlavaProcessor)
+    assert _state_dicts_equal(loaded, model) and not loaded.training
+    assert not _state_dicts_equal(make_tiny_captioner(seed=1)[0], model)
+    assert loaded_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+
+    tokenizer = loaded_processor.tokenizer
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 3)
+    assert loaded.config.image_token_index == tokenizer.convert_tokens_to_ids("<image>")
+    assert loaded.config.text_config.vocab_size == len(tokenizer)
+    assert tokenizer.decode(tokenizer("A photo of a cat.").input_ids, skip_special_tokens=True) == "A photo of a cat."
+
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}]
+    prompt = loaded_processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    assert prompt == "USER: <image>\nDescribe. ASSISTANT:"
+    image = PIL.Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8))
+    inputs = loaded_processor(images=[image], text=[prompt], return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 32, 32)
+    assert (inputs["input_ids"] == loaded.config.image_token_index).sum() == 16  # one token per 8 px patch
+    with torch.no_grad():
+        tokens = loaded.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert tokens.shape == (1, inputs["input_ids"].shape[1] + 5)

@@ -4,9 +4,16 @@ Modules are imported eagerly: `model_index.json` names our classes by module pat
 `sys.modules` without importing them itself.
 """
 
+from .captioning import Captioner, remove_focus_sentences
 from .models import DiT4SRTransformer2DModel
 from .pipelines import StableDiffusion3SRPipeline, StableDiffusion3SRPipelineOutput
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["DiT4SRTransformer2DModel", "StableDiffusion3SRPipeline", "StableDiffusion3SRPipelineOutput"]
+__all__ = [
+    "Captioner",
+    "DiT4SRTransformer2DModel",
+    "StableDiffusion3SRPipeline",
+    "StableDiffusion3SRPipelineOutput",
+    "remove_focus_sentences",
+]

@@ -2,8 +2,10 @@
 """`dit4sr-upscale`: upscale image files with a DiT4SR pipeline from the command line.
 
 Every input image is read (EXIF orientation applied), upscaled on its own with the same seed (so a result does not
-depend on which other images were passed) and written atomically. Bad inputs and per-image failures are reported
-and skipped; the exit code says whether anything failed. See `docs/cli.md`.
+depend on which other images were passed) and written atomically. With `--caption-model`, a vision-language model
+first captions every pending image (saved as `<output name>.txt`, reused on later runs) and is freed before the SR
+pipeline loads. Bad inputs and per-image failures are reported and skipped; the exit code says whether anything
+failed. See `docs/cli.md`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import importlib.util
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from diffusers.models.attention_dispatch import AttentionBackendName
 from huggingface_hub.errors import EntryNotFoundError
 from tqdm import tqdm
 
+from .captioning import DEFAULT_CAPTION_MAX_NEW_TOKENS, DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT, Captioner
 from .file_utils import atomic_write_path
 from .hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
 from .image_processing import IMAGE_EXTENSIONS, load_image
@@ -43,6 +47,8 @@ LOGIN_HINT = (
 )
 LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError)
 """What loading raises for a missing folder, no network, no login or no access (Hub HTTP errors are `OSError`s)."""
+CAPTION_ERRORS = (RuntimeError, ValueError, TypeError)
+"""What captioning one batch raises for an image or a model it cannot handle (out of memory is a `RuntimeError`)."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -65,6 +71,20 @@ class Job:
     source: Path
     target: Path
 
+    @property
+    def caption_file(self) -> Path:
+        """Where `--caption-model` keeps this image's caption: beside the output, `foo.png` -> `foo.txt`."""
+        return self.target.with_suffix(".txt")
+
+
+@dataclass
+class CaptionCounts:
+    """What the captioning phase did: captions written, caption files found from an earlier run, failures."""
+
+    written: int = 0
+    reused: int = 0
+    failed: int = 0
+
 
 def _report(message: str) -> None:
     """A line on stderr that does not break the progress bar."""
@@ -79,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Upscale photos with DiT4SR (real-world super-resolution on Stable Diffusion 3.5). Without --model, the "
             f"released weights are used: {RELEASED_DIT4SR_MODEL} on top of {RELEASED_SD3_MODEL}. {LOGIN_HINT}."
         ),
-        epilog="Exit codes: 0 all done, 1 some image or the model failed, 2 bad command line. More: docs/cli.md.",
+        epilog="Exit codes: 0 all done, 1 some image, caption or model failed, 2 bad command line. More: docs/cli.md.",
     )
     parser.add_argument(
         "inputs",
@@ -146,14 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the noise, the same for every image (default: %(default)s)",
     )
-    captions = upscaling.add_mutually_exclusive_group()
-    captions.add_argument("--prompt", metavar="TEXT", help="caption for every image (default: no caption)")
-    captions.add_argument(
-        "--captions-dir",
-        type=Path,
-        metavar="DIR",
-        help="folder with a <name>.txt caption per image; a missing file means no caption",
-    )
     upscaling.add_argument(
         "--color-fix",
         choices=COLOR_FIXES,
@@ -169,6 +181,48 @@ def build_parser() -> argparse.ArgumentParser:
             "outputs with a smaller short side are processed at this short side and resized back; the released "
             "models saw 512 px crops (default: %(default)s)"
         ),
+    )
+
+    captions = parser.add_argument_group("captions")
+    given_captions = captions.add_mutually_exclusive_group()
+    given_captions.add_argument("--prompt", metavar="TEXT", help="caption for every image (default: no caption)")
+    given_captions.add_argument(
+        "--captions-dir",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "folder with a <name>.txt caption per image; a missing file means no caption, or a generated one with "
+            "--caption-model"
+        ),
+    )
+    captions.add_argument(
+        "--caption-model",
+        metavar="ID_OR_PATH",
+        help=(
+            f"caption every image with this transformers vision-language model first, e.g. {DEFAULT_CAPTION_MODEL} "
+            "(the released captioner); captions are saved as <output name>.txt beside the outputs and reused, not "
+            "regenerated, on later runs"
+        ),
+    )
+    captions.add_argument(
+        "--caption-prompt", metavar="TEXT", help="instruction for --caption-model (default: the released one)"
+    )
+    captions.add_argument(
+        "--caption-max-new-tokens",
+        metavar="N",
+        type=_positive_int,
+        help=f"longest generated caption, in tokens (default: {DEFAULT_CAPTION_MAX_NEW_TOKENS})",
+    )
+    captions.add_argument(
+        "--caption-batch-size",
+        metavar="N",
+        type=_positive_int,
+        help="images captioned together (default: 1, which makes each caption independent of the other images)",
+    )
+    captions.add_argument(
+        "--caption-8bit",
+        action="store_true",
+        help="load --caption-model in 8 bits, as the released captioner did (needs CUDA and bitsandbytes)",
     )
 
     memory = parser.add_argument_group("speed and memory")
@@ -234,29 +288,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Option types raise `ArgumentTypeError` for every bad value: for a `ValueError`, argparse would name the function.
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _parse(int, text, "a positive integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _tile_batch_size(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive_int(text)
+    if text == "auto":
+        return text
+    value = _parse(int, text, "'auto' or a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text}")
+    return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _parse(int, text, "a non-negative integer")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _parse(float, text, "a positive number")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def _parse(kind: type[int] | type[float], text: str, expected: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
 
 
 def find_images(inputs: list[str]) -> list[Path]:
@@ -346,8 +415,32 @@ def check_options(args: argparse.Namespace, device: torch.device) -> None:
         )
     if args.captions_dir is not None and not args.captions_dir.is_dir():
         raise UsageError(f"--captions-dir {args.captions_dir}: no such folder")
+    check_caption_options(args, device)
     if args.dtype == "fp16" and device.type == "cpu":
         _report("warning: fp16 on the CPU is slow (CPUs lack fp16 arithmetic) and gains nothing; use fp32 or bf16")
+
+
+def check_caption_options(args: argparse.Namespace, device: torch.device) -> None:
+    """The `--caption-*` options: they need `--caption-model`, which excludes `--prompt`."""
+    if args.caption_model is None:
+        caption_options = {
+            "--caption-prompt": args.caption_prompt is not None,
+            "--caption-max-new-tokens": args.caption_max_new_tokens is not None,
+            "--caption-batch-size": args.caption_batch_size is not None,
+            "--caption-8bit": args.caption_8bit,
+        }
+        for option, given in caption_options.items():
+            if given:
+                raise UsageError(f"{option} sets up --caption-model; it needs --caption-model")
+        return
+    if args.prompt is not None:
+        raise UsageError("--prompt gives every image the same caption; it cannot be combined with --caption-model")
+    if args.caption_prompt is not None and not args.caption_prompt.strip():
+        raise UsageError("--caption-prompt must not be empty")
+    if args.caption_8bit and device.type != "cuda":
+        raise UsageError(f"--caption-8bit runs on CUDA only (bitsandbytes); --device is {device}")
+    if args.caption_8bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise UsageError("--caption-8bit needs the bitsandbytes package: pip install bitsandbytes")
 
 
 @contextlib.contextmanager
@@ -427,18 +520,131 @@ def read_image(path: Path) -> PIL.Image.Image:
         raise JobError(str(error)) from error
 
 
-def read_caption(source: Path, args: argparse.Namespace) -> str | None:
-    """`--prompt`, the `<stem>.txt` of `--captions-dir` (empty with a warning when missing), or no caption."""
+def given_caption_file(job: Job, args: argparse.Namespace) -> Path | None:
+    """The `<stem>.txt` of `--captions-dir` for this image, if there is one."""
     if args.captions_dir is None:
+        return None
+    caption_file = args.captions_dir / f"{job.source.stem}.txt"
+    return caption_file if caption_file.is_file() else None
+
+
+def read_caption(job: Job, args: argparse.Namespace) -> str | None:
+    """The caption of one image: `--prompt` (or none); else its `--captions-dir` file; else, with `--caption-model`,
+    its caption file beside the output (empty if its captioning failed, which was reported); else empty, with a
+    warning that the `--captions-dir` file is missing."""
+    if args.captions_dir is None and args.caption_model is None:
         return args.prompt
-    caption_file = args.captions_dir / f"{source.stem}.txt"
-    if not caption_file.is_file():
-        _report(f"warning: no caption file {caption_file}; upscaling {source} without a caption")
-        return ""
+    caption_file = given_caption_file(job, args)
+    if caption_file is None:
+        if args.caption_model is None:
+            missing = args.captions_dir / f"{job.source.stem}.txt"
+            _report(f"warning: no caption file {missing}; upscaling {job.source} without a caption")
+            return ""
+        caption_file = job.caption_file
+        if not caption_file.is_file():
+            return ""
     try:
         return caption_file.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         raise JobError(f"cannot read the caption {caption_file}: {error}") from error
+
+
+def load_captioner(args: argparse.Namespace, device: torch.device) -> Captioner:
+    """The `--caption-model` captioner, seeded with `--seed`, on the upscaling device and in its precision."""
+    return Captioner(
+        args.caption_model,
+        prompt=args.caption_prompt or DEFAULT_CAPTION_PROMPT,
+        max_new_tokens=args.caption_max_new_tokens or DEFAULT_CAPTION_MAX_NEW_TOKENS,
+        batch_size=args.caption_batch_size or 1,
+        seed=args.seed,
+        device=device,
+        dtype=resolve_dtype(args.dtype, device),
+        load_in_8bit=args.caption_8bit,
+    )
+
+
+def describe_caption_load_error(model: str, error: Exception) -> str:
+    """One line, like `describe_load_error`, for `--caption-model`."""
+    details = " ".join(str(error).split()) or type(error).__name__
+    return (
+        f"cannot load the caption model {model!r}. Likely cause: no such folder, a model transformers cannot load "
+        "as image-text-to-text, or an unreachable Hub id. Fix: pass the Hub id or folder of a vision-language model "
+        f"with its processor, e.g. {DEFAULT_CAPTION_MODEL} (for a Hub id, check the network and `hf auth login`). "
+        f"Details (--debug for the traceback): {details}"
+    )
+
+
+def caption_all(jobs: list[Job], args: argparse.Namespace, device: torch.device) -> CaptionCounts:
+    """Captions every job that has neither a `--captions-dir` file nor a caption file from an earlier run.
+
+    Each caption file is written atomically as soon as its batch is done. An image whose captioning fails is
+    reported and later upscaled without a caption; an unreadable image is left to the upscaling phase to report.
+    The captioner is unloaded before returning, so that its memory is free for the SR pipeline. Loading it raises
+    one of `LOAD_ERRORS` (or `ImportError`).
+    """
+    counts = CaptionCounts()
+    pending = []
+    for job in jobs:
+        if given_caption_file(job, args) is not None:
+            continue
+        if job.caption_file.is_file():
+            counts.reused += 1
+        else:
+            pending.append(job)
+    if not pending:
+        return counts
+
+    if not args.quiet:
+        _report(f"captioning {_count(pending)} with {args.caption_model}")
+    captioner = load_captioner(args, device)
+    try:
+        with tqdm(total=len(pending), desc="Captioning", unit="image", disable=args.quiet, file=sys.stderr) as bar:
+            for start in range(0, len(pending), captioner.batch_size):
+                batch = pending[start : start + captioner.batch_size]
+                caption_batch(captioner, batch, args, counts)
+                bar.update(len(batch))
+    finally:
+        captioner.unload()
+    return counts
+
+
+def caption_batch(captioner: Captioner, batch: list[Job], args: argparse.Namespace, counts: CaptionCounts) -> None:
+    """Captions the readable images of one batch and writes their caption files, counting what happened."""
+    readable = []
+    for job in batch:
+        with contextlib.suppress(JobError):
+            readable.append((job, read_image(job.source)))
+    if not readable:
+        return
+    try:
+        captions = captioner([image for _, image in readable])
+    except CAPTION_ERRORS as error:
+        if args.debug:
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            reason = "out of GPU memory; try --caption-8bit, a smaller --caption-model or --caption-batch-size 1"
+        for job, _ in readable:
+            _report(f"{PROG}: error: cannot caption {job.source}: {reason} (upscaling it without a caption)")
+            counts.failed += 1
+        return
+    for (job, _), caption in zip(readable, captions, strict=True):
+        try:
+            with atomic_write_path(job.caption_file) as temporary:
+                temporary.write_text(caption + "\n", encoding="utf-8")
+        except OSError as error:
+            if args.debug:
+                raise
+            _report(
+                f"{PROG}: error: cannot write {job.caption_file}: {error} (upscaling {job.source} without a caption)"
+            )
+            counts.failed += 1
+        else:
+            counts.written += 1
+
+
+def _count(jobs: list[Job]) -> str:
+    return f"{len(jobs)} image{'s' if len(jobs) != 1 else ''}"
 
 
 def upscale_image(
@@ -476,7 +682,7 @@ def write_image_atomically(image: PIL.Image.Image, target: Path) -> None:
 def process(job: Job, pipe: StableDiffusion3SRPipeline, args: argparse.Namespace, device: torch.device) -> None:
     """Reads, upscales and writes one image; every failure becomes a `JobError` naming the file."""
     image = read_image(job.source)
-    caption = read_caption(job.source, args)
+    caption = read_caption(job, args)
     try:
         result = upscale_image(pipe, image, caption, args, device)
     except torch.cuda.OutOfMemoryError as error:
@@ -510,7 +716,8 @@ def upscale_all(
 
 
 def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
-    """Skips existing outputs, loads the model only if there is work, upscales the rest and prints a summary."""
+    """Skips existing outputs, captions the rest with `--caption-model`, then loads the SR pipeline (only if there
+    is work), upscales and prints a summary."""
     todo = []
     for job in jobs:
         if job.target.exists() and not args.overwrite:
@@ -520,7 +727,18 @@ def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
             todo.append(job)
 
     upscaled = failed = 0
+    captions = CaptionCounts()
     if todo:
+        if args.caption_model is not None:
+            try:
+                captions = caption_all(todo, args, device)
+            except (*LOAD_ERRORS, ImportError) as error:
+                if args.debug:
+                    raise
+                print(f"{PROG}: error: {describe_caption_load_error(args.caption_model, error)}", file=sys.stderr)
+                return EXIT_FAILED
+            if not args.quiet:
+                _report(f"upscaling {_count(todo)}")
         try:
             pipe = load_pipeline(args.model, args.variant, resolve_dtype(args.dtype, device))
         except LOAD_ERRORS as error:
@@ -538,8 +756,11 @@ def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
             return EXIT_FAILED
         upscaled, failed = upscale_all(pipe, todo, args, device)
 
-    print(f"{upscaled} upscaled, {len(jobs) - len(todo)} skipped (exist), {failed} failed")
-    return EXIT_FAILED if failed else EXIT_OK
+    summary = f"{upscaled} upscaled, {len(jobs) - len(todo)} skipped (exist), {failed} failed"
+    if args.caption_model is not None:
+        summary += f"; captions: {captions.written} new, {captions.reused} reused, {captions.failed} failed"
+    print(summary)
+    return EXIT_FAILED if failed or captions.failed else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,22 +2,33 @@
 
 They make the library's tests and smoke runs independent of the Hub: two CLIP text encoders, a T5 encoder,
 their tokenizers, a VAE with SD3's 16 latent channels and 8x scale factor, and a transformer config that fits
-them. Weights are random but deterministic given the seed; the global RNG state is left untouched.
+them; and a LLaVA-style captioner for `diffusers_dit4sr.captioning`. Weights are random but deterministic given
+the seed; the global RNG state is left untouched.
 """
 
 import io
 import json
+import os
+import string
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
+import tokenizers
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from transformers import (
+    CLIPImageProcessorPil,
     CLIPTextConfig,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlamaTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
@@ -28,12 +39,14 @@ from .pipelines import StableDiffusion3SRPipeline
 
 __all__ = [
     "TINY_TRANSFORMER_CONFIG",
+    "make_tiny_captioner",
     "make_tiny_clip_tokenizer",
     "make_tiny_pipeline",
     "make_tiny_t5_tokenizer",
     "make_tiny_text_encoders",
     "make_tiny_transformer",
     "make_tiny_vae",
+    "save_tiny_captioner",
 ]
 
 TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
@@ -247,6 +260,117 @@ def make_tiny_pipeline(seed: int = 0, with_t5: bool = True) -> StableDiffusion3S
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
         vae=make_tiny_vae(seed),
         **text_components,
+    )
+
+
+_CAPTIONER_VOCAB_SIZE = 400
+_CAPTIONER_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
+_CAPTIONER_IMAGE_SIZE = 32
+_CAPTIONER_PATCH_SIZE = 8
+_CAPTIONER_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] != 'system' %}{{ message['role'] | upper }}: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %} "
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+"""LLaVA-1.5's conversation layout: `USER: <image>\n{instruction} ASSISTANT:`."""
+
+
+def make_tiny_captioner(seed: int = 0) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A tiny random LLaVA-1.5-style vision-language model and its processor, built offline.
+
+    The model is a ``LlavaForConditionalGeneration``: a CLIP vision tower (32 px images, 8 px patches, 2 layers of
+    width 32), LLaVA's MLP projector and a Llama language model (2 layers of width 32). The processor resizes and
+    center-crops to 32 px, expands ``<image>`` to the 16 patch tokens and has a LLaVA-1.5-style chat template; its
+    Llama tokenizer is a ~400-token BPE trained in memory on a small corpus. Its text is random and rarely ends
+    before ``max_new_tokens``: a few dozen tokens take well under a second on a CPU. The weights depend only on
+    ``seed``; the model is in eval mode.
+    """
+    tokenizer = _make_tiny_llama_tokenizer()
+    image_token_id = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
+    num_patches = (_CAPTIONER_IMAGE_SIZE // _CAPTIONER_PATCH_SIZE) ** 2
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=_CAPTIONER_IMAGE_SIZE,
+            patch_size=_CAPTIONER_PATCH_SIZE,
+            projection_dim=32,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=image_token_id,
+        image_seq_length=num_patches,
+        vision_feature_select_strategy="default",  # LLaVA-1.5: the patch features of the penultimate layer, no CLS
+        vision_feature_layer=-2,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config).eval()
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.generation_config, name, getattr(tokenizer, name))
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(
+            size={"shortest_edge": _CAPTIONER_IMAGE_SIZE},
+            crop_size={"height": _CAPTIONER_IMAGE_SIZE, "width": _CAPTIONER_IMAGE_SIZE},
+        ),
+        tokenizer=tokenizer,
+        patch_size=_CAPTIONER_PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, which the "default" strategy drops again
+        chat_template=_CAPTIONER_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def save_tiny_captioner(save_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Writes ``make_tiny_captioner(seed)`` to a folder that loads like a Hub model:
+    ``diffusers_dit4sr.captioning.Captioner(save_dir)`` or ``AutoModelForImageTextToText`` / ``AutoProcessor``."""
+    save_dir = Path(save_dir)
+    model, processor = make_tiny_captioner(seed)
+    model.save_pretrained(save_dir)
+    processor.save_pretrained(save_dir)
+    return save_dir
+
+
+def _make_tiny_llama_tokenizer() -> LlamaTokenizer:
+    """A Llama tokenizer (metaspace BPE, like Llama's, without its byte-fallback tokens) trained in memory on the
+    tiny corpus: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, ``<pad>`` 3, printable ASCII and newline as the alphabet, and
+    ``<image>`` as the last, special token."""
+    trainer_model = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    trainer_model.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(prepend_scheme="first", split=True)
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=_CAPTIONER_VOCAB_SIZE,
+        special_tokens=list(_CAPTIONER_SPECIAL_TOKENS),
+        initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation + "\n"),
+        show_progress=False,
+    )
+    trainer_model.train_from_iterator(
+        [*_T5_CORPUS, "USER: ASSISTANT: Please describe the objects in the image."], trainer
+    )
+    model = json.loads(trainer_model.to_str())["model"]
+    return LlamaTokenizer(
+        vocab=model["vocab"],
+        merges=[tuple(merge) for merge in model["merges"]],
+        pad_token="<pad>",
+        add_bos_token=True,
+        extra_special_tokens={"image_token": "<image>"},
     )
 
 
