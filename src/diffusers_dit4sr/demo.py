@@ -1,0 +1,526 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+"""`dit4sr-demo`: a web page to try DiT4SR: drop in a photo, compare it before and after, download the result.
+
+`build_demo(pipe, captioner)` makes the Gradio app around an already-loaded pipeline, to launch, mount in another
+app or deploy as a Space; `DemoHandlers` holds what its events call, so they can be tested without a browser; `main`
+is the `dit4sr-demo` command, which loads one pipeline (and optionally a captioner) and serves it. Requests run one
+at a time, in the order they came; Stop, or closing the page, interrupts a running request after its current
+denoising step. See `docs/demo.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .captioning import Captioner
+from .cli import (
+    CAPTION_ERRORS,
+    COLOR_FIXES,
+    DTYPES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LOAD_ERRORS,
+    UsageError,
+    describe_caption_load_error,
+    describe_load_error,
+    load_pipeline,
+    prepare_pipeline,
+    quiet_libraries,
+    resolve_device,
+    resolve_dtype,
+)
+from .hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
+from .image_processing import MAX_OUTPUT_SIDE, load_image, pil_bicubic_resize, plan_sizes, to_rgb_tensors
+from .pipelines import StableDiffusion3SRPipeline
+
+try:
+    import gradio as gr
+except ImportError as error:  # the `demo` extra
+    raise ImportError("the DiT4SR demo needs Gradio: pip install 'diffusers-dit4sr[demo]'") from error
+
+PROG = "dit4sr-demo"
+MAX_INPUT_SIDE = 2048
+"""Largest input side, in pixels, the page accepts by default: larger photos are rarely low-resolution."""
+MAX_DEMO_OUTPUT_SIDE = 4096
+"""Largest output side, in pixels, the page makes by default; a 4096 px square takes minutes on a large GPU."""
+MAX_SEED = 2**32 - 1
+DEFAULT_TILE_OVERLAP = 192
+"""The released tile overlap, used for tiles of 384 px and more; smaller tiles overlap by half their side."""
+PROCESS_SIZE = 512
+"""The released process size (see `StableDiffusion3SRPipeline.__call__`)."""
+CONCURRENCY_ID = "dit4sr"
+"""The queue shared by every event that runs a model: one at a time."""
+CACHE_LIFETIME_S = 3600
+"""Uploads and results are deleted from Gradio's cache after an hour (checked every hour)."""
+DESCRIPTION = (
+    "Real-world super-resolution with [DiT4SR](https://huggingface.co/papers/2503.23580) on Stable Diffusion 3.5. "
+    "Upload or paste a photo, optionally describe it, and compare the bicubic enlargement (left) with DiT4SR "
+    "(right). Inputs up to {max_input_side} px a side, outputs up to {max_output_side} px."
+)
+
+ProgressFn = Callable[..., Any]
+"""`gr.Progress` or anything called like it: `progress((done, total), desc=...)`."""
+
+
+class DemoHandlers:
+    """What the demo page's events call: caption, upscale and stop. One pipeline serves every request, one at a time.
+
+    Args:
+        pipe: a pipeline, already on its device (and prepared as `dit4sr-upscale` prepares it).
+        captioner: fills the caption box from the photo; `None` leaves captions to the user.
+        max_input_side: largest input side accepted, in pixels.
+        max_output_side: largest output side made, in pixels (at most the pipeline's `MAX_OUTPUT_SIDE`).
+
+    Invalid requests raise `gr.Error`, which Gradio shows in the page. Each result is written as a PNG to a
+    temporary folder, replacing the previous one (Gradio keeps its own copy in its cache).
+    """
+
+    def __init__(
+        self,
+        pipe: StableDiffusion3SRPipeline,
+        captioner: Captioner | None = None,
+        *,
+        max_input_side: int = MAX_INPUT_SIDE,
+        max_output_side: int = MAX_DEMO_OUTPUT_SIDE,
+    ) -> None:
+        for name, value, maximum in (
+            ("max_input_side", max_input_side, math.inf),
+            ("max_output_side", max_output_side, MAX_OUTPUT_SIDE),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+                raise ValueError(f"{name} must be an integer in [1, {maximum}], got {value!r}")
+        self.pipe, self.captioner = pipe, captioner
+        self.max_input_side, self.max_output_side = max_input_side, max_output_side
+        self._lock = threading.Lock()  # the models serve one request at a time, whoever calls
+        self._stop = threading.Event()
+        self._running_session: str | None = None
+        self._results = tempfile.TemporaryDirectory(prefix="dit4sr-demo-")
+        self._last_result: Path | None = None
+
+    def caption(self, image_path: str | None) -> str:
+        """The captioner's description of the photo (the caption box's new text)."""
+        if self.captioner is None:
+            raise _user_error("No captioner is configured: start the demo with --caption-model to fill the caption.")
+        image = self._read(image_path)
+        with self._lock:
+            try:
+                return self.captioner(image)[0]
+            except CAPTION_ERRORS as error:
+                raise gr.Error(f"Cannot caption this photo: {_one_line(error)}") from error
+
+    def upscale(
+        self,
+        image_path: str | None,
+        caption: str | None,
+        scale: float | None,
+        steps: float | None,
+        guidance: float | None,
+        seed: float | None,
+        randomize_seed: bool,
+        color_fix: str,
+        tile_size: float | None,
+        progress: ProgressFn = gr.Progress(),  # noqa: B008 (Gradio finds its progress bar by this default)
+        request: gr.Request | None = None,
+    ) -> tuple[tuple[PIL.Image.Image, str] | None, str | None, str, int]:
+        """Upscales the photo; returns the before/after pair, the result's PNG path, a line about it and the seed.
+
+        The "before" image is the photo bicubic-upscaled to the output size. `progress` is called after every
+        denoising step. A stopped run returns no images and says after how many steps it stopped.
+        """
+        image = self._read(image_path)
+        scale = _number("Scale", scale, minimum=0, inclusive=False)
+        steps = _integer("Steps", steps, minimum=1)
+        guidance = _number("Guidance", guidance)
+        tile_size = _integer("Tile size", tile_size, minimum=1)
+        seed = random.randint(0, MAX_SEED) if randomize_seed else _integer("Seed", seed, minimum=0, maximum=MAX_SEED)
+        if color_fix not in COLOR_FIXES:
+            raise _user_error(f"Color fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}.")
+        output_height, output_width = self._check_sizes(image, scale)
+
+        session = _session_of(request)
+        steps_done = 0
+
+        def on_step_end(pipe: StableDiffusion3SRPipeline, step: int, timestep: Any, kwargs: dict) -> dict:
+            nonlocal steps_done
+            steps_done = step + 1
+            progress((steps_done, pipe.num_timesteps), desc="Denoising", unit="steps")
+            if self._stop.is_set():
+                pipe._interrupt = True  # the pipeline skips the remaining steps
+            return {}
+
+        with self._lock:
+            self._stop.clear()
+            self._running_session = session
+            start = time.perf_counter()
+            try:
+                result = self.pipe(
+                    image=image,
+                    prompt=(caption or "").strip() or None,
+                    upscale=scale,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    color_fix=None if color_fix == "none" else color_fix,
+                    process_size=PROCESS_SIZE,
+                    tile_size=tile_size,
+                    tile_overlap=min(DEFAULT_TILE_OVERLAP, tile_size // 32 * 16),
+                    generator=torch.Generator(device=self.pipe._execution_device).manual_seed(seed),
+                    callback_on_step_end=on_step_end,
+                ).images[0]
+            except torch.cuda.OutOfMemoryError as error:
+                raise gr.Error(
+                    "Out of GPU memory: lower the scale or the tile size, or restart the demo with --cpu-offload."
+                ) from error
+            except (ValueError, TypeError) as error:
+                raise gr.Error(f"Cannot upscale this photo: {_one_line(error)}") from error
+            finally:
+                self._running_session = None
+            seconds = time.perf_counter() - start
+            if self.pipe.interrupt and steps_done < self.pipe.num_timesteps:
+                return None, None, f"Stopped after {steps_done} of {self.pipe.num_timesteps} steps.", seed
+            path = self._save(result, Path(image_path).stem, scale)
+
+        before = _bicubic(image, (output_height, output_width))
+        info = (
+            f"**{output_width} × {output_height} px** (×{scale:g} from {image.width} × {image.height} px), "
+            f"{steps} step{'s' if steps != 1 else ''} in {seconds:.1f} s, seed {seed}"
+        )
+        return (before, str(path)), str(path), info, seed
+
+    def stop(self, request: gr.Request | None = None) -> None:
+        """Interrupts the running upscale after its current step, if it is the caller's (their session's) own."""
+        if self._running_session is not None and self._running_session == _session_of(request):
+            self._stop.set()
+
+    def _read(self, image_path: str | None) -> PIL.Image.Image:
+        if not image_path:
+            raise _user_error("Upload a photo first.")
+        try:
+            image = load_image(image_path)
+        except ValueError as error:
+            raise _user_error(f"Cannot read this file as an image: {_one_line(error)}") from error
+        if max(image.size) > self.max_input_side:
+            raise _user_error(
+                f"The photo is {image.width} × {image.height} px; this demo accepts photos up to "
+                f"{self.max_input_side} px a side. Downscale it first."
+            )
+        return image
+
+    def _check_sizes(self, image: PIL.Image.Image, scale: float) -> tuple[int, int]:
+        """The output's (height, width), which must fit `max_output_side`.
+
+        So must the photo's enlargement to the process size, which small scales make huge (x0.01 would enlarge it
+        100-fold before the model works at 512 px).
+        """
+        plan = plan_sizes(image.height, image.width, scale, PROCESS_SIZE, self.pipe.pixel_multiple)
+        height, width = plan.output_size
+        if max(height, width) > self.max_output_side:
+            raise _user_error(
+                f"×{scale:g} of {image.width} × {image.height} px makes {width} × {height} px; this demo makes "
+                f"images up to {self.max_output_side} px a side. Lower the scale."
+            )
+        enlarged_height, enlarged_width = plan.enlarged_size
+        if max(enlarged_height, enlarged_width) > self.max_output_side:
+            raise _user_error(
+                f"×{scale:g} is too small for {image.width} × {image.height} px: the photo would first be enlarged to "
+                f"{enlarged_width} × {enlarged_height} px so that the model works at {PROCESS_SIZE} px, and this demo "
+                f"enlarges up to {self.max_output_side} px a side. Raise the scale."
+            )
+        return height, width
+
+    def _save(self, image: PIL.Image.Image, stem: str, scale: float) -> Path:
+        """Writes the result as a PNG in a fresh folder and deletes the previous result's."""
+        if self._last_result is not None:
+            shutil.rmtree(self._last_result.parent, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=self._results.name))
+        path = folder / f"{stem}_dit4sr_x{scale:g}.png"
+        image.save(path)
+        self._last_result = path
+        return path
+
+
+def build_demo(
+    pipe: StableDiffusion3SRPipeline,
+    captioner: Captioner | None = None,
+    *,
+    max_input_side: int = MAX_INPUT_SIDE,
+    max_output_side: int = MAX_DEMO_OUTPUT_SIDE,
+    title: str = "DiT4SR super-resolution",
+) -> gr.Blocks:
+    """The demo page around `pipe` (and `captioner`), as a `gr.Blocks` app: `.launch()` it, mount it with
+    `gr.mount_gradio_app`, or make it a Space's `app.py` (`examples/app.py`).
+
+    Events that run a model share one queue slot, so requests run one at a time. Gradio's analytics are off.
+    """
+    handlers = DemoHandlers(pipe, captioner, max_input_side=max_input_side, max_output_side=max_output_side)
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(CACHE_LIFETIME_S, CACHE_LIFETIME_S)) as demo:
+        gr.Markdown(f"# {title}")
+        gr.Markdown(DESCRIPTION.format(max_input_side=max_input_side, max_output_side=max_output_side))
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(
+                    label="Low-resolution photo",
+                    type="filepath",
+                    image_mode=None,  # the file as uploaded: `load_image` applies EXIF and reads 16-bit images
+                    sources=["upload", "clipboard"],
+                    height=240,
+                    elem_id="lr-image",
+                )
+                with gr.Row(equal_height=True):
+                    caption = gr.Textbox(
+                        label="Caption",
+                        placeholder="What the photo shows (optional)",
+                        lines=2,
+                        scale=4,
+                        elem_id="caption",
+                    )
+                    caption_button = gr.Button(
+                        "Caption", visible=captioner is not None, scale=1, elem_id="caption-button"
+                    )
+                with gr.Row():
+                    scale = gr.Number(4, label="Scale", info="any positive factor", step=0.5, elem_id="scale")
+                    steps = gr.Slider(1, 100, 40, step=1, label="Steps", elem_id="steps")
+                    guidance = gr.Slider(0, 20, 8, step=0.5, label="Guidance", info="≤ 1: off", elem_id="guidance")
+                with gr.Row():
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
+                    randomize_seed = gr.Checkbox(False, label="Randomize seed", elem_id="randomize-seed")
+                    color_fix = gr.Dropdown(list(COLOR_FIXES), value="adain", label="Color fix", elem_id="color-fix")
+                tile_size = gr.Slider(
+                    256, 1024, 512, step=64, label="Tile size (px)", info="smaller: less memory", elem_id="tile-size"
+                )
+                with gr.Row():
+                    run_button = gr.Button("Upscale", variant="primary", elem_id="run")
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
+            with gr.Column():
+                comparison = gr.ImageSlider(
+                    label="Bicubic | DiT4SR",
+                    format="png",
+                    interactive=False,
+                    buttons=["fullscreen"],
+                    max_height=640,
+                    elem_id="comparison",
+                )
+                info = gr.Markdown(elem_id="result-info")
+                download = gr.DownloadButton("Download PNG (full resolution)", elem_id="download")
+
+        run_event = run_button.click(
+            handlers.upscale,
+            inputs=[image, caption, scale, steps, guidance, seed, randomize_seed, color_fix, tile_size],
+            outputs=[comparison, download, info, seed],
+            show_progress_on=[comparison],
+            concurrency_limit=1,
+            concurrency_id=CONCURRENCY_ID,
+        )
+        # Gradio cancels the event (and drops it from the queue) but cannot stop the thread it runs in: the handler
+        # sets the pipeline's interrupt flag.
+        stop_button.click(handlers.stop, cancels=[run_event], queue=False)
+        demo.unload(handlers.stop)
+        if captioner is not None:
+            for trigger in (caption_button.click, image.upload):
+                trigger(
+                    handlers.caption,
+                    inputs=[image],
+                    outputs=[caption],
+                    concurrency_limit=1,
+                    concurrency_id=CONCURRENCY_ID,
+                )
+    return demo
+
+
+def _user_error(message: str) -> gr.Error:
+    """A message for the page about the request itself, which the server log need not trace."""
+    return gr.Error(message, print_exception=False)
+
+
+def _session_of(request: gr.Request | None) -> str:
+    """The page session a request comes from; direct calls (no request) share one."""
+    return getattr(request, "session_hash", None) or ""
+
+
+def _number(name: str, value: float | None, minimum: float = -math.inf, inclusive: bool = True) -> float:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _user_error(f"{name} must be a number, got {value!r}.")
+    if value < minimum or (value == minimum and not inclusive):
+        bound = f"at least {minimum:g}" if inclusive else f"above {minimum:g}"
+        raise _user_error(f"{name} must be {bound}, got {value:g}.")
+    return float(value)
+
+
+def _integer(name: str, value: float | None, minimum: int, maximum: float = math.inf) -> int:
+    number = _number(name, value)
+    if number != int(number) or not minimum <= number <= maximum:
+        upper = "" if maximum == math.inf else f" and at most {maximum:.0f}"
+        raise _user_error(f"{name} must be a whole number of at least {minimum}{upper}, got {number:g}.")
+    return int(number)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _bicubic(image: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
+    """The photo bicubic-resized to `size` (height, width) as 8-bit RGB, with the kernel the pipeline enlarges it with."""
+    if image.mode == "RGB":
+        return image.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
+    gray = to_rgb_tensors(image)[0]  # 16-bit or float, read at full precision
+    resized = pil_bicubic_resize(gray[None], size)[0]
+    return PIL.Image.fromarray((resized.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `dit4sr-demo`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Serve a web page to try DiT4SR super-resolution on your photos. Without --model, the released weights are "
+            f"used: {RELEASED_DIT4SR_MODEL} on top of {RELEASED_SD3_MODEL} (gated: accept its license on the Hub and "
+            "run `hf auth login` first)."
+        ),
+        epilog="More: docs/demo.md.",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        metavar="ID_OR_PATH",
+        help="a folder written by `save_pretrained` (or the Hub id of such a pipeline) instead of the released weights",
+    )
+    model.add_argument(
+        "--variant", choices=RELEASED_VARIANTS, help="which released DiT4SR model, without --model (default: q)"
+    )
+    model.add_argument(
+        "--device",
+        metavar="DEVICE",
+        default="auto",
+        help="'auto' (cuda, else mps, else cpu) or a torch device (default: %(default)s)",
+    )
+    model.add_argument(
+        "--dtype", choices=tuple(DTYPES), help="precision of the weights (default: bf16 on a GPU, fp32 on the CPU)"
+    )
+    model.add_argument(
+        "--cpu-offload",
+        action="store_true",
+        help="keep the models in CPU memory and move each to the GPU only while it runs (for ~12 GB GPUs)",
+    )
+    model.add_argument(
+        "--caption-model",
+        metavar="ID_OR_PATH",
+        help=(
+            "a transformers vision-language model that fills the caption box, e.g. llava-hf/llava-1.5-13b-hf (the "
+            "released captioner); it stays loaded beside the pipeline"
+        ),
+    )
+    model.add_argument(
+        "--caption-8bit",
+        action="store_true",
+        help="load --caption-model in 8 bits (needs CUDA and bitsandbytes)",
+    )
+
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 serves the whole network (default: %(default)s)",
+    )
+    server.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
+    server.add_argument(
+        "--share", action="store_true", help="also serve through a temporary public gradio.live link (needs internet)"
+    )
+    server.add_argument(
+        "--max-input-side",
+        type=int,
+        metavar="PX",
+        default=MAX_INPUT_SIDE,
+        help="largest input side accepted (default: %(default)s)",
+    )
+    server.add_argument(
+        "--max-output-side",
+        type=int,
+        metavar="PX",
+        default=MAX_DEMO_OUTPUT_SIDE,
+        help=f"largest output side made, at most {MAX_OUTPUT_SIDE} (default: %(default)s)",
+    )
+    # What `prepare_pipeline` reads besides --cpu-offload: the demo serves the pipeline as loaded.
+    parser.set_defaults(attention_backend=None, fuse_lr_projections=False, compile=False)
+    return parser
+
+
+def check_options(args: argparse.Namespace, device: torch.device) -> None:
+    """Option combinations that cannot work, caught before the slow model loading."""
+    if args.model is not None and args.variant is not None:
+        raise UsageError("--variant picks one of the released models; it cannot be combined with --model")
+    if args.cpu_offload and device.type == "cpu":
+        raise UsageError("--cpu-offload moves models to a GPU while they run; it needs a GPU --device")
+    if args.caption_8bit and (args.caption_model is None or device.type != "cuda"):
+        raise UsageError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
+    if args.max_input_side < 1:
+        raise UsageError(f"--max-input-side must be a positive number of pixels, got {args.max_input_side}")
+    if not 1 <= args.max_output_side <= MAX_OUTPUT_SIDE:
+        raise UsageError(f"--max-output-side must be in [1, {MAX_OUTPUT_SIDE}], got {args.max_output_side}")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be in [1, 65535], got {args.port}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs `dit4sr-demo` with `argv` (default: the process arguments) until interrupted; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        check_options(args, device)
+    except UsageError as error:
+        parser.error(str(error))  # exits with code 2, like argparse's own errors
+    try:
+        with quiet_libraries(hide_progress_bars=False):
+            return serve(args, device)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def serve(args: argparse.Namespace, device: torch.device) -> int:
+    """Loads the captioner (with `--caption-model`) and the pipeline, then serves the page until Ctrl+C."""
+    dtype = resolve_dtype(args.dtype, device)
+    captioner = None
+    if args.caption_model is not None:
+        print(f"loading the captioner {args.caption_model}", file=sys.stderr)
+        try:
+            captioner = Captioner(args.caption_model, device=device, dtype=dtype, load_in_8bit=args.caption_8bit)
+        except (*LOAD_ERRORS, ImportError) as error:
+            print(f"{PROG}: error: {describe_caption_load_error(args.caption_model, error)}", file=sys.stderr)
+            return EXIT_FAILED
+    print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
+    try:
+        pipe = load_pipeline(args.model, args.variant, dtype)
+    except LOAD_ERRORS as error:
+        print(f"{PROG}: error: {describe_load_error(args.model, error)}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        prepare_pipeline(pipe, device, args)
+    except RuntimeError as error:  # e.g. out of memory while moving it to the GPU
+        print(f"{PROG}: error: cannot move the pipeline to {device}: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    demo = build_demo(pipe, captioner, max_input_side=args.max_input_side, max_output_side=args.max_output_side)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share)  # returns on Ctrl+C
+    except OSError as error:  # e.g. the port is taken
+        print(f"{PROG}: error: cannot serve on {args.host}:{args.port}: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

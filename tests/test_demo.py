@@ -1,0 +1,279 @@
+"""`dit4sr-demo` without a browser: the page's handlers called directly, the app's events and the command line, on the
+tiny pipeline (offline, CPU). `test_demo_browser.py` drives the page itself."""
+
+import importlib.metadata
+import math
+import runpy
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+gr = pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e '.[demo]'")
+
+from diffusers_dit4sr.captioning import Captioner  # noqa: E402
+from diffusers_dit4sr.cli import main as upscale_main  # noqa: E402
+from diffusers_dit4sr.cli import prepare_pipeline  # noqa: E402
+from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo, build_parser, main  # noqa: E402
+from diffusers_dit4sr.image_processing import MAX_OUTPUT_SIDE  # noqa: E402
+from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "assets" / "sample_lr.png"  # 128 x 85 px
+EXAMPLES = ROOT / "examples"
+SAMPLE_SIZE = (128, 85)
+BICUBIC = PIL.Image.Resampling.BICUBIC
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """The tiny pipeline, prepared as `dit4sr-demo --device cpu` prepares the pipeline it serves."""
+    pipe = make_tiny_pipeline()
+    prepare_pipeline(pipe, torch.device("cpu"), build_parser().parse_args([]))
+    return pipe
+
+
+@pytest.fixture
+def handlers(pipe) -> DemoHandlers:
+    return DemoHandlers(pipe)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-pipeline")
+    make_tiny_pipeline().save_pretrained(path)
+    return path
+
+
+def upscale(handlers: DemoHandlers, image=SAMPLE, **options):
+    """`handlers.upscale` with the page's defaults and 1 step, unless `options` say otherwise."""
+    values = {
+        "caption": "a cat",
+        "scale": 4,
+        "steps": 1,
+        "guidance": 8,
+        "seed": 0,
+        "randomize_seed": False,
+        "color_fix": "adain",
+        "tile_size": 512,
+        **options,
+    }
+    return handlers.upscale(str(image) if image is not None else None, **values)
+
+
+def pixels(path: str) -> np.ndarray:
+    with PIL.Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.5, 2.7])
+def test_output_size_follows_the_scale(handlers, scale):
+    (before, after), path, info, seed = upscale(handlers, scale=scale)
+    size = round(SAMPLE_SIZE[0] * scale), round(SAMPLE_SIZE[1] * scale)
+    with PIL.Image.open(path) as result:
+        assert result.format == "PNG" and result.size == size
+    assert after == path and Path(path).name == f"sample_lr_dit4sr_x{scale:g}.png"
+    assert f"{size[0]} × {size[1]} px" in info and "1 step in" in info and seed == 0
+    with PIL.Image.open(SAMPLE) as lr:  # "before" is the bicubic enlargement to the same size
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(lr.convert("RGB").resize(size, BICUBIC)))
+
+
+def test_same_seed_same_result_and_randomized_seeds(handlers):
+    first = upscale(handlers, seed=7)
+    first_pixels = pixels(first[1])
+    assert first_pixels.shape == (85 * 4, 128 * 4, 3)
+    second = upscale(handlers, seed=7)
+    np.testing.assert_array_equal(pixels(second[1]), first_pixels)
+    assert not Path(first[1]).exists()  # each result replaces the previous one's file
+
+    randomized = [upscale(handlers, seed=7, randomize_seed=True) for _ in range(2)]
+    seeds = [result[3] for result in randomized]
+    assert seeds[0] != seeds[1] and all(0 <= seed <= MAX_SEED for seed in seeds)
+    assert f"seed {seeds[1]}" in randomized[1][2]
+    assert not np.array_equal(pixels(randomized[1][1]), first_pixels)
+
+
+def test_page_gives_the_image_dit4sr_upscale_gives(handlers, model_dir, tmp_path):
+    page = upscale(handlers, caption="a cat", scale=2, seed=3)
+    target = tmp_path / "cli.png"
+    argv = [str(SAMPLE), "-o", str(target), "--model", str(model_dir), "--device", "cpu", "--quiet"]
+    assert upscale_main([*argv, "--prompt", "a cat", "--scale", "2", "--seed", "3", "--steps", "1"]) == 0
+    difference = np.abs(pixels(page[1]).astype(int) - pixels(str(target)))
+    assert difference.max() <= 1 and difference.mean() < 1e-3  # the same image, to float round-off
+
+
+def test_progress_is_reported_once_per_step(handlers):
+    calls = []
+
+    def progress(value, desc=None, **kwargs):
+        calls.append((value, desc))
+        handlers.stop(SimpleNamespace(session_hash="another page"))  # must not stop this run
+
+    result = upscale(handlers, steps=3, progress=progress)
+    assert calls == [((1, 3), "Denoising"), ((2, 3), "Denoising"), ((3, 3), "Denoising")]
+    assert result[1] is not None and "3 steps" in result[2]
+
+
+def test_stop_interrupts_the_run_after_the_current_step(handlers):
+    calls = []
+    request = SimpleNamespace(session_hash="this page")
+
+    def progress(value, **kwargs):
+        calls.append(value)
+        if len(calls) == 2:
+            handlers.stop(request)
+
+    comparison, path, info, seed = upscale(handlers, steps=6, progress=progress, request=request)
+    assert calls == [(1, 6), (2, 6)]
+    assert comparison is None and path is None and info == "Stopped after 2 of 6 steps." and seed == 0
+
+    assert upscale(handlers)[1] is not None  # the next run is not stopped by the earlier request
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"image": None}, "Upload a photo first"),
+        ({"scale": 0}, "Scale must be above 0"),
+        ({"scale": -2}, "Scale must be above 0"),
+        ({"scale": None}, "Scale must be a number"),
+        ({"scale": math.nan}, "Scale must be a number"),
+        ({"scale": 40}, "makes 5120 × 3400 px; this demo makes images up to 4096 px a side"),
+        ({"scale": 0.1}, "×0.1 is too small for 128 × 85 px: the photo would first be enlarged to 7708 × 5119 px"),
+        ({"steps": 0}, "Steps must be a whole number of at least 1"),
+        ({"steps": 2.5}, "Steps must be a whole number"),
+        ({"guidance": math.inf}, "Guidance must be a number"),
+        ({"seed": -1}, "Seed must be a whole number of at least 0 and at most 4294967295"),
+        ({"color_fix": "sharpen"}, "Color fix must be one of adain, wavelet, none"),
+        ({"tile_size": 200}, "Cannot upscale this photo: .*tile_size"),
+    ],
+)
+def test_bad_requests_are_page_messages(handlers, options, message):
+    with pytest.raises(gr.Error, match=message):
+        upscale(handlers, **options)
+
+
+def test_limits_on_input_and_output_sides(pipe, tmp_path):
+    too_wide = tmp_path / "wide.png"
+    PIL.Image.new("RGB", (65, 8)).save(too_wide)
+    small = tmp_path / "small.png"
+    PIL.Image.new("RGB", (64, 8)).save(small)
+    handlers = DemoHandlers(pipe, max_input_side=64, max_output_side=100)
+    with pytest.raises(gr.Error, match=r"The photo is 65 × 8 px; this demo accepts photos up to 64 px a side"):
+        upscale(handlers, image=too_wide, scale=1)
+    with pytest.raises(gr.Error, match=r"×2 of 64 × 8 px makes 128 × 16 px; this demo makes images up to 100 px"):
+        upscale(handlers, image=small, scale=2)
+
+
+def test_unreadable_file_is_a_page_message(handlers, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(gr.Error, match="Cannot read this file as an image"):
+        upscale(handlers, image=broken)
+
+
+@pytest.mark.parametrize("options", [{"max_input_side": 0}, {"max_output_side": MAX_OUTPUT_SIDE + 1}])
+def test_limits_must_be_sensible(pipe, options):
+    with pytest.raises(ValueError, match=next(iter(options))):
+        DemoHandlers(pipe, **options)
+
+
+def test_caption_fills_the_box(pipe, tmp_path):
+    captioner = Captioner(save_tiny_captioner(tmp_path / "captioner"), max_new_tokens=6, device="cpu")
+    caption = DemoHandlers(pipe, captioner).caption(str(SAMPLE))
+    assert isinstance(caption, str)
+    with pytest.raises(gr.Error, match="No captioner is configured"):
+        DemoHandlers(pipe).caption(str(SAMPLE))
+
+
+def events_by_name(demo: gr.Blocks) -> dict[str, list]:
+    """The app's events, by the name of the handler they call."""
+    events = {}
+    for block_fn in demo.fns.values():
+        events.setdefault(block_fn.name, []).append(block_fn)
+    return events
+
+
+def test_model_events_run_one_at_a_time(pipe, tmp_path):
+    events = events_by_name(build_demo(pipe))
+    (run,) = events["upscale"]
+    assert run.concurrency_limit == 1 and run.queue
+    stop_click, stop_on_unload = events["stop"]
+    assert stop_click.targets[0][1] == "click" and stop_on_unload.targets[0][1] == "unload"
+    assert not stop_click.queue  # a Stop must not wait behind the run it stops
+    assert "caption" not in events
+
+    captioner = Captioner(save_tiny_captioner(tmp_path / "captioner"), max_new_tokens=6, device="cpu")
+    captions = events_by_name(build_demo(pipe, captioner))["caption"]
+    assert len(captions) == 2  # the Caption button and a new upload
+    assert all(event.concurrency_limit == 1 and event.concurrency_id == run.concurrency_id for event in captions)
+
+
+@pytest.fixture
+def launches(monkeypatch) -> list:
+    """What `main` passes to `launch`, instead of serving."""
+    calls = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **options: calls.append((demo, options)))
+    return calls
+
+
+def test_main_serves_the_given_pipeline(model_dir, launches, monkeypatch):
+    assert main(["--model", str(model_dir), "--device", "cpu", "--host", "0.0.0.0", "--port", "8123"]) == 0
+    ((demo, options),) = launches
+    assert options == {"server_name": "0.0.0.0", "server_port": 8123, "share": False}
+    assert demo.analytics_enabled is False and events_by_name(demo)["upscale"][0].concurrency_limit == 1
+
+
+def test_main_loads_the_captioner(model_dir, launches, tmp_path):
+    captioner_dir = save_tiny_captioner(tmp_path / "captioner")
+    assert main(["--model", str(model_dir), "--device", "cpu", "--caption-model", str(captioner_dir)]) == 0
+    ((demo, options),) = launches
+    assert options["server_name"] == "127.0.0.1" and options["server_port"] == 7860
+    assert any(fn.name == "caption" for fn in demo.fns.values())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "x", "--variant", "q"], "--variant picks one of the released models"),
+        (["--cpu-offload", "--device", "cpu"], "--cpu-offload moves models to a GPU"),
+        (["--caption-8bit", "--device", "cpu"], "--caption-8bit loads --caption-model in 8 bits on CUDA"),
+        (["--max-output-side", str(MAX_OUTPUT_SIDE + 1)], "--max-output-side must be in"),
+        (["--port", "0"], "--port must be in"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+    ],
+)
+def test_main_rejects_bad_options(argv, message, launches, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err and not launches
+
+
+def test_main_reports_a_missing_model(launches, tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "missing"), "--device", "cpu"]) == 1
+    assert "cannot load the pipeline from" in capsys.readouterr().err and not launches
+
+
+def test_main_reports_a_taken_port(model_dir, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--model", str(model_dir), "--device", "cpu", "--port", str(port)]) == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_space_app_builds_the_demo(model_dir, monkeypatch):
+    monkeypatch.setenv("DIT4SR_MODEL", str(model_dir))
+    monkeypatch.delenv("DIT4SR_CAPTION_MODEL", raising=False)
+    app = runpy.run_path(str(EXAMPLES / "app.py"))  # not as __main__: builds the app without launching it
+    assert isinstance(app["demo"], gr.Blocks) and "upscale" in events_by_name(app["demo"])
+
+
+def test_command_is_installed():
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    assert scripts["dit4sr-demo"].value == "diffusers_dit4sr.demo:main"
