@@ -4,8 +4,11 @@
         --tile-batch-sizes auto 1 --cpu-offload --cache none first_block taylorseer
     python benchmarks/bench_pipeline.py --preset tiny --device cpu --lr-size 40 --steps 2 \\
         --process-size 0 --tile-size 64 --tile-overlap 32 --tile-batch-sizes 2 1
+    python benchmarks/bench_pipeline.py --preset tiny --device cpu --lr-size 32 --steps 4 --images 8 \\
+        --tile-batch-sizes auto --warmup-steps 1 --repeats 3   # cross-image batching vs one call per image
 
-Every configuration upscales the same synthetic LR image with the same noise, in this order: each tile batch size
+Every configuration upscales the same synthetic LR images (`--images`, one by default) with the same noise, in this
+order: each tile batch size
 (`tile_batch_size`; "auto" is the pipeline's adaptive default), then CPU offload, each caching hook, and regional
 compilation last (it stays on). Caching, offload and compilation use the first tile batch size. Each configuration
 gets a short warm-up call (`--warmup-steps`) before its timed calls; the compiled one gets two, and its compile time
@@ -115,10 +118,13 @@ class Configuration:
     cache: str = "none"
     cpu_offload: bool = False
     compile: bool = False
+    one_image_per_call: bool = False
+    """With `--images N`: N pipeline calls of one image instead of one call of N (cross-image tile batching)."""
 
     @property
     def name(self) -> str:
         extras = [self.cache] * (self.cache != "none") + ["offload"] * self.cpu_offload + ["compile"] * self.compile
+        extras += ["one_image_per_call"] * self.one_image_per_call
         return "+".join([f"tile_batch={self.tile_batch_size}", *extras])
 
     @property
@@ -134,6 +140,8 @@ def configurations(args: argparse.Namespace) -> list[Configuration]:
     if args.cpu_offload:
         planned.append(Configuration(first, cpu_offload=True))
     planned += [Configuration(first, cache=cache) for cache in args.cache if cache != "none"]
+    if args.images > 1:
+        planned.append(Configuration(first, one_image_per_call=True))
     if args.compile:
         planned.append(Configuration(first, compile=True))
     return planned
@@ -294,40 +302,46 @@ class Probe:
 
 def call_pipeline(
     pipe: StableDiffusion3SRPipeline,
-    image: torch.Tensor,
+    images: list[torch.Tensor],
     args: argparse.Namespace,
-    tile_batch_size: int | str,
+    configuration: Configuration,
     steps: int,
 ) -> torch.Tensor:
-    output = pipe(
-        image=image,
-        prompt=PROMPT,
-        max_sequence_length=MAX_SEQUENCE_LENGTH,
-        upscale=args.upscale,
-        process_size=args.process_size,
-        num_inference_steps=steps,
-        guidance_scale=args.guidance,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        tile_batch_size=tile_batch_size,
-        generator=torch.Generator(args.device).manual_seed(args.seed),
-        output_type="pt",
-    )
-    return output.images
+    """The job's images upscaled in one call (or one call each), image `i` seeded with `seed + i` either way."""
+
+    def upscale(first: int, count: int) -> torch.Tensor:
+        return pipe(
+            image=images[first : first + count],
+            prompt=[PROMPT] * count,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            upscale=args.upscale,
+            process_size=args.process_size,
+            num_inference_steps=steps,
+            guidance_scale=args.guidance,
+            tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap,
+            tile_batch_size=configuration.tile_batch_size,
+            generator=[torch.Generator(args.device).manual_seed(args.seed + first + i) for i in range(count)],
+            output_type="pt",
+        ).images
+
+    if configuration.one_image_per_call:
+        return torch.cat([upscale(index, 1) for index in range(len(images))])
+    return upscale(0, len(images))
 
 
 def timed_call(
     pipe: StableDiffusion3SRPipeline,
-    image: torch.Tensor,
+    images: list[torch.Tensor],
     args: argparse.Namespace,
-    tile_batch_size: int | str,
+    configuration: Configuration,
     steps: int,
 ) -> tuple[float, torch.Tensor]:
-    """Wall time of one synchronized pipeline call, and its output."""
+    """Wall time of one synchronized run of the job, and its output."""
     device = torch.device(args.device)
     synchronize(device)
     start = time.perf_counter()
-    images = call_pipeline(pipe, image, args, tile_batch_size, steps)
+    images = call_pipeline(pipe, images, args, configuration, steps)
     synchronize(device)
     return time.perf_counter() - start, images
 
@@ -363,7 +377,7 @@ def configured(
 
 def measure(
     pipe: StableDiffusion3SRPipeline,
-    image: torch.Tensor,
+    images: list[torch.Tensor],
     args: argparse.Namespace,
     configuration: Configuration,
     job: dict,
@@ -374,9 +388,7 @@ def measure(
     with configured(pipe, configuration, args):
         warmup_steps = max(args.warmup_steps, 1) if configuration.compile else args.warmup_steps
         warmup_calls = 2 if configuration.compile else int(warmup_steps > 0)
-        warmups = [
-            timed_call(pipe, image, args, configuration.tile_batch_size, warmup_steps)[0] for _ in range(warmup_calls)
-        ]
+        warmups = [timed_call(pipe, images, args, configuration, warmup_steps)[0] for _ in range(warmup_calls)]
         if configuration.compile:
             result["compile_s"] = warmups[0] - warmups[1]
         walls = []
@@ -385,9 +397,10 @@ def measure(
                 torch.cuda.reset_peak_memory_stats(device)
             probe = Probe(device)
             with probe.attached(pipe):
-                wall, images = timed_call(pipe, image, args, configuration.tile_batch_size, args.steps)
+                wall, outputs = timed_call(pipe, images, args, configuration, args.steps)
             walls.append(wall)
     result.update(wall_s=statistics.median(walls), wall_all_s=walls, warmup_calls_s=warmups, **probe.summary())
+    result["images_per_s"] = len(images) / result["wall_s"]
     transformer_s = result["phases"]["transformer"]["seconds"]
     flops = sum(count * model_flops(pipe, job, int(rows)) for rows, count in result["transformer_rows"].items())
     result["transformer_model_tflop_per_s"] = flops / transformer_s / 1e12 if transformer_s else None
@@ -395,11 +408,11 @@ def measure(
         # Process-wide high-water mark of resident memory (Linux reports KiB), not this configuration's alone.
         result["process_peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result["output"] = {
-        "shape": list(images.shape),
-        "mean": images.float().mean().item(),
-        "finite": bool(torch.isfinite(images).all()),
+        "shape": list(outputs.shape),
+        "mean": outputs.float().mean().item(),
+        "finite": bool(torch.isfinite(outputs).all()),
     }
-    return result, images
+    return result, outputs
 
 
 def model_flops(pipe: StableDiffusion3SRPipeline, job: dict, rows: int) -> int:
@@ -501,6 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     add_job_arguments(parser)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument(
+        "--images", type=int, default=1, help="LR images per job; above 1 also times one pipeline call per image"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--tile-batch-sizes", type=tile_batch_size, nargs="+", default=["auto", 1], help="each measured"
@@ -546,9 +562,11 @@ def main(argv: list[str] | None = None) -> dict:
     synchronize(device)
     build_s = time.perf_counter() - start
     job = plan_job(pipe, args)
-    image = synthetic_lr_image(args.lr_size, args.seed)
+    images = [synthetic_lr_image(args.lr_size, args.seed + index) for index in range(args.images)]
     output = args.output or RESULTS_DIR / (
-        f"pipeline_{args.preset}_{args.lr_size}to{job['output_size'][0]}px_{args.steps}steps_{args.dtype}_{device.type}.json"
+        f"pipeline_{args.preset}_{args.lr_size}to{job['output_size'][0]}px_{args.steps}steps_{args.dtype}_{device.type}"
+        + (f"_{args.images}images" if args.images > 1 else "")
+        + ".json"
     )
     payload = {
         "benchmark": "pipeline",
@@ -572,7 +590,7 @@ def main(argv: list[str] | None = None) -> dict:
     outputs: dict[str, torch.Tensor] = {}
     for configuration in configurations(args):
         try:
-            result, outputs[configuration.name] = measure(pipe, image, args, configuration, job)
+            result, outputs[configuration.name] = measure(pipe, images, args, configuration, job)
         except Exception as error:  # noqa: BLE001 -- one failing configuration (OOM, ...) must not lose the others
             traceback.print_exc()
             result = {"name": configuration.name, **asdict(configuration), "error": f"{type(error).__name__}: {error}"}
@@ -580,7 +598,8 @@ def main(argv: list[str] | None = None) -> dict:
         compare_outputs(payload["configurations"], outputs)
         payload["ratios"] = ratios(payload["configurations"])
         write_json_atomically(output, payload)
-        print(f"{result['name']}: " + (f"{result['wall_s']:.2f} s" if "wall_s" in result else result["error"]))
+        timing = f"{result['wall_s']:.2f} s, {result['images_per_s']:.3f} images/s" if "wall_s" in result else ""
+        print(f"{result['name']}: " + (timing or result["error"]))
     print_table(payload["configurations"])
     for name, speedup in payload["ratios"].get("speedup_over_tile_batch_1", {}).items():
         print(f"speedup of {name} over tile_batch=1: {speedup:.2f}x")

@@ -175,9 +175,9 @@ class TestTiling:
 
         monkeypatch.setattr(type(pipe.transformer), "forward", limited_memory)
         result = upscale(pipe, images, tile_batch_size="auto")
-        # All 8 tiles first, then 4, then 2, which caps every later call, the second image's too.
-        assert batch_sizes[:3] == [16, 8, 4] and set(batch_sizes[3:]) == {4}
-        assert len(batch_sizes) == 2 + 2 * 4 * FAST["num_inference_steps"]
+        # The 16 tiles of both images first, then 8, then 4, then 2, which caps every later call.
+        assert batch_sizes[:4] == [32, 16, 8, 4] and set(batch_sizes[4:]) == {4}
+        assert len(batch_sizes) == 3 + 8 * FAST["num_inference_steps"]
         torch.testing.assert_close(result, expected, **ROUND_OFF)
 
     def test_auto_tile_batch_takes_all_tiles_when_they_fit(self, pipe, monkeypatch):
@@ -439,6 +439,79 @@ class TestOptions:
         assert {"offload text_encoder", "offload text_encoder_2", "offload text_encoder_3"} <= set(before_encode)
 
 
+class TestCrossImageBatching:
+    """The tiles of all images of a call share one queue; results equal one call per image."""
+
+    # Without the process-size enlargement: 10 x 18 latents (8 tiles of 8 x 8), 6 x 8 and 4 x 16 (one tile each).
+    IMAGES = ((20, 36, 0), (11, 13, 1), (8, 32, 2))
+
+    def images(self):
+        return [random_image(height, width, seed) for height, width, seed in self.IMAGES]
+
+    def one_call_per_image(self, pipe, prompts, **kwargs):
+        return [
+            upscale(pipe, image, prompt=prompt, generator=torch.Generator().manual_seed(index), **kwargs)[0]
+            for index, (image, prompt) in enumerate(zip(self.images(), prompts, strict=True))
+        ]
+
+    @pytest.mark.parametrize("guidance_scale", [8.0, 1.0])
+    def test_batched_images_equal_one_call_per_image(self, pipe, monkeypatch, guidance_scale):
+        prompts = ["a cat", "a dog", "a red brick house"]
+        options = {"guidance_scale": guidance_scale, "process_size": 0}
+        expected = self.one_call_per_image(pipe, prompts, **options)
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        generators = [torch.Generator().manual_seed(index) for index in range(3)]
+        batched = upscale(pipe, self.images(), prompt=prompts, generator=generators, **options)
+        assert [tuple(image.shape) for image in batched] == [(3, 80, 144), (3, 44, 52), (3, 32, 128)]
+        for actual, single in zip(batched, expected, strict=True):
+            torch.testing.assert_close(actual, single, **ROUND_OFF)
+        # Per step, one call per tile size: the first image's 8 tiles, then each smaller image's own size.
+        rows = 2 if guidance_scale > 1 else 1
+        steps = FAST["num_inference_steps"]
+        shapes = [tuple(kwargs["hidden_states"].shape) for _, kwargs in spy.calls]
+        assert shapes == [(rows * 8, 16, 8, 8), (rows, 16, 6, 8), (rows, 16, 4, 16)] * steps
+
+    def test_fixed_tile_batches_span_images(self, pipe, monkeypatch):
+        images = [random_image(20, 36), random_image(20, 36, seed=1)]  # 8 tiles each
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        upscale(pipe, images, tile_batch_size=6, num_inference_steps=1)
+        assert [kwargs["hidden_states"].shape[0] for _, kwargs in spy.calls] == [12, 12, 8]
+
+    @pytest.mark.parametrize("scheduler_cls", [FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler])
+    def test_stateful_schedulers_step_once_per_timestep(self, scheduler_cls):
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        prompts = ["a cat", "a dog", "a red brick house"]
+        options = {"num_inference_steps": 3, "process_size": 0}
+        expected = self.one_call_per_image(pipe, prompts, **options)
+        generators = [torch.Generator().manual_seed(index) for index in range(3)]
+        batched = upscale(pipe, self.images(), prompt=prompts, generator=generators, **options)
+        for actual, single in zip(batched, expected, strict=True):
+            torch.testing.assert_close(actual, single, **ROUND_OFF)
+
+    def test_callbacks_see_each_image(self, pipe):
+        seen = []
+
+        def record(pipeline, step, timestep, tensors):
+            seen.append((step, tuple(tensors["latents"].shape[-2:])))
+            return {}
+
+        upscale(pipe, self.images(), process_size=0, callback_on_step_end=record)
+        steps = FAST["num_inference_steps"]
+        assert seen == [(step, shape) for step in range(steps) for shape in ((10, 18), (6, 8), (4, 16))]
+
+    def test_callback_replacements_apply_to_their_image(self, pipe):
+        def zero_second_image(pipeline, step, timestep, tensors):
+            if step == pipeline.num_timesteps - 1 and tensors["latents"].shape[-2:] == (8, 10):
+                return {"latents": torch.zeros_like(tensors["latents"])}
+            return {}
+
+        images = [random_image(20, 36), random_image(11, 13)]  # latents 10 x 18 and 8 x 10 (process size 64)
+        latents = upscale(pipe, images, output_type="latent", callback_on_step_end=zero_second_image)
+        assert latents[1].abs().sum() == 0 and latents[0].abs().sum() > 0
+
+
 class TestDiffusersConformance:
     """Our versions of the Diffusers pipeline-tester checks that the pipeline used to fail, each named after it."""
 
@@ -533,6 +606,18 @@ class TestDiffusersConformance:
             generator=[torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)],
         )
         torch.testing.assert_close(samples[1], upscale(pipe, image, prompt="a dog")[0], **ROUND_OFF)
+
+    @pytest.mark.parametrize("offload_type", ["block_level", "leaf_level"])
+    def test_pipeline_level_group_offloading_inference(self, pipe, offload_type):
+        image = random_image(11, 13)
+        expected = upscale(pipe, image)
+        offloaded = make_tiny_pipeline()
+        offloaded.set_progress_bar_config(disable=True)
+        blocks = {"num_blocks_per_group": 1} if offload_type == "block_level" else {}
+        # On a CPU-only machine onload and offload devices are both the CPU: the hooks run, the result must not move.
+        offloaded.enable_group_offload(onload_device=torch.device("cpu"), offload_type=offload_type, **blocks)
+        assert any(hasattr(module, "_diffusers_hook") for module in offloaded.transformer.modules())
+        torch.testing.assert_close(upscale(offloaded, image), expected, **ROUND_OFF)
 
     def test_current_timestep(self, pipe):
         seen = []
@@ -629,6 +714,9 @@ class TestErrors:
     def test_wide_image_names_process_size(self, pipe):
         with pytest.raises(ValueError, match="process_size"):
             pipe(image=random_image(16, 2000), upscale=4.0, num_inference_steps=1)
+        # A tiny factor would enlarge the LR to 512 // 0.01 = 51199 px before anything else.
+        with pytest.raises(ValueError, match=r"enlarged to 51199x51199 px.*`upscale` \(0.01\)"):
+            pipe(image=random_image(128, 128), upscale=0.01, num_inference_steps=1)
 
     def test_prompt_truncation_is_warned_once_per_pipeline(self, caplog):
         pipe = make_tiny_pipeline()

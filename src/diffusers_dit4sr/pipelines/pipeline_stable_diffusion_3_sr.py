@@ -33,7 +33,7 @@ from ..image_processing import (
     upscale_lr,
 )
 from ..models import DiT4SRTransformer2DModel
-from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles, split_into_tiles
+from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles
 
 # Diffusers' SD3 modules import image processors for IP-Adapters that we never use; without torchvision, transformers
 # warns about them at import. Keep that noise out of every import of this library.
@@ -122,6 +122,20 @@ def _embedding_row(embeds: torch.Tensor, image_index: int, output_index: int, nu
         return embeds[:1]
     pick = image_index if embeds.shape[0] == num_images else output_index
     return embeds[pick : pick + 1]
+
+
+@dataclass
+class _Sample:
+    """One output image in the denoising loop: its latents, LR latents, tiles and text rows."""
+
+    image_index: int
+    latents: torch.Tensor
+    lr_latents: torch.Tensor
+    tiles: list[Tile]
+    tile_weights: torch.Tensor
+    text: torch.Tensor
+    """`(rows, tokens, width)`: the negative row, then the positive one, with guidance; the positive row without."""
+    pooled_text: torch.Tensor
 
 
 @dataclass
@@ -480,13 +494,20 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 if not torch.isfinite(tensor).all():
                     raise ValueError(f"`{name}` contains NaN or infinite values.")
 
-    def check_sizes(self, plans: list[SizePlan], process_size: int) -> None:
+    def check_sizes(self, plans: list[SizePlan], upscale: float, process_size: int) -> None:
         for plan in plans:
             if max(plan.output_size) > MAX_OUTPUT_SIDE:
                 raise ValueError(
                     f"An input of {plan.input_size[1]}x{plan.input_size[0]} px would give a "
                     f"{plan.output_size[1]}x{plan.output_size[0]} px output; sides above {MAX_OUTPUT_SIDE} px are "
                     "not supported (lower `upscale`, or upscale in several passes)."
+                )
+            if max(plan.enlarged_size) > MAX_OUTPUT_SIDE:
+                raise ValueError(
+                    f"An input of {plan.input_size[1]}x{plan.input_size[0]} px would first be enlarged to "
+                    f"{plan.enlarged_size[1]}x{plan.enlarged_size[0]} px, so that times `upscale` ({upscale}) its short "
+                    f"side reaches `process_size` ({process_size}); sides above {MAX_OUTPUT_SIDE} px are not supported "
+                    "(raise `upscale` or lower `process_size`)."
                 )
             if max(plan.padded_size) > MAX_OUTPUT_SIDE:
                 raise ValueError(
@@ -548,6 +569,55 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             self.scheduler.set_begin_index(start)
         return timesteps[start:]
 
+    def _timestep_groups(self, samples: list[_Sample]) -> list[list[_Sample]]:
+        """
+        Samples that share their timesteps, to denoise together: all of them, unless the scheduler shifts its
+        schedule by the image size (`use_dynamic_shifting`), which then depends on each sample's tile size.
+        """
+        if not self.scheduler.config.get("use_dynamic_shifting", False):
+            return [samples]
+        groups: dict[int, list[_Sample]] = {}
+        for sample in samples:
+            groups.setdefault(sample.tiles[0].height * sample.tiles[0].width, []).append(sample)
+        return list(groups.values())
+
+    def _scheduler_step(self, samples: list[_Sample], velocities: list[torch.Tensor], timestep: torch.Tensor) -> None:
+        """
+        One scheduler step for all samples at once: their latents, flattened and concatenated, are one sample to the
+        scheduler, so a stateful scheduler (step index, second-order history) advances once per timestep.
+        """
+        flat_velocity = torch.cat([velocity.flatten() for velocity in velocities])
+        flat_latents = torch.cat([sample.latents.flatten() for sample in samples])
+        stepped = self.scheduler.step(flat_velocity, timestep, flat_latents, return_dict=False)[0]
+        for sample, latents in zip(samples, stepped.split([s.latents.numel() for s in samples]), strict=True):
+            sample.latents = latents.view_as(sample.latents)
+
+    def _run_callback(
+        self,
+        sample: _Sample,
+        step: int,
+        timestep: torch.Tensor,
+        callback: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict],
+        tensor_inputs: list[str],
+    ) -> None:
+        """Calls `callback_on_step_end` with one sample's tensors and takes the replacements it returns."""
+        tensors = {
+            "latents": sample.latents,
+            "lr_latents": sample.lr_latents,
+            "prompt_embeds": sample.text,
+            "pooled_prompt_embeds": sample.pooled_text,
+        }
+        outputs = callback(self, step, timestep, {name: tensors[name] for name in tensor_inputs})
+        if not isinstance(outputs, dict):
+            raise TypeError(
+                "`callback_on_step_end` must return a dict of the tensors it replaces (`{}` for none), got "
+                f"{type(outputs).__name__}."
+            )
+        sample.latents = outputs.pop("latents", sample.latents)
+        sample.lr_latents = outputs.pop("lr_latents", sample.lr_latents)
+        sample.text = outputs.pop("prompt_embeds", sample.text)
+        sample.pooled_text = outputs.pop("pooled_prompt_embeds", sample.pooled_text)
+
     def _plan_tiles(self, height: int, width: int, tile_size: int, overlap: int) -> list[Tile]:
         """
         The denoising tiles of a `height x width` latent. As released, a latent whose area fits one tile is not tiled
@@ -558,44 +628,90 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             return [Tile(0, 0, height, width)]
         return plan_tiles(height, width, tile_size, overlap)
 
-    def _predict_velocity(
-        self,
-        latents: torch.Tensor,
-        lr_latents: torch.Tensor,
-        timestep: torch.Tensor,
-        prompt_embeds: torch.Tensor,
-        pooled_prompt_embeds: torch.Tensor,
-        tiles: list,
-        tile_weights: torch.Tensor,
-        lr_injection_scale: float,
-    ) -> torch.Tensor:
-        """Guided velocity of the whole latent: tiles run through the transformer in batches, then blend.
-
-        With `tile_batch_size="auto"` a batch that still runs out of accelerator memory is retried at half the size,
-        which caps the batches of the rest of the call.
+    def _predict_velocities(
+        self, samples: list[_Sample], timestep: torch.Tensor, lr_injection_scale: float
+    ) -> list[torch.Tensor]:
         """
-        if len(tiles) == 1:
-            latent_tiles, lr_tiles = latents, lr_latents
-        else:
-            latent_tiles, lr_tiles = split_into_tiles(latents[0], tiles), split_into_tiles(lr_latents[0], tiles)
-        while True:
-            try:
-                velocity = self._guided_velocity(
-                    latent_tiles, lr_tiles, timestep, prompt_embeds, pooled_prompt_embeds, lr_injection_scale
-                )
-                break
-            except torch.OutOfMemoryError:
-                if not self._adaptive_tile_batch or self._tile_batch_size == 1:
-                    raise
-                self._tile_batch_size = self._tile_batch_cap = (self._tile_batch_size + 1) // 2
-                logger.warning(f"Out of memory: retrying with `tile_batch_size={self._tile_batch_size}`.")
-                empty_device_cache()
-                if self.transformer.is_cache_enabled:
-                    # Cached states belong to the old tile batches.
-                    self.transformer._reset_stateful_cache()
-        if len(tiles) == 1:
-            return velocity
-        return blend_tiles(velocity, tiles, latents.shape[-2], latents.shape[-1], tile_weights)[None]
+        The guided velocity of each sample's whole latent. The tiles of all samples form one queue; tiles of one
+        size go through the transformer `self._tile_batch_sizes[size]` at a time, each with its own sample's text,
+        and each sample's tiles are then blended back into one latent.
+
+        With `tile_batch_size="auto"` a batch that still runs out of accelerator memory makes its size retry at half
+        the batch, which caps that size's batches for the rest of the call.
+        """
+        queue = [(sample, tile) for sample in samples for tile in sample.tiles]
+        positions_by_size: dict[tuple[int, int], list[int]] = {}
+        for position, (_, tile) in enumerate(queue):
+            positions_by_size.setdefault((tile.height, tile.width), []).append(position)
+        tile_velocities: list[torch.Tensor | None] = [None] * len(queue)
+        for size, positions in positions_by_size.items():
+            while True:
+                try:
+                    velocities = self._guided_tile_velocities(
+                        [queue[position] for position in positions], size, timestep, lr_injection_scale
+                    )
+                    break
+                except torch.OutOfMemoryError:
+                    if not self._adaptive_tile_batch or self._tile_batch_sizes[size] == 1:
+                        raise
+                    halved = (self._tile_batch_sizes[size] + 1) // 2
+                    self._tile_batch_sizes[size] = self._tile_batch_caps[size] = halved
+                    logger.warning(f"Out of memory: retrying {size[0]}x{size[1]}-latent tiles {halved} at a time.")
+                    empty_device_cache()
+                    if self.transformer.is_cache_enabled:
+                        # Cached states belong to the old tile batches.
+                        self.transformer._reset_stateful_cache()
+            for position, velocity in zip(positions, velocities, strict=True):
+                tile_velocities[position] = velocity
+
+        blended, start = [], 0
+        for sample in samples:
+            own = torch.stack(tile_velocities[start : start + len(sample.tiles)])
+            start += len(sample.tiles)
+            if len(sample.tiles) == 1:
+                blended.append(own)
+            else:
+                height, width = sample.latents.shape[-2:]
+                blended.append(blend_tiles(own, sample.tiles, height, width, sample.tile_weights)[None])
+        return blended
+
+    def _guided_tile_velocities(
+        self,
+        queue: list[tuple[_Sample, Tile]],
+        size: tuple[int, int],
+        timestep: torch.Tensor,
+        lr_injection_scale: float,
+    ) -> list[torch.Tensor]:
+        """Classifier-free-guided velocity `(C, h, w)` of each queued tile, `self._tile_batch_sizes[size]` per call."""
+        velocities = []
+        batch_size = self._tile_batch_sizes[size]
+        guidance_copies = 2 if self.do_classifier_free_guidance else 1
+        for batch_index, start in enumerate(range(0, len(queue), batch_size)):
+            batch = queue[start : start + batch_size]
+            hidden_states = torch.cat([sample.latents[(..., *tile.slices)] for sample, tile in batch])
+            lr_hidden_states = torch.cat([sample.lr_latents[(..., *tile.slices)] for sample, tile in batch])
+            # Row r of every sample's text for all tiles, then row r + 1: unconditional rows first, as the copies.
+            text = torch.cat([sample.text[row : row + 1] for row in range(guidance_copies) for sample, _ in batch])
+            pooled_text = torch.cat(
+                [sample.pooled_text[row : row + 1] for row in range(guidance_copies) for sample, _ in batch]
+            )
+            # Each tile batch keeps its own cache state, so caching hooks compare a tile with itself across steps.
+            with self.transformer.cache_context(f"tiles_{size[0]}x{size[1]}_{batch_index}"):
+                velocity = self.transformer(
+                    hidden_states=hidden_states.repeat(guidance_copies, 1, 1, 1),
+                    lr_hidden_states=lr_hidden_states.repeat(guidance_copies, 1, 1, 1),
+                    encoder_hidden_states=text,
+                    pooled_projections=pooled_text,
+                    timestep=timestep.expand(guidance_copies * len(batch)),
+                    joint_attention_kwargs=self.joint_attention_kwargs,
+                    lr_injection_scale=lr_injection_scale,
+                    return_dict=False,
+                )[0]
+            if self.do_classifier_free_guidance:
+                unconditional, conditional = velocity.chunk(2)
+                velocity = unconditional + self.guidance_scale * (conditional - unconditional)
+            velocities.extend(velocity.unbind(0))
+        return velocities
 
     def _fitting_tile_batch_size(
         self, num_tiles: int, tile_height: int, tile_width: int, text_tokens: int, device: torch.device
@@ -615,40 +731,21 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         fitting = min(num_tiles, max(1, int(TILE_MEMORY_FRACTION * available) // tile_bytes))
         return math.ceil(num_tiles / math.ceil(num_tiles / fitting))
 
-    def _guided_velocity(
-        self,
-        latent_tiles: torch.Tensor,
-        lr_tiles: torch.Tensor,
-        timestep: torch.Tensor,
-        prompt_embeds: torch.Tensor,
-        pooled_prompt_embeds: torch.Tensor,
-        lr_injection_scale: float,
-    ) -> torch.Tensor:
-        """Classifier-free-guided velocity of each tile, `self._tile_batch_size` tiles per transformer call."""
-        velocities = []
-        batch_size = self._tile_batch_size
-        guidance_copies = 2 if self.do_classifier_free_guidance else 1
-        for batch_index, start in enumerate(range(0, latent_tiles.shape[0], batch_size)):
-            hidden_states = latent_tiles[start : start + batch_size]
-            lr_hidden_states = lr_tiles[start : start + batch_size]
-            count = hidden_states.shape[0]
-            # Each tile batch keeps its own cache state, so caching hooks compare a tile with itself across steps.
-            with self.transformer.cache_context(f"tiles_{batch_index}"):
-                velocity = self.transformer(
-                    hidden_states=hidden_states.repeat(guidance_copies, 1, 1, 1),
-                    lr_hidden_states=lr_hidden_states.repeat(guidance_copies, 1, 1, 1),
-                    encoder_hidden_states=prompt_embeds.repeat_interleave(count, dim=0),
-                    pooled_projections=pooled_prompt_embeds.repeat_interleave(count, dim=0),
-                    timestep=timestep.expand(guidance_copies * count),
-                    joint_attention_kwargs=self.joint_attention_kwargs,
-                    lr_injection_scale=lr_injection_scale,
-                    return_dict=False,
-                )[0]
-            if self.do_classifier_free_guidance:
-                unconditional, conditional = velocity.chunk(2)
-                velocity = unconditional + self.guidance_scale * (conditional - unconditional)
-            velocities.append(velocity)
-        return torch.cat(velocities)
+    def _plan_tile_batches(
+        self, samples: list[_Sample], tile_batch_size: int | str, device: torch.device
+    ) -> dict[tuple[int, int], int]:
+        """Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue."""
+        counts: dict[tuple[int, int], int] = {}
+        for sample in samples:
+            for tile in sample.tiles:
+                counts[(tile.height, tile.width)] = counts.get((tile.height, tile.width), 0) + 1
+        if tile_batch_size != "auto":
+            return dict.fromkeys(counts, tile_batch_size)
+        text_tokens = samples[0].text.shape[1]
+        sizes = {
+            size: self._fitting_tile_batch_size(count, *size, text_tokens, device) for size, count in counts.items()
+        }
+        return {size: min(batch, self._tile_batch_caps.get(size, batch)) for size, batch in sizes.items()}
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -763,7 +860,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         )
         multiple = self.pixel_multiple
         plans = [plan_sizes(*lr.shape[-2:], upscale, process_size, multiple) for lr in images]
-        self.check_sizes(plans, process_size)
+        self.check_sizes(plans, upscale, process_size)
         # Output image `n` is sample `n % num_images_per_prompt` of input image `n // num_images_per_prompt`.
         num_outputs = num_images * num_images_per_prompt
         latent_sizes = {
@@ -794,8 +891,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         self._joint_attention_kwargs = joint_attention_kwargs
         self._interrupt = False
         self._adaptive_tile_batch = tile_batch_size == "auto"
-        self._tile_batch_size = None
-        self._tile_batch_cap = None  # set by an out-of-memory retry of "auto"
+        self._tile_batch_caps: dict[tuple[int, int], int] = {}  # set by out-of-memory retries of "auto"
         device = self._execution_device
 
         # Encoded once per distinct prompt; output image `n` reads row `n`, its image's row or row 0.
@@ -814,6 +910,11 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 added_prompt=added_prompt,
             )
         )
+        if self.do_classifier_free_guidance and negative_prompt_embeds.shape[1] != prompt_embeds.shape[1]:
+            raise ValueError(
+                f"`negative_prompt_embeds` have {negative_prompt_embeds.shape[1]} tokens and `prompt_embeds` "
+                f"{prompt_embeds.shape[1]}; encode both with the same `max_sequence_length`."
+            )
         self._offload_text_encoders()
 
         tile_latents = tile_size // self.vae_scale_factor
@@ -825,102 +926,84 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             )
         )
         self._num_timesteps = num_steps
-        outputs = []
-        upscaled_lr, upscaled_index = None, None
+
+        # 1. Every output image's LR latents and initial noise, image by image (the VAE encodes one at a time).
+        samples = []
+        for index in range(num_outputs):
+            image_index = index // num_images_per_prompt
+            plan = plans[image_index]
+            image_generator = generator[index] if isinstance(generator, list) else generator
+            text, pooled_text = (
+                _embedding_row(embeds, image_index, index, num_images)
+                for embeds in (prompt_embeds, pooled_prompt_embeds)
+            )
+            if self.do_classifier_free_guidance:
+                text = torch.cat([_embedding_row(negative_prompt_embeds, image_index, index, num_images), text])
+                pooled_text = torch.cat(
+                    [_embedding_row(negative_pooled_prompt_embeds, image_index, index, num_images), pooled_text]
+                )
+            upscaled_lr = upscale_lr(images[image_index], plan).to(device)
+            lr_latents = self._encode_lr(pad_to(upscaled_lr, plan.padded_size), image_generator)
+            lr_latents = lr_latents.to(self.transformer.dtype)
+            tiles = self._plan_tiles(*lr_latents.shape[-2:], tile_latents, overlap_latents)
+            if latents is not None:
+                noise = latents[index : index + 1]
+            else:
+                noise = randn_tensor(
+                    lr_latents.shape, generator=image_generator, device=device, dtype=lr_latents.dtype
+                )
+            samples.append(
+                _Sample(
+                    image_index=image_index,
+                    latents=noise.to(device=device, dtype=lr_latents.dtype),
+                    lr_latents=lr_latents,
+                    tiles=tiles,
+                    tile_weights=gaussian_tile_weights(
+                        tiles[0].height, tiles[0].width, device=device, symmetric=symmetric_tile_weights
+                    ),
+                    text=text,
+                    pooled_text=pooled_text,
+                )
+            )
+
+        # 2. All samples denoised together, one scheduler step for all, in groups that share the timesteps.
         with self.progress_bar(total=num_outputs * num_steps) as progress_bar:
-            for index in range(num_outputs):
-                image_index = index // num_images_per_prompt
-                plan = plans[image_index]
-                image_generator = generator[index] if isinstance(generator, list) else generator
-
-                text = [
-                    _embedding_row(embeds, image_index, index, num_images)
-                    for embeds in (prompt_embeds, pooled_prompt_embeds)
-                ]
-                if self.do_classifier_free_guidance:
-                    negative_text = [
-                        _embedding_row(embeds, image_index, index, num_images)
-                        for embeds in (negative_prompt_embeds, negative_pooled_prompt_embeds)
-                    ]
-                    text = [torch.cat(pair) for pair in zip(negative_text, text, strict=True)]
-
-                if upscaled_index != image_index:
-                    upscaled_lr, upscaled_index = upscale_lr(images[image_index], plan).to(device), image_index
-                lr_latents = self._encode_lr(pad_to(upscaled_lr, plan.padded_size), image_generator)
-                lr_latents = lr_latents.to(self.transformer.dtype)
-                latent_height, latent_width = lr_latents.shape[-2:]
-                tiles = self._plan_tiles(latent_height, latent_width, tile_latents, overlap_latents)
-                tile_weights = gaussian_tile_weights(
-                    tiles[0].height, tiles[0].width, device=device, symmetric=symmetric_tile_weights
+            for group in self._timestep_groups(samples):
+                image_seq_len = (
+                    group[0].tiles[0].height * group[0].tiles[0].width // self.transformer.config.patch_size**2
                 )
-                if self._adaptive_tile_batch:
-                    self._tile_batch_size = self._fitting_tile_batch_size(
-                        len(tiles), tiles[0].height, tiles[0].width, text[0].shape[1], device
-                    )
-                    if self._tile_batch_cap is not None:
-                        self._tile_batch_size = min(self._tile_batch_size, self._tile_batch_cap)
-                else:
-                    self._tile_batch_size = tile_batch_size
-
-                image_seq_len = tiles[0].height * tiles[0].width // self.transformer.config.patch_size**2
                 timesteps = self._timesteps(num_inference_steps, strength, image_seq_len, device)
-                noise = latents[index : index + 1] if latents is not None else None
-                if noise is None:
-                    noise = randn_tensor(
-                        lr_latents.shape, generator=image_generator, device=device, dtype=lr_latents.dtype
-                    )
-                noise = noise.to(device=device, dtype=lr_latents.dtype)
-                image_latents = (
-                    noise if strength == 1 else self.scheduler.scale_noise(lr_latents, timesteps[:1], noise)
-                )
+                if strength < 1:
+                    for sample in group:
+                        sample.latents = self.scheduler.scale_noise(sample.lr_latents, timesteps[:1], sample.latents)
+                self._tile_batch_sizes = self._plan_tile_batches(group, tile_batch_size, device)
                 if self.transformer.is_cache_enabled:
                     self.transformer._reset_stateful_cache()
-
                 for step, timestep in enumerate(timesteps):
                     if self.interrupt:
                         continue
                     self._current_timestep = timestep
-                    velocity = self._predict_velocity(
-                        image_latents,
-                        lr_latents,
-                        timestep,
-                        text[0],
-                        text[1],
-                        tiles,
-                        tile_weights,
-                        lr_injection_scale,
-                    )
-                    image_latents = self.scheduler.step(velocity, timestep, image_latents, return_dict=False)[0]
-
+                    velocities = self._predict_velocities(group, timestep, lr_injection_scale)
+                    self._scheduler_step(group, velocities, timestep)
                     if callback_on_step_end is not None:
-                        callback_kwargs = {
-                            "latents": image_latents,
-                            "lr_latents": lr_latents,
-                            "prompt_embeds": text[0],
-                            "pooled_prompt_embeds": text[1],
-                        }
-                        callback_kwargs = {name: callback_kwargs[name] for name in callback_on_step_end_tensor_inputs}
-                        callback_outputs = callback_on_step_end(self, step, timestep, callback_kwargs)
-                        if not isinstance(callback_outputs, dict):
-                            raise TypeError(
-                                "`callback_on_step_end` must return a dict of the tensors it replaces (`{}` for none), "
-                                f"got {type(callback_outputs).__name__}."
+                        for sample in group:
+                            self._run_callback(
+                                sample, step, timestep, callback_on_step_end, callback_on_step_end_tensor_inputs
                             )
-                        image_latents = callback_outputs.pop("latents", image_latents)
-                        lr_latents = callback_outputs.pop("lr_latents", lr_latents)
-                        text = [
-                            callback_outputs.pop("prompt_embeds", text[0]),
-                            callback_outputs.pop("pooled_prompt_embeds", text[1]),
-                        ]
-                    progress_bar.update()
+                    progress_bar.update(len(group))
                 self._current_timestep = None
 
-                if output_type == "latent":
-                    outputs.append(image_latents[0])
-                    continue
-                sr_image = self._decode(image_latents)[..., : plan.process_size[0], : plan.process_size[1]]
-                sr_image = apply_color_fix(sr_image, upscaled_lr, color_fix).clamp(0, 1)
-                outputs.append(pil_bicubic_resize(sr_image, plan.output_size)[0].cpu())
+        # 3. Decoded and color-corrected image by image.
+        outputs = []
+        for sample in samples:
+            if output_type == "latent":
+                outputs.append(sample.latents[0])
+                continue
+            plan = plans[sample.image_index]
+            upscaled_lr = upscale_lr(images[sample.image_index], plan).to(device)
+            sr_image = self._decode(sample.latents)[..., : plan.process_size[0], : plan.process_size[1]]
+            sr_image = apply_color_fix(sr_image, upscaled_lr, color_fix).clamp(0, 1)
+            outputs.append(pil_bicubic_resize(sr_image, plan.output_size)[0].cpu())
 
         self.maybe_free_model_hooks()
         images = self._format_outputs(outputs, output_type)
