@@ -1,17 +1,33 @@
 """`dit4sr-upscale` end to end, in-process, with the real tiny pipeline saved to a folder (offline, CPU)."""
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import diffusers
 import numpy as np
 import PIL.Image
 import pytest
+import torch
+from huggingface_hub import constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+)
 
-from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
+import diffusers_dit4sr
+from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline, cli
 from diffusers_dit4sr.captioning import Captioner
-from diffusers_dit4sr.cli import DEFAULT_OUTPUT_DIR, main
+from diffusers_dit4sr.cli import DEFAULT_OUTPUT_DIR, SEED_RANGE, build_parser, main, prepare_pipeline
+from diffusers_dit4sr.file_utils import temporary_path
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 
 FAST_OPTIONS = [
@@ -24,6 +40,34 @@ FAST_OPTIONS = [
 def model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-pipeline")
     make_tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def hub_reachable(monkeypatch):
+    """The CLI asks the Hub whether it is reachable before loading a Hub id; in tests it never asks for real."""
+    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: None)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def no_loading(monkeypatch) -> list:
+    """Replaces the CLI's model loaders by ones that record their calls and fail the test."""
+    calls = []
+
+    def load(*args, **kwargs):
+        calls.append((args, kwargs))
+        pytest.fail("a model was loaded")
+
+    monkeypatch.setattr(cli, "load_pipeline", load)
+    monkeypatch.setattr(cli, "load_captioner", load)
+    return calls
+
+
+def fake_pipeline_dir(path: Path) -> Path:
+    """A folder that passes the CLI's checks of --model (it has a model_index.json) but cannot be loaded."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model_index.json").write_text('{"_class_name": "StableDiffusion3SRPipeline"}')
     return path
 
 
@@ -74,7 +118,9 @@ def test_file_input_goes_to_the_default_folder_at_the_exact_size(upscale, tmp_pa
     assert upscale("odd.png") == 0
 
     assert image_size(tmp_path / DEFAULT_OUTPUT_DIR / "odd.png") == (46, 34)
-    assert capsys.readouterr().out.strip().endswith("1 upscaled, 0 skipped (exist), 0 failed")
+    captured = capsys.readouterr()
+    assert captured.out.strip().endswith("1 upscaled, 0 skipped (exist), 0 failed")
+    assert captured.err == ""  # --quiet: no progress bar, no loading bars
 
 
 def test_folder_input_takes_the_images_directly_inside_and_leaves_no_temp_files(upscale, tmp_path):
@@ -130,8 +176,8 @@ def test_existing_outputs_are_skipped_without_loading_the_model_and_replaced_wit
     os.utime(target, (1_000_000, 1_000_000))
     options = [source, "-o", target.parent, "--steps", "1", "--device", "cpu", "--quiet"]
 
-    # Nothing to do: the model is not even loaded (this folder does not exist).
-    assert main([*map(str, options), "--model", str(tmp_path / "no-model")]) == 0
+    # Nothing to do: the model is not even loaded (this folder cannot be loaded).
+    assert main([*map(str, options), "--model", str(fake_pipeline_dir(tmp_path / "no-model"))]) == 0
     assert target.read_bytes() == b"an earlier result"
     assert target.stat().st_mtime == 1_000_000
     assert capsys.readouterr().out.strip() == "0 upscaled, 1 skipped (exist), 0 failed"
@@ -158,6 +204,21 @@ def test_unreadable_and_too_large_inputs_are_reported_and_the_others_written(ups
     assert captured.out.strip() == "1 upscaled, 0 skipped (exist), 2 failed"
 
 
+def test_inputs_that_cannot_work_are_reported_before_the_model_loads(tmp_path, capsys, no_loading):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
+    write_image(tmp_path / "in" / "wide.png", size=(8200, 2))  # 16400 px wide at x2
+    args = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--scale", "2", "--device", "cpu"]
+
+    assert main([*args, "--model", str(fake_pipeline_dir(tmp_path / "m"))]) == 1
+
+    captured = capsys.readouterr()
+    assert no_loading == [] and not (tmp_path / "out").exists()
+    assert f"cannot read {tmp_path / 'in' / 'bad.png'}" in captured.err
+    assert f"cannot upscale {tmp_path / 'in' / 'wide.png'}: its output would be 16400x4 px" in captured.err
+    assert captured.out.strip() == "0 upscaled, 0 skipped (exist), 2 failed"
+
+
 def test_a_failed_write_is_reported_and_leaves_no_temp_file(upscale, tmp_path, monkeypatch, capsys):
     source = write_image(tmp_path / "photo.png")
 
@@ -172,16 +233,17 @@ def test_a_failed_write_is_reported_and_leaves_no_temp_file(upscale, tmp_path, m
     assert "No space left on device" in capsys.readouterr().err
 
 
-def test_a_missing_model_folder_is_one_clear_error(tmp_path, capsys):
+def test_a_model_folder_that_cannot_be_loaded_is_one_clear_error(tmp_path, capsys):
     source = write_image(tmp_path / "photo.png")
-    missing = tmp_path / "no-such-pipeline"
+    broken = fake_pipeline_dir(tmp_path / "broken-pipeline")
 
-    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(missing), "--device", "cpu"]) == 1
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(broken), "--device", "cpu", "--quiet"]) == 1
 
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
-    assert str(missing) in err and "save_pretrained" in err
+    assert str(broken) in err and "save_pretrained" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_released_weights_failure_explains_the_gated_model(tmp_path, monkeypatch, capsys):
@@ -215,19 +277,99 @@ def test_released_weights_failure_explains_the_gated_model(tmp_path, monkeypatch
         (lambda tmp: [tmp / "in", "--caption-batch-size", "2"], "--caption-batch-size sets up --caption-model"),
         (lambda tmp: [tmp / "in", "--caption-model", "m", "--caption-prompt", " "], "--caption-prompt must not"),
         (lambda tmp: [tmp / "in", "--caption-model", "m", "--caption-8bit"], "--caption-8bit runs on CUDA only"),
+        (lambda tmp: [tmp / "in", "--captions-dir", tmp / "notes"], "a file, not a folder of <name>.txt captions"),
+        # Output folders
+        (lambda tmp: [tmp / "photos", "-o", tmp / "notes"], "-o {tmp}/notes: an existing file, not a folder"),
+        (lambda tmp: [tmp / "in" / "a.png", "-o", tmp / "notes"], "-o {tmp}/notes: an existing file, not a folder"),
+        (lambda tmp: [tmp / "photos", "-o", tmp / "notes" / "x4"], "cannot create the folder {tmp}/notes/x4, {tmp}/n"),
+        (lambda tmp: [tmp / "in" / "b.png", "-o", tmp / "notes" / "b.png"], "cannot create the folder {tmp}/notes,"),
+        (lambda tmp: [tmp / "photos", "-o", tmp / "photos"], "-o {tmp}/photos is the folder of the input {tmp}/ph"),
+        (lambda tmp: [tmp / "in" / "a.jpg", "-o", tmp / "in"], "-o {tmp}/in is the folder of the input {tmp}/in/a"),
+        (lambda tmp: [tmp / "in" / "a.png", "-o", tmp / "in" / "a.png"], "would replace the input {tmp}/in/a.png"),
+        # Models: a folder must be of the right kind, anything else a well-formed Hub id
+        (lambda tmp: [tmp / "photos", "--model", tmp / "missing"], "{tmp}/missing: no such folder, and not a Hub id"),
+        (lambda tmp: [tmp / "photos", "--model", "./my-pipeline"], "./my-pipeline: no such folder, and not a Hub id"),
+        (lambda tmp: [tmp / "photos", "--model", tmp / "empty"], "{tmp}/empty: this folder has no model_index.json"),
+        (lambda tmp: [tmp / "photos", "--model", tmp / "notes"], "--model {tmp}/notes: a file"),
+        (
+            lambda tmp: [tmp / "photos", "--model", tmp / "bad-index"],
+            "model_index.json is not the index of a pipeline",
+        ),
+        (lambda tmp: [tmp / "photos", "--caption-model", tmp / "missing"], "--caption-model {tmp}/missing: no such"),
+        (
+            lambda tmp: [tmp / "photos", "--caption-model", tmp / "empty"],
+            "{tmp}/empty: this folder has no config.json",
+        ),
     ],
 )
-def test_usage_errors_exit_with_code_2_before_loading(make_args, message, tmp_path, monkeypatch, capsys):
+def test_usage_errors_exit_with_code_2_before_loading(make_args, message, tmp_path, monkeypatch, capsys, no_loading):
     monkeypatch.chdir(tmp_path)
     write_image(tmp_path / "in" / "a.png")
     write_image(tmp_path / "in" / "b.png")
     write_image(tmp_path / "in" / "a.jpg", format="JPEG")
     (tmp_path / "empty").mkdir()
-    args = [*map(str, make_args(tmp_path)), "--model", str(tmp_path / "not-loaded"), "--device", "cpu"]
+    write_image(tmp_path / "photos" / "c.png")
+    write_image(tmp_path / "photos" / "d.png")
+    (tmp_path / "notes").write_text("a file")
+    (tmp_path / "bad-index").mkdir()
+    (tmp_path / "bad-index" / "model_index.json").write_text("{}")
+    model = fake_pipeline_dir(tmp_path / "not-loaded")
+    args = ["--model", str(model), *map(str, make_args(tmp_path)), "--device", "cpu"]
 
     assert main(args) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert err.startswith("usage: dit4sr-upscale") and err.count("error:") == 1  # the usage, then one line
+    assert err.strip().splitlines()[-1].startswith("dit4sr-upscale: error: ")
     assert not (tmp_path / DEFAULT_OUTPUT_DIR).exists()
+    assert no_loading == []
+    assert sorted(os.listdir(tmp_path / "in")) == ["a.jpg", "a.png", "b.png"]
+    assert sorted(os.listdir(tmp_path / "photos")) == ["c.png", "d.png"]
+
+
+def simulate_denied_access(monkeypatch, folder: Path, mode: int) -> None:
+    """Takes `mode` rights away from `folder`: with chmod, and, for root (whom chmod does not stop), by making
+    `os.access` say so."""
+    folder.chmod(0o555 if mode & os.W_OK else 0o000)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        real_access = os.access
+
+        def access(path, requested, *args, **kwargs):
+            if Path(path).absolute() == folder.absolute() and requested & mode:
+                return False
+            return real_access(path, requested, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize("where", ["out", "out/new"])
+def test_a_read_only_output_folder_is_a_usage_error_before_loading(where, tmp_path, monkeypatch, capsys, no_loading):
+    source = write_image(tmp_path / "a.png")
+    (tmp_path / "out").mkdir()
+    simulate_denied_access(monkeypatch, tmp_path / "out", os.W_OK)
+    try:
+        args = [str(source), "-o", str(tmp_path / where), "--model", str(fake_pipeline_dir(tmp_path / "m"))]
+        assert main([*args, "--device", "cpu"]) == 2
+    finally:
+        (tmp_path / "out").chmod(0o755)
+
+    err = capsys.readouterr().err
+    assert f"-o {tmp_path / where}: cannot write there" in err and "read-only" in err
+    assert no_loading == []
+
+
+def test_an_unreadable_captions_dir_is_a_usage_error_before_loading(tmp_path, monkeypatch, capsys, no_loading):
+    source = write_image(tmp_path / "a.png")
+    (tmp_path / "captions").mkdir()
+    simulate_denied_access(monkeypatch, tmp_path / "captions", os.R_OK)
+    try:
+        args = [str(source), "-o", str(tmp_path / "out"), "--captions-dir", str(tmp_path / "captions")]
+        assert main([*args, "--model", str(fake_pipeline_dir(tmp_path / "m")), "--device", "cpu"]) == 2
+    finally:
+        (tmp_path / "captions").chmod(0o755)
+
+    assert f"--captions-dir {tmp_path / 'captions'}: cannot read this folder" in capsys.readouterr().err
+    assert no_loading == []
 
 
 @pytest.mark.parametrize(
@@ -236,7 +378,20 @@ def test_usage_errors_exit_with_code_2_before_loading(make_args, message, tmp_pa
         ("--steps", "0", "must be a positive integer, got 0"),
         ("--steps", "many", "must be a positive integer, got 'many'"),
         ("--scale", "x4", "must be a positive number, got 'x4'"),
-        ("--tile-overlap", "-1", "must be a non-negative integer, got -1"),
+        ("--tile-overlap", "-1", "must be a non-negative multiple of 16 (e.g. 0), got -1"),
+        ("--tile-overlap", "100", "must be a non-negative multiple of 16 (e.g. 96 or 112), got 100"),
+        ("--tile-size", "500", "must be a positive multiple of 16 (e.g. 496 or 512), got 500"),
+        ("--tile-size", "8", "must be a positive multiple of 16 (e.g. 16), got 8"),
+        ("--tile-size", "0", "must be a positive multiple of 16 (e.g. 16), got 0"),
+        ("--seed", str(SEED_RANGE[1] + 1), f"must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got"),
+        ("--seed", str(SEED_RANGE[0] - 1), f"must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got"),
+        ("--seed", "1.5", "must be an integer from"),
+        ("--guidance", "nan", "must be a finite number, got nan"),
+        ("--guidance", "inf", "must be a finite number, got inf"),
+        ("--guidance", "high", "must be a number, got 'high'"),
+        ("--output", "", "must not be empty"),
+        ("--model", " ", "must not be empty"),
+        ("--captions-dir", "", "must not be empty"),
         ("--tile-batch-size", "all", "must be 'auto' or a positive integer, got 'all'"),
         ("--caption-max-new-tokens", "0", "must be a positive integer, got 0"),
         ("--caption-max-new-tokens", "1e3", "must be a positive integer, got '1e3'"),
@@ -248,8 +403,44 @@ def test_invalid_option_values_are_rejected_by_the_parser(capsys, option, value,
         main(["photo.png", option, value])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert f"argument {option}: {message}" in err
+    assert f"{option}: {message}" in err and "argument " in err  # "argument -o/--output: ..." for -o
     assert "_positive" not in err and "invalid" not in err  # no internal function names
+    assert "int value" not in err and "float" not in err  # nor Python's type names
+
+
+@pytest.mark.parametrize(
+    "option, value, choices",
+    [
+        ("--dtype", "fp8", "'bf16', 'fp16', 'fp32'"),
+        ("--color-fix", "auto", "'adain', 'wavelet', 'none'"),
+        ("--variant", "x", "'q', 'f'"),
+    ],
+)
+def test_choices_are_listed_by_their_names(capsys, option, value, choices):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["photo.png", option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: invalid choice: '{value}' (choose from {choices})" in " ".join(err.split())
+    assert "dict_keys" not in err and "DTYPES" not in err
+
+
+def test_the_seed_range_is_what_torch_accepts():
+    for seed in SEED_RANGE:
+        assert build_parser().parse_args(["photo.png", "--seed", str(seed)]).seed == seed
+        torch.Generator().manual_seed(seed)
+    for seed in (SEED_RANGE[0] - 1, SEED_RANGE[1] + 1):
+        with pytest.raises((RuntimeError, ValueError, OverflowError)):
+            torch.Generator().manual_seed(seed)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"dit4sr-upscale {diffusers_dit4sr.__version__} (diffusers {diffusers.__version__}, torch {torch.__version__})"
+    )
 
 
 # --- Speed options ---------------------------------------------------------------------------------------------
@@ -484,7 +675,9 @@ def test_captions_follow_the_seed_and_the_batch_size(upscale, captioner_dir, cap
 
 def test_a_caption_model_that_cannot_load_is_one_clear_error(model_dir, tmp_path, capsys):
     source = write_image(tmp_path / "photo.png")
-    missing = tmp_path / "no-such-captioner"
+    missing = tmp_path / "broken-captioner"
+    missing.mkdir()
+    (missing / "config.json").write_text('{"model_type": "no-such-model-type"}')
     args = [str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--caption-model", str(missing)]
 
     assert main([*args, *FAST_OPTIONS]) == 1
@@ -493,6 +686,205 @@ def test_a_caption_model_that_cannot_load_is_one_clear_error(model_dir, tmp_path
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "cannot load the caption model" in err and str(missing) in err
     assert not (tmp_path / "out").exists()  # the SR pipeline is not loaded either
+
+
+# --- The Hub: one line naming the cause, within seconds ----------------------------------------------------------
+
+
+def hub_http_error(kind: type[HfHubHTTPError], status: int, url: str = "https://huggingface.co/api/models/me/x"):
+    response = SimpleNamespace(status_code=status, headers={}, request=SimpleNamespace(url=url))
+    return kind(f"{status} Client Error for url: {url}", response=response)
+
+
+def wrapped(cause: BaseException, context: BaseException | None = None) -> OSError:
+    """What diffusers and transformers raise: an OSError with a misleading message, the Hub's exception as its cause."""
+    cause.__context__ = context
+    error = OSError("me/x does not appear to have a file named config.json.")
+    error.__cause__ = cause
+    return error
+
+
+def dns_failure() -> ConnectionError:
+    error = ConnectionError("[Errno -2] Name or service not known")
+    error.__cause__ = socket.gaierror(-2, "Name or service not known")
+    return error
+
+
+@pytest.mark.parametrize(
+    "model, make_error, expected",
+    [
+        (None, lambda: wrapped(hub_http_error(GatedRepoError, 403)), ["gated repository", "hf auth login"]),
+        ("me/x", lambda: wrapped(hub_http_error(RepositoryNotFoundError, 404)), ["the Hub has no repository me/x"]),
+        ("me/x", lambda: wrapped(hub_http_error(RemoteEntryNotFoundError, 404)), ["a file that me/x", "missing"]),
+        ("me/x", lambda: wrapped(LocalEntryNotFoundError("-"), OfflineModeIsEnabled("-")), ["HF_HUB_OFFLINE=1"]),
+        (None, lambda: wrapped(LocalEntryNotFoundError("-"), dns_failure()), ["DNS lookup of", "failed"]),
+        (None, lambda: dns_failure(), ["cannot reach the Hub: DNS lookup of"]),  # not an OSError from every library
+        ("me/x", lambda: wrapped(hub_http_error(HfHubHTTPError, 502)), ["HTTP 502 (busy or down)"]),
+    ],
+)
+def test_hub_failures_are_one_line_naming_the_cause(model, make_error, expected, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def load_pipeline(*args, **kwargs):
+        calls.append(kwargs)
+        raise make_error()
+
+    monkeypatch.setattr(cli, "load_pipeline", load_pipeline)
+    source = write_image(tmp_path / "photo.png")
+    args = [str(source), "-o", str(tmp_path / "out"), "--device", "cpu"]
+
+    assert main([*args, *(["--model", model] if model else [])]) == 1
+
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and calls[0]["local_files_only"] is False
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("dit4sr-upscale: error: cannot load ")
+    for part in expected:
+        assert part in err
+    assert "config.json" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_hub_loads_from_the_cache_only_and_says_why(tmp_path, monkeypatch, capsys):
+    asked, loads = [], []
+    reason = "DNS lookup of huggingface.co failed: Name or service not known"
+    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: asked.append(1) or reason)
+
+    def load_pipeline(*args, **kwargs):
+        loads.append(kwargs)
+        raise wrapped(LocalEntryNotFoundError("Cannot find the requested files in the disk cache"))
+
+    monkeypatch.setattr(cli, "load_pipeline", load_pipeline)
+    source = write_image(tmp_path / "photo.png")
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 1
+
+    err = capsys.readouterr().err
+    assert asked == [1] and [kwargs["local_files_only"] for kwargs in loads] == [True]
+    assert len(err.strip().splitlines()) == 1
+    assert f"the Hub cannot be reached ({reason})" in err and "not (fully) in the local Hugging Face cache" in err
+
+
+def test_an_unreachable_hub_still_loads_cached_models(model_dir, tmp_path, monkeypatch, capsys):
+    reason = "DNS lookup of huggingface.co failed: Name or service not known"
+    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: reason)
+    loads = []
+
+    def load_pipeline(model, variant, dtype, local_files_only=False):
+        loads.append((model, local_files_only))
+        return StableDiffusion3SRPipeline.from_pretrained(model_dir)  # as if the released weights were cached
+
+    monkeypatch.setattr(cli, "load_pipeline", load_pipeline)
+    source = write_image(tmp_path / "photo.png")
+    options = [option for option in FAST_OPTIONS if option != "--quiet"]
+
+    assert main([str(source), "-o", str(tmp_path / "out"), *options]) == 0
+
+    assert loads == [(None, True)] and image_size(tmp_path / "out" / "photo.png") == (40, 56)
+    err = capsys.readouterr().err
+    assert f"note: the Hub cannot be reached ({reason}); the released pipeline was loaded from the local cache" in err
+
+
+def test_a_local_model_folder_does_not_ask_the_hub(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: pytest.fail("asked the Hub"))
+    monkeypatch.setattr(cli, "load_pipeline", lambda *args, **kwargs: pytest.fail("loaded"))
+    source = write_image(tmp_path / "photo.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "photo.png").write_bytes(b"done")
+    # Nothing to do: neither asked nor loaded (and with work to do, a folder needs no Hub: see the tests above).
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--quiet"]) == 0
+    assert (
+        cli.check_hub_access(build_parser().parse_args([str(source), "--model", str(model_dir)])).unreachable is None
+    )
+
+
+def test_offline_mode_and_an_unknown_repository_fail_in_one_line(tmp_path):
+    # The real thing, in a fresh process: HF_HUB_OFFLINE is read when huggingface_hub is imported.
+    source = write_image(tmp_path / "photo.png")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    env.pop("HF_HUB_CACHE", None)
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "diffusers_dit4sr.cli", str(source), "--model", "some/unknown-repo", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    elapsed = time.monotonic() - started
+
+    assert completed.returncode == 1, completed.stderr
+    assert completed.stderr.count("\n") == 1, completed.stderr
+    assert "HF_HUB_OFFLINE=1 is set" in completed.stderr and "some/unknown-repo" in completed.stderr
+    assert "Traceback" not in completed.stderr and "config.json" not in completed.stderr
+    assert completed.stdout == "" and not (tmp_path / DEFAULT_OUTPUT_DIR).exists()
+    print(f"offline failure in {elapsed:.1f} s, imports included")
+
+
+# --- Stale temporary files, progress, VAE tiling ------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="processes are looked up by pid on POSIX only")
+def test_stale_temporary_files_are_removed_on_the_next_run(tmp_path, capsys, no_loading):
+    source = write_image(tmp_path / "photo.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "photo.png").write_bytes(b"done")
+    stale = temporary_path(tmp_path / "out" / "other.png", pid=dead_pid())
+    stale_caption = temporary_path(tmp_path / "out" / "photo.txt", pid=dead_pid())
+    live = temporary_path(tmp_path / "out" / "third.png", pid=os.getppid())  # a running process: kept
+    for path in (stale, stale_caption, live):
+        path.write_bytes(b"partial")
+
+    args = [str(source), "-o", str(tmp_path / "out"), "--model", str(fake_pipeline_dir(tmp_path / "m"))]
+    assert main([*args, "--device", "cpu"]) == 0
+
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(["photo.png", live.name])
+    err = capsys.readouterr().err
+    assert f"removed {stale}, a temporary file left by an interrupted run" in err and str(stale_caption) in err
+
+
+def test_a_single_image_shows_its_denoising_steps(model_dir, tmp_path, capsys):
+    source = write_image(tmp_path / "photo.png")
+    options = [*(option for option in FAST_OPTIONS if option != "--quiet"), "--steps", "3"]
+    args = [str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), *options]
+
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "Upscaling 1/1 photo.png" in err and "3/3 [" in err and "step" in err
+
+
+def test_the_step_bar_follows_the_scheduler_and_failures():
+    progress = cli.StepProgress(num_images=2, steps_per_image=4, disable=False)
+    job = cli.Job(Path("a.png"), Path("out/a.png"))
+    progress.start_image(0, job)
+    progress.on_step(SimpleNamespace(num_timesteps=7))  # e.g. a second-order scheduler: 7 steps for 4
+    assert (progress.bar.n, progress.bar.total) == (1, 14)
+    progress.finish_image()  # failed after one step: the bar moves on to the next image
+    progress.start_image(1, job)
+    for _ in range(7):
+        progress.on_step(SimpleNamespace(num_timesteps=7))
+    progress.finish_image()
+    assert (progress.bar.n, progress.bar.total) == (14, 14)
+    progress.close()
+
+
+def test_vae_tiling_only_for_vaes_with_real_sized_tiles():
+    pipe = make_tiny_pipeline()
+    args = build_parser().parse_args(["photo.png", "--device", "cpu"])
+    prepare_pipeline(pipe, torch.device("cpu"), args)
+    assert pipe.vae.use_tiling and cli.vae_tile_size(pipe) == 1024  # the tiny VAE tiles like SD3.5's, above 1024 px
+
+    pipe.vae.disable_tiling()
+    pipe.vae.tile_sample_min_size = 32  # a tiny pipeline saved before: 32 px tiles would cut images into hundreds
+    prepare_pipeline(pipe, torch.device("cpu"), args)
+    assert not pipe.vae.use_tiling
 
 
 # --- Entry point -----------------------------------------------------------------------------------------------

@@ -1,13 +1,26 @@
-"""The model card and `push_pipeline_to_hub`, with the Hub calls replaced (no network)."""
+"""The model card, `push_pipeline_to_hub` and the download diagnostics, with the Hub calls replaced (no network)."""
 
 import json
 import shutil
+import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from safetensors.torch import load_file
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline, hub
@@ -15,6 +28,9 @@ from diffusers_dit4sr.hub import (
     RELEASED_DIT4SR_MODEL,
     RELEASED_SD3_MODEL,
     SD35_LICENSE_URL,
+    describe_hub_error,
+    hub_offline_mode,
+    hub_unreachable_reason,
     make_model_card,
     push_pipeline_to_hub,
 )
@@ -138,3 +154,119 @@ class TestPushPipelineToHub:
         assert readme == str(make_model_card("you/dit4sr-pushed"))
         index = json.loads((fake_hub.uploaded / "model_index.json").read_text())
         assert index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
+
+
+# --- Why a download failed, and whether the Hub can be reached ----------------------------------------------------
+
+HOST = urlparse(constants.ENDPOINT).hostname
+
+
+def http_error(kind: type[HfHubHTTPError], status: int, url: str = "https://huggingface.co/api/models/me/x"):
+    """A Hub HTTP exception as huggingface_hub raises it (its constructor reads the response's headers and request)."""
+    response = SimpleNamespace(status_code=status, headers={}, request=SimpleNamespace(url=url))
+    return kind(f"{status} Client Error for url: {url}", response=response)
+
+
+def wrapped(cause: BaseException, context: BaseException | None = None) -> OSError:
+    """What diffusers and transformers raise: an OSError with a misleading message, the Hub's exception as its cause."""
+    cause.__context__ = context
+    error = OSError("me/x does not appear to have a file named config.json.")
+    error.__cause__ = cause
+    return error
+
+
+def dns_failure() -> ConnectionError:
+    error = ConnectionError("[Errno -2] Name or service not known")
+    error.__cause__ = socket.gaierror(-2, "Name or service not known")
+    return error
+
+
+@pytest.fixture
+def online(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.mark.parametrize(
+    "make_error, expected",
+    [
+        (lambda: wrapped(http_error(GatedRepoError, 403)), ["me/x is a gated repository", "hf auth login", "license"]),
+        (
+            lambda: wrapped(http_error(RepositoryNotFoundError, 404)),
+            ["the Hub has no repository me/x", "check the id"],
+        ),
+        (lambda: wrapped(http_error(RevisionNotFoundError, 404)), ["no such revision"]),
+        (
+            lambda: wrapped(
+                http_error(RemoteEntryNotFoundError, 404, "https://hf.co/me/x/resolve/main/model_index.json")
+            ),
+            ["missing on the Hub (https://hf.co/me/x/resolve/main/model_index.json)", "model_index.json"],
+        ),
+        (
+            lambda: wrapped(LocalEntryNotFoundError("not cached"), OfflineModeIsEnabled("offline mode is enabled")),
+            ["HF_HUB_OFFLINE=1 is set", "me/x is not (fully) in the local Hugging Face cache", "unset HF_HUB_OFFLINE"],
+        ),
+        (
+            lambda: wrapped(LocalEntryNotFoundError("not cached"), dns_failure()),
+            [f"DNS lookup of {HOST} failed: Name or service not known", "me/x is not (fully) in the local", "network"],
+        ),
+        (lambda: wrapped(LocalEntryNotFoundError("not cached")), ["not (fully) in the local", "local files only"]),
+        (lambda: ConnectionRefusedError(111, "Connection refused"), [f"{HOST} refused the connection"]),
+        (lambda: wrapped(TimeoutError("timed out")), [f"no answer from {HOST} in time"]),
+        (lambda: http_error(HfHubHTTPError, 401), ["refused this machine's token (HTTP 401)", "hf auth login"]),
+        (lambda: wrapped(http_error(HfHubHTTPError, 503)), ["HTTP 503 (busy or down)", "try again later"]),
+        (lambda: HFValidationError("Repo id must be in the form"), ["me/x is neither an existing folder nor a valid"]),
+    ],
+)
+def test_describe_hub_error_names_the_cause_in_one_line(make_error, expected, online):
+    message = describe_hub_error(make_error(), "me/x")
+    assert message is not None and "\n" not in message
+    for part in expected:
+        assert part in message
+    assert "config.json" not in message  # the wrapper's misleading message is not repeated
+
+
+def test_describe_hub_error_knows_offline_mode_without_the_offline_exception(monkeypatch):
+    # transformers checks offline mode itself and raises a plain LocalEntryNotFoundError.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub_offline_mode()
+    assert "HF_HUB_OFFLINE=1 is set" in describe_hub_error(wrapped(LocalEntryNotFoundError("not cached")), "me/x")
+
+
+def test_describe_hub_error_leaves_other_errors_alone(online):
+    assert describe_hub_error(ValueError("Unrecognized model in me/x"), "me/x") is None
+    assert describe_hub_error(wrapped(KeyError("transformer")), "me/x") is None
+
+
+class FakeSession:
+    def __init__(self, behaviour):
+        self.behaviour, self.calls = behaviour, []
+
+    def head(self, url, **kwargs):
+        self.calls.append((url, kwargs))
+        return self.behaviour()
+
+
+def test_hub_unreachable_reason_asks_the_hub_once(monkeypatch, online):
+    session = FakeSession(lambda: SimpleNamespace(status_code=404))  # any answer counts
+    monkeypatch.setattr(hub, "get_session", lambda: session)
+    assert hub_unreachable_reason(timeout=3) is None
+    assert session.calls == [(constants.ENDPOINT, {"timeout": 3, "follow_redirects": False})]
+
+
+def test_hub_unreachable_reason_says_why(monkeypatch, online):
+    def fail():
+        raise dns_failure()
+
+    monkeypatch.setattr(hub, "get_session", lambda: FakeSession(fail))
+    assert hub_unreachable_reason() == f"DNS lookup of {HOST} failed: Name or service not known"
+
+    monkeypatch.setattr(hub, "get_session", lambda: FakeSession(lambda: time.sleep(5)))
+    started = time.monotonic()
+    assert hub_unreachable_reason(timeout=0.1) == f"no answer from {constants.ENDPOINT} within 0.1 s"
+    assert time.monotonic() - started < 4
+
+
+def test_hub_unreachable_reason_does_not_ask_in_offline_mode(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "get_session", lambda: pytest.fail("asked the Hub in offline mode"))
+    assert hub_unreachable_reason() is None

@@ -4,7 +4,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
@@ -17,6 +17,7 @@ from transformers import (
 
 from diffusers_dit4sr.tiny import (
     TINY_TRANSFORMER_CONFIG,
+    TINY_VAE_SAMPLE_SIZE,
     make_tiny_captioner,
     make_tiny_clip_tokenizer,
     make_tiny_t5_tokenizer,
@@ -149,6 +150,29 @@ def test_vae_is_sd3_shaped(vae):
     assert decoded.shape == image.shape
     assert _state_dicts_equal(make_tiny_vae(seed=0), vae)
     assert not _state_dicts_equal(make_tiny_vae(seed=1), vae)
+
+
+def test_vae_tiles_like_sd35_and_its_tile_size_changes_nothing_else(vae):
+    # VAE tiling engages above 1024 px, as with SD3.5's VAE: small images are encoded and decoded whole.
+    assert vae.config.sample_size == TINY_VAE_SAMPLE_SIZE == 1024
+    assert (vae.tile_sample_min_size, vae.tile_latent_min_size) == (1024, 128)
+    # The weights are those of the earlier 32 px setting: sample_size only says where tiling starts.
+    config = {**vae.config, "sample_size": 32}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        small_tiles = AutoencoderKL.from_config(config).eval()
+    assert _state_dicts_equal(small_tiles, vae)
+    image = torch.rand(1, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(small_tiles.encode(image).latent_dist.mode(), vae.encode(image).latent_dist.mode())
+    vae.enable_tiling()
+    try:
+        with torch.no_grad():  # below its tile size, an enabled tiling changes nothing
+            latents = vae.encode(image).latent_dist.mode()
+            assert torch.equal(latents, small_tiles.encode(image).latent_dist.mode())
+            assert torch.equal(vae.decode(latents).sample, small_tiles.decode(latents).sample)
+    finally:
+        vae.disable_tiling()
 
 
 # --- The components fit together -----------------------------------------------------------------------------

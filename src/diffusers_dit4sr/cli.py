@@ -14,24 +14,39 @@ import argparse
 import contextlib
 import glob
 import importlib.util
+import json
+import math
+import os
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import diffusers
 import diffusers.utils.logging
+import huggingface_hub.utils
+import huggingface_hub.utils.logging
 import PIL.Image
 import PIL.ImageOps
 import torch
 import transformers.utils.logging
 from diffusers.models.attention_dispatch import AttentionBackendName
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from tqdm import tqdm
 
+from . import __version__
 from .captioning import DEFAULT_CAPTION_MAX_NEW_TOKENS, DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT, Captioner
-from .file_utils import atomic_write_path
-from .hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
-from .image_processing import IMAGE_EXTENSIONS, load_image
+from .file_utils import atomic_write_path, remove_stale_temporary_files
+from .hub import (
+    RELEASED_DIT4SR_MODEL,
+    RELEASED_SD3_MODEL,
+    RELEASED_VARIANTS,
+    describe_hub_error,
+    hub_offline_mode,
+    hub_unreachable_reason,
+)
+from .image_processing import IMAGE_EXTENSIONS, MAX_OUTPUT_SIDE, load_image
 from .pipelines import StableDiffusion3SRPipeline
 
 PROG = "dit4sr-upscale"
@@ -39,6 +54,15 @@ DEFAULT_OUTPUT_DIR = "dit4sr_outputs"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COLOR_FIXES = ("adain", "wavelet", "none")
 ATTENTION_BACKENDS = tuple(backend.value for backend in AttentionBackendName)
+PIXEL_MULTIPLE = 16
+"""Tile sides and overlaps are multiples of this: the VAE's 8x downsampling times the transformer's 2x2 patches."""
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""The seeds `torch.Generator.manual_seed` accepts (negative ones wrap around)."""
+VAE_TILING_MIN_TILE = 512
+"""VAE tiling is turned on only for VAEs whose own tile is at least this many pixels (SD3.5's: 1024); smaller tiles
+(test-sized VAEs) would cut ordinary images into hundreds of tiles for no memory gain."""
+OUTPUT_SUFFIXES = (*IMAGE_EXTENSIONS, ".txt")
+"""What the command writes into output folders: images and caption files (for the stale temporary file clean-up)."""
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 """Lossy formats get a high quality: PIL's default JPEG quality (75) would blur away the restored detail."""
 LOGIN_HINT = (
@@ -46,7 +70,9 @@ LOGIN_HINT = (
     "then log in with `hf auth login` (formerly `huggingface-cli login`)"
 )
 LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError)
-"""What loading raises for a missing folder, no network, no login or no access (Hub HTTP errors are `OSError`s)."""
+"""What loading raises for a missing folder, no network, no login or no access (Hub HTTP errors are `OSError`s):
+their messages speak for themselves. Loading a broken folder can raise anything else too (a `KeyError` for a
+`model_index.json` without components); every failure to load is one line, with the exception's name for those."""
 CAPTION_ERRORS = (RuntimeError, ValueError, TypeError)
 """What captioning one batch raises for an image or a model it cannot handle (out of memory is a `RuntimeError`)."""
 
@@ -102,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all done, 1 some image, caption or model failed, 2 bad command line. More: docs/cli.md.",
     )
     parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{PROG} {__version__} (diffusers {diffusers.__version__}, torch {torch.__version__})",
+    )
+    parser.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
@@ -111,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         metavar="OUT",
+        type=_non_empty,
         help=(
             f"output folder, created if needed (default: ./{DEFAULT_OUTPUT_DIR}/, one <name>.png per input); with a "
             "single input image, also a file path whose extension picks the format"
@@ -121,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--model",
         metavar="ID_OR_PATH",
+        type=_non_empty,
         help="a folder written by `save_pretrained` (or the Hub id of such a pipeline) instead of the released weights",
     )
     model.add_argument(
@@ -155,14 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     upscaling.add_argument(
         "--guidance",
         metavar="G",
-        type=float,
+        type=_finite_float,
         default=8.0,
         help="classifier-free guidance scale, <= 1 turns it off (default: 8)",
     )
     upscaling.add_argument(
         "--seed",
         metavar="N",
-        type=int,
+        type=_seed,
         default=0,
         help="seed of the noise, the same for every image (default: %(default)s)",
     )
@@ -188,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     given_captions.add_argument("--prompt", metavar="TEXT", help="caption for every image (default: no caption)")
     given_captions.add_argument(
         "--captions-dir",
-        type=Path,
+        type=_folder,
         metavar="DIR",
         help=(
             "folder with a <name>.txt caption per image; a missing file means no caption, or a generated one with "
@@ -198,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     captions.add_argument(
         "--caption-model",
         metavar="ID_OR_PATH",
+        type=_non_empty,
         help=(
             f"caption every image with this transformers vision-language model first, e.g. {DEFAULT_CAPTION_MODEL} "
             "(the released captioner); captions are saved as <output name>.txt beside the outputs and reused, not "
@@ -229,16 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument(
         "--tile-size",
         metavar="PX",
-        type=_positive_int,
+        type=_tile_size,
         default=512,
-        help="denoising tile side, output px (default: %(default)s)",
+        help=f"denoising tile side, output px, a multiple of {PIXEL_MULTIPLE} (default: %(default)s)",
     )
     memory.add_argument(
         "--tile-overlap",
         metavar="PX",
-        type=_non_negative_int,
+        type=_tile_overlap,
         default=192,
-        help="tile overlap, output px (default: %(default)s)",
+        help=f"tile overlap, output px, a multiple of {PIXEL_MULTIPLE} below --tile-size (default: %(default)s)",
     )
     memory.add_argument(
         "--tile-batch-size",
@@ -321,6 +355,56 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _finite_float(text: str) -> float:
+    value = _parse(float, text, "a number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    low, high = SEED_RANGE
+    expected = f"an integer from {low} to {high}"
+    value = _parse(int, text, expected)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
+    return value
+
+
+def _tile_size(text: str) -> int:
+    expected = f"a positive multiple of {PIXEL_MULTIPLE}"
+    value = _parse(int, text, expected)
+    if value < 1 or value % PIXEL_MULTIPLE:
+        raise argparse.ArgumentTypeError(
+            f"must be {expected} ({_nearby_multiples(value, PIXEL_MULTIPLE)}), got {text}"
+        )
+    return value
+
+
+def _tile_overlap(text: str) -> int:
+    expected = f"a non-negative multiple of {PIXEL_MULTIPLE}"
+    value = _parse(int, text, expected)
+    if value < 0 or value % PIXEL_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"must be {expected} ({_nearby_multiples(value, 0)}), got {text}")
+    return value
+
+
+def _nearby_multiples(value: int, smallest: int) -> str:
+    below = value // PIXEL_MULTIPLE * PIXEL_MULTIPLE
+    candidates = [str(multiple) for multiple in (below, below + PIXEL_MULTIPLE) if multiple >= smallest]
+    return "e.g. " + (" or ".join(candidates) or str(smallest))
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _folder(text: str) -> Path:
+    return Path(_non_empty(text))
+
+
 def _parse(kind: type[int] | type[float], text: str, expected: str) -> int | float:
     try:
         return kind(text)
@@ -357,9 +441,14 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _names_output_file(output: str | None) -> bool:
+    """`-o` names one output file (an image extension, not an existing folder) rather than a folder."""
+    return output is not None and _is_image_name(Path(output)) and not Path(output).is_dir()
+
+
 def plan_jobs(images: list[Path], output: str | None) -> list[Job]:
     """Pairs each image with its output path: `-o` as a file for a single image, otherwise `<folder>/<stem>.png`."""
-    if output is not None and _is_image_name(Path(output)) and not Path(output).is_dir():
+    if _names_output_file(output):
         if len(images) > 1:
             raise UsageError(f"-o {output} names a file, but {len(images)} images were given; pass a folder instead")
         return [Job(images[0], Path(output))]
@@ -388,6 +477,12 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError(f"--device {name}: {error}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(
+            f"--device {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} (cuda:0 to "
+            f"cuda:{count - 1})"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {name}: MPS is not available on this machine")
     return device
@@ -413,11 +508,92 @@ def check_options(args: argparse.Namespace, device: torch.device) -> None:
             f"--attention-backend {args.attention_backend}: not a Diffusers attention backend; choose one of "
             f"{', '.join(ATTENTION_BACKENDS)}"
         )
-    if args.captions_dir is not None and not args.captions_dir.is_dir():
-        raise UsageError(f"--captions-dir {args.captions_dir}: no such folder")
+    if args.captions_dir is not None:
+        if not args.captions_dir.exists():
+            raise UsageError(f"--captions-dir {args.captions_dir}: no such folder")
+        if not args.captions_dir.is_dir():
+            raise UsageError(f"--captions-dir {args.captions_dir}: a file, not a folder of <name>.txt captions")
+        if not os.access(args.captions_dir, os.R_OK | os.X_OK):
+            raise UsageError(f"--captions-dir {args.captions_dir}: cannot read this folder (permission denied)")
     check_caption_options(args, device)
     if args.dtype == "fp16" and device.type == "cpu":
         _report("warning: fp16 on the CPU is slow (CPUs lack fp16 arithmetic) and gains nothing; use fp32 or bf16")
+
+
+def check_outputs(jobs: list[Job], output: str | None) -> None:
+    """Where the outputs go must be a writable folder (or be creatable in one), and not where the inputs are.
+
+    Checked before the model loads: otherwise a read-only output folder would only show after every image was
+    denoised. An output folder that holds an input is refused: its outputs would replace inputs (`photo.png`), be
+    skipped as existing, or be taken for inputs by the next run. A single output file (`-o photo_x4.png`) may sit
+    beside its input, but not replace it.
+    """
+    sources = {job.source.resolve(): job.source for job in jobs}
+    folders = sorted({job.target.parent for job in jobs})
+    if not _names_output_file(output):
+        input_folders = {source.parent: shown for source, shown in sources.items()}
+        for folder in folders:
+            if folder.resolve() in input_folders:
+                raise UsageError(
+                    f"-o {folder} is the folder of the input {input_folders[folder.resolve()]}: the outputs would "
+                    "replace inputs, be skipped as existing or be taken for inputs on the next run; pass another "
+                    "folder"
+                )
+    for job in jobs:
+        if job.target.resolve() in sources:
+            raise UsageError(f"-o {job.target} would replace the input {job.source} with its output; pass another -o")
+    for folder in folders:
+        _check_writable_folder(folder, Path(output) if output is not None else folder)
+
+
+def _check_writable_folder(folder: Path, shown: Path) -> None:
+    """`folder` exists as a writable folder, or can be created: its nearest existing ancestor is a writable folder.
+    `shown` is what the user gave (`-o`), for the message."""
+    existing = folder.absolute()
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == shown.absolute():
+            raise UsageError(
+                f"-o {shown}: an existing file, not a folder (for a single input, a file name with an image "
+                f"extension, {', '.join(IMAGE_EXTENSIONS)}, names the output file)"
+            )
+        raise UsageError(f"-o {shown}: cannot create the folder {folder}, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder.absolute() else f" ({existing}, where {folder} would be created)"
+        raise UsageError(f"-o {shown}: cannot write there{where}: permission denied or a read-only file system")
+
+
+def check_models(args: argparse.Namespace) -> None:
+    """`--model` and `--caption-model` name an existing folder of the right kind, or a well-formed Hub id."""
+    if args.model is not None:
+        _check_model_source(
+            "--model", args.model, "model_index.json", "a pipeline folder written by `save_pretrained`"
+        )
+    if args.caption_model is not None:
+        _check_model_source("--caption-model", args.caption_model, "config.json", "a transformers model folder")
+
+
+def _check_model_source(option: str, value: str, required_file: str, kind: str) -> None:
+    path = Path(value)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{option} {value}: a file; pass {kind} or a Hub id")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise UsageError(f"{option} {value}: cannot read this folder (permission denied)")
+        if not (path / required_file).is_file():
+            raise UsageError(f"{option} {value}: this folder has no {required_file}, so it is not {kind}")
+        try:
+            index = json.loads((path / required_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UsageError(f"{option} {value}: cannot read {required_file}: {error}") from None
+        if not isinstance(index, dict) or (required_file == "model_index.json" and "_class_name" not in index):
+            raise UsageError(f"{option} {value}: {required_file} is not the index of {kind}")
+        return
+    try:
+        huggingface_hub.utils.validate_repo_id(value)
+    except HFValidationError:
+        raise UsageError(f"{option} {value}: no such folder, and not a Hub id (namespace/name) either") from None
 
 
 def check_caption_options(args: argparse.Namespace, device: torch.device) -> None:
@@ -445,18 +621,25 @@ def check_caption_options(args: argparse.Namespace, device: torch.device) -> Non
 
 @contextlib.contextmanager
 def quiet_libraries(hide_progress_bars: bool) -> Iterator[None]:
-    """Lowers diffusers' and transformers' logging to errors for the duration of a run, then restores it.
+    """Lowers diffusers', transformers' and huggingface_hub's logging to errors for the duration of a run, then
+    restores it.
 
     The released quality prompt is longer than CLIP's 77 tokens, so every image would otherwise print truncation
-    warnings. `hide_progress_bars` also hides their loading bars.
+    warnings, and a failed download would print every retry before the one line that says why it failed.
+    `hide_progress_bars` also hides their loading and download bars.
     """
     libraries = (diffusers.utils.logging, transformers.utils.logging)
     saved = [(library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries]
+    hub_verbosity = huggingface_hub.utils.logging.get_verbosity()
+    hub_bars_disabled = huggingface_hub.utils.are_progress_bars_disabled()
     try:
         for library in libraries:
             library.set_verbosity_error()
             if hide_progress_bars:
                 library.disable_progress_bar()
+        huggingface_hub.utils.logging.set_verbosity_error()
+        if hide_progress_bars:
+            huggingface_hub.utils.disable_progress_bars()
         yield
     finally:
         for library, (verbosity, progress_bar_enabled) in zip(libraries, saved, strict=True):
@@ -465,39 +648,110 @@ def quiet_libraries(hide_progress_bars: bool) -> Iterator[None]:
                 library.enable_progress_bar()
             else:
                 library.disable_progress_bar()
+        huggingface_hub.utils.logging.set_verbosity(hub_verbosity)
+        if not hub_bars_disabled:
+            huggingface_hub.utils.enable_progress_bars()
 
 
-def load_pipeline(model: str | None, variant: str | None, dtype: torch.dtype) -> StableDiffusion3SRPipeline:
+@contextlib.contextmanager
+def quiet_loading(debug: bool) -> Iterator[None]:
+    """Hides the Python warnings the libraries emit while loading models (deprecated arguments and the like, which
+    the user cannot act on), unless `--debug`."""
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.filterwarnings("ignore", module=r"(diffusers|transformers|huggingface_hub|torch)(\.|$)")
+        yield
+
+
+@dataclass(frozen=True)
+class HubAccess:
+    """How models are fetched in this run: normally, or from the local cache only because the Hub cannot be reached
+    (`unreachable` says why)."""
+
+    unreachable: str | None = None
+
+    @property
+    def local_files_only(self) -> bool:
+        return self.unreachable is not None
+
+
+def check_hub_access(args: argparse.Namespace) -> HubAccess:
+    """Asks the Hub once, within seconds, whether it can be reached, if a model to load is not a local folder.
+
+    Unreachable (no network, DNS failing), the models are loaded from the local Hugging Face cache only: a cached
+    model still works (`report_cache_only` says so), and a missing one fails at once, in one line, instead of after
+    a minute of retries. In offline mode (`HF_HUB_OFFLINE=1`) nothing is asked.
+    """
+    sources = [args.model] + ([args.caption_model] if args.caption_model is not None else [])
+    needs_hub = any(source is None or not Path(source).exists() for source in sources)  # None: the released weights
+    if not needs_hub or hub_offline_mode():
+        return HubAccess()
+    return HubAccess(unreachable=hub_unreachable_reason())
+
+
+def report_cache_only(hub: HubAccess, what: str, args: argparse.Namespace) -> None:
+    if hub.local_files_only and not args.quiet:
+        _report(f"note: the Hub cannot be reached ({hub.unreachable}); {what} was loaded from the local cache")
+
+
+def load_pipeline(
+    model: str | None, variant: str | None, dtype: torch.dtype, local_files_only: bool = False
+) -> StableDiffusion3SRPipeline:
     """A converted pipeline from `--model`, or the released weights composed with SD3.5-medium."""
     if model is not None:
-        return StableDiffusion3SRPipeline.from_pretrained(model, dtype=dtype)
-    return StableDiffusion3SRPipeline.from_released(variant=variant or "q", dtype=dtype)
+        return StableDiffusion3SRPipeline.from_pretrained(model, dtype=dtype, local_files_only=local_files_only)
+    return StableDiffusion3SRPipeline.from_released(
+        variant=variant or "q", dtype=dtype, local_files_only=local_files_only
+    )
 
 
-def describe_load_error(model: str | None, error: Exception) -> str:
-    """One line: what failed, the likely cause, what to do, then the library's own message."""
-    details = " ".join(str(error).split()) or type(error).__name__
+def describe_load_error(model: str | None, error: Exception, hub: HubAccess | None = None) -> str:
+    """One line: what failed, the likely cause, what to do, then the library's own message.
+
+    When the cause is the Hub (offline mode, no network, a gated or unknown repository, a missing file), the line
+    names it instead of repeating the library's message, which can mislead (a missing `config.json` when offline).
+    """
+    if model is None:
+        what = f"the released DiT4SR pipeline ({RELEASED_DIT4SR_MODEL} with {RELEASED_SD3_MODEL})"
+        repos = f"{RELEASED_DIT4SR_MODEL} or {RELEASED_SD3_MODEL}"
+    else:
+        what, repos = f"the pipeline from {model!r}", model
+    cause = _hub_cause(error, repos, hub)
+    if cause is not None:
+        return f"cannot load {what}: {cause}. (--debug for the traceback)"
+    details = _error_details(error)
     if model is None:
         summary = (
-            f"cannot load the released DiT4SR pipeline ({RELEASED_DIT4SR_MODEL} with {RELEASED_SD3_MODEL}). Likely "
-            f"cause: no Hub login, the license not accepted, or no network. Fix: {LOGIN_HINT}; check the network, or "
-            "pass --model with a local pipeline folder."
+            f"cannot load {what}. Likely cause: no Hub login, the license not accepted, or no network. Fix: "
+            f"{LOGIN_HINT}; check the network, or pass --model with a local pipeline folder."
         )
     else:
         summary = (
-            f"cannot load the pipeline from {model!r}. Likely cause: no such folder, a folder that is not a saved "
-            "pipeline (it needs model_index.json), or an unreachable Hub id. Fix: pass a folder written by "
-            "`save_pretrained` or the Hub id of such a pipeline (for a Hub id, check the network and `hf auth login`)."
+            f"cannot load {what}. Likely cause: a folder that is not a saved pipeline, or an unreachable Hub id. "
+            "Fix: pass a folder written by `save_pretrained` or the Hub id of such a pipeline (for a Hub id, check "
+            "the network and `hf auth login`)."
         )
     return f"{summary} Details (--debug for the traceback): {details}"
 
 
+def _hub_cause(error: Exception, repos: str, hub: HubAccess | None) -> str | None:
+    cause = describe_hub_error(error, repos)
+    if cause is not None and hub is not None and hub.local_files_only:
+        # Loading from the cache only failed: the reason is the unreachable Hub, whatever the library says.
+        return (
+            f"the Hub cannot be reached ({hub.unreachable}) and {repos} is not (fully) in the local Hugging Face "
+            "cache. Fix: check the network (or the proxy), or pass a local folder"
+        )
+    return cause
+
+
 def prepare_pipeline(pipe: StableDiffusion3SRPipeline, device: torch.device, args: argparse.Namespace) -> None:
-    """Places the models, applies the speed options and sets what every run wants: VAE tiling and no per-step
-    progress bar.
+    """Places the models, applies the speed options and sets what every run wants: VAE tiling and no progress bar
+    of the pipeline's own (the command counts the steps itself).
 
     VAE tiling only engages above the VAE's tile size (1024 px for SD3.5), where it bounds the memory of large
-    outputs at a negligible cost in exactness; smaller images are encoded and decoded whole as before.
+    outputs at a negligible cost in exactness; smaller images are encoded and decoded whole as before. A VAE whose
+    tile is below `VAE_TILING_MIN_TILE` (a test-sized VAE) is left untiled.
     """
     if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
@@ -509,8 +763,38 @@ def prepare_pipeline(pipe: StableDiffusion3SRPipeline, device: torch.device, arg
         pipe.transformer.fuse_lr_projections()
     if args.compile:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
-    pipe.enable_vae_tiling()
+    vae_tile = vae_tile_size(pipe)
+    if vae_tile is None or vae_tile >= VAE_TILING_MIN_TILE:
+        pipe.enable_vae_tiling()
     pipe.set_progress_bar_config(disable=True)
+
+
+def vae_tile_size(pipe: StableDiffusion3SRPipeline) -> int | None:
+    """The side (px) above which the VAE's tiling engages, if the VAE says (`AutoencoderKL.tile_sample_min_size`)."""
+    size = getattr(pipe.vae, "tile_sample_min_size", None)
+    if isinstance(size, (list, tuple)):
+        size = min(size)
+    return size if isinstance(size, int) else None
+
+
+def screen_image(path: Path, scale: float) -> str | None:
+    """Why the pipeline would refuse this input, found from its header alone (no decoding), or `None`.
+
+    Run on every pending input before any model loads, so that a file that is no image, or an image whose output
+    would be too large, is reported at once; the pipeline checks again (with the exact decoded image).
+    """
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+    except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
+        return f"cannot read {path}: {' '.join(str(error).split()) or type(error).__name__}"
+    output = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if max(output) > MAX_OUTPUT_SIDE:
+        return (
+            f"cannot upscale {path}: its output would be {output[0]}x{output[1]} px, and sides above "
+            f"{MAX_OUTPUT_SIDE} px are not supported; lower --scale"
+        )
+    return None
 
 
 def read_image(path: Path) -> PIL.Image.Image:
@@ -549,7 +833,7 @@ def read_caption(job: Job, args: argparse.Namespace) -> str | None:
         raise JobError(f"cannot read the caption {caption_file}: {error}") from error
 
 
-def load_captioner(args: argparse.Namespace, device: torch.device) -> Captioner:
+def load_captioner(args: argparse.Namespace, device: torch.device, local_files_only: bool = False) -> Captioner:
     """The `--caption-model` captioner, seeded with `--seed`, on the upscaling device and in its precision."""
     return Captioner(
         args.caption_model,
@@ -560,12 +844,16 @@ def load_captioner(args: argparse.Namespace, device: torch.device) -> Captioner:
         device=device,
         dtype=resolve_dtype(args.dtype, device),
         load_in_8bit=args.caption_8bit,
+        local_files_only=local_files_only,
     )
 
 
-def describe_caption_load_error(model: str, error: Exception) -> str:
+def describe_caption_load_error(model: str, error: Exception, hub: HubAccess | None = None) -> str:
     """One line, like `describe_load_error`, for `--caption-model`."""
-    details = " ".join(str(error).split()) or type(error).__name__
+    cause = _hub_cause(error, model, hub)
+    if cause is not None:
+        return f"cannot load the caption model {model!r}: {cause}. (--debug for the traceback)"
+    details = _error_details(error)
     return (
         f"cannot load the caption model {model!r}. Likely cause: no such folder, a model transformers cannot load "
         "as image-text-to-text, or an unreachable Hub id. Fix: pass the Hub id or folder of a vision-language model "
@@ -574,13 +862,15 @@ def describe_caption_load_error(model: str, error: Exception) -> str:
     )
 
 
-def caption_all(jobs: list[Job], args: argparse.Namespace, device: torch.device) -> CaptionCounts:
+def caption_all(
+    jobs: list[Job], args: argparse.Namespace, device: torch.device, hub: HubAccess | None = None
+) -> CaptionCounts:
     """Captions every job that has neither a `--captions-dir` file nor a caption file from an earlier run.
 
     Each caption file is written atomically as soon as its batch is done. An image whose captioning fails is
     reported and later upscaled without a caption; an unreadable image is left to the upscaling phase to report.
-    The captioner is unloaded before returning, so that its memory is free for the SR pipeline. Loading it raises
-    one of `LOAD_ERRORS` (or `ImportError`).
+    The captioner is unloaded before returning, so that its memory is free for the SR pipeline. A captioner that
+    cannot be loaded raises what its loading raised (`LOAD_ERRORS`, `ImportError`, ...).
     """
     counts = CaptionCounts()
     pending = []
@@ -596,7 +886,10 @@ def caption_all(jobs: list[Job], args: argparse.Namespace, device: torch.device)
 
     if not args.quiet:
         _report(f"captioning {_count(pending)} with {args.caption_model}")
-    captioner = load_captioner(args, device)
+    hub = hub or HubAccess()
+    with quiet_loading(args.debug):
+        captioner = load_captioner(args, device, local_files_only=hub.local_files_only)
+    report_cache_only(hub, args.caption_model, args)
     try:
         with tqdm(total=len(pending), desc="Captioning", unit="image", disable=args.quiet, file=sys.stderr) as bar:
             for start in range(0, len(pending), captioner.batch_size):
@@ -653,9 +946,19 @@ def upscale_image(
     caption: str | None,
     args: argparse.Namespace,
     device: torch.device,
+    on_step: Callable[[StableDiffusion3SRPipeline], None] | None = None,
 ) -> PIL.Image.Image:
-    """One image through the pipeline, its noise seeded afresh so that results do not depend on the order."""
+    """One image through the pipeline, its noise seeded afresh so that results do not depend on the order;
+    `on_step(pipe)` is called after every denoising step."""
     generator = torch.Generator(device=device).manual_seed(args.seed)
+    progress = {}
+    if on_step is not None:
+
+        def callback(pipe: StableDiffusion3SRPipeline, step: int, timestep: torch.Tensor, tensors: dict) -> dict:
+            on_step(pipe)
+            return {}
+
+        progress = {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": []}
     return pipe(
         image=image,
         prompt=caption,
@@ -669,6 +972,7 @@ def upscale_image(
         tile_batch_size=args.tile_batch_size,
         generator=generator,
         output_type="pil",
+        **progress,
     ).images[0]
 
 
@@ -679,12 +983,18 @@ def write_image_atomically(image: PIL.Image.Image, target: Path) -> None:
         image.save(temporary, format=image_format, **SAVE_OPTIONS.get(image_format, {}))
 
 
-def process(job: Job, pipe: StableDiffusion3SRPipeline, args: argparse.Namespace, device: torch.device) -> None:
+def process(
+    job: Job,
+    pipe: StableDiffusion3SRPipeline,
+    args: argparse.Namespace,
+    device: torch.device,
+    on_step: Callable[[StableDiffusion3SRPipeline], None] | None = None,
+) -> None:
     """Reads, upscales and writes one image; every failure becomes a `JobError` naming the file."""
     image = read_image(job.source)
     caption = read_caption(job, args)
     try:
-        result = upscale_image(pipe, image, caption, args, device)
+        result = upscale_image(pipe, image, caption, args, device, on_step)
     except torch.cuda.OutOfMemoryError as error:
         raise JobError(
             f"out of GPU memory on {job.source}; try --tile-batch-size 1, a smaller --tile-size or --cpu-offload"
@@ -697,27 +1007,85 @@ def process(job: Job, pipe: StableDiffusion3SRPipeline, args: argparse.Namespace
         raise JobError(f"cannot write {job.target}: {error}") from error
 
 
+class StepProgress:
+    """A progress bar over the denoising steps of every image ("Upscaling 2/3 photo.png"), so that a single image
+    shows progress too. Call it after each step (`on_step`); a scheduler that takes another number of steps than
+    `--steps` corrects the total."""
+
+    def __init__(self, num_images: int, steps_per_image: int, disable: bool) -> None:
+        self.bar = tqdm(
+            total=num_images * steps_per_image, desc="Upscaling", unit="step", disable=disable, file=sys.stderr
+        )
+        self.num_images, self.steps_per_image = num_images, steps_per_image
+        self.index = self.start = self.steps_done = 0
+
+    def start_image(self, index: int, job: Job) -> None:
+        self.index, self.start, self.steps_done = index, self.bar.n, 0
+        self.bar.set_description(f"Upscaling {index + 1}/{self.num_images} {job.source.name}")
+
+    def on_step(self, pipe: StableDiffusion3SRPipeline) -> None:
+        if self.steps_done == 0:
+            steps = getattr(pipe, "num_timesteps", None)
+            if isinstance(steps, int) and steps != self.steps_per_image:
+                self.steps_per_image = steps
+                self.bar.total = self.start + steps * (self.num_images - self.index)
+        self.steps_done += 1
+        self.bar.update(1)
+
+    def finish_image(self) -> None:
+        """Moves on to the next image's steps, also after a failure."""
+        self.bar.update(self.start + self.steps_per_image - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def upscale_all(
     pipe: StableDiffusion3SRPipeline, jobs: list[Job], args: argparse.Namespace, device: torch.device
 ) -> tuple[int, int]:
-    """Processes every job under a progress bar, reporting and counting failures; returns (upscaled, failed)."""
+    """Processes every job under a progress bar of denoising steps, reporting and counting failures; returns
+    (upscaled, failed)."""
     upscaled = failed = 0
-    for job in tqdm(jobs, desc="Upscaling", unit="image", disable=args.quiet, file=sys.stderr):
-        try:
-            process(job, pipe, args, device)
-        except JobError as error:
-            if args.debug:
-                raise
-            _report(f"{PROG}: error: {error} (skipped)")
-            failed += 1
-        else:
-            upscaled += 1
+    progress = StepProgress(len(jobs), args.steps, disable=args.quiet)
+    try:
+        for index, job in enumerate(jobs):
+            progress.start_image(index, job)
+            try:
+                process(job, pipe, args, device, None if args.quiet else progress.on_step)
+            except JobError as error:
+                if args.debug:
+                    raise
+                _report(f"{PROG}: error: {error} (skipped)")
+                failed += 1
+            else:
+                upscaled += 1
+            progress.finish_image()
+    finally:
+        progress.close()
     return upscaled, failed
 
 
+def remove_stale_files(jobs: list[Job], args: argparse.Namespace) -> None:
+    """Removes the temporary files that a killed earlier run left in the output folders (never a running one's)."""
+    for folder in sorted({job.target.parent for job in jobs}):
+        for path in remove_stale_temporary_files(folder, suffixes=OUTPUT_SUFFIXES):
+            if not args.quiet:
+                _report(f"removed {path}, a temporary file left by an interrupted run")
+
+
+def _error_details(error: Exception) -> str:
+    """The library's message on one line; with the exception's name where the message alone says little."""
+    message = " ".join(str(error).split())
+    if isinstance(error, LOAD_ERRORS) and message:
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
-    """Skips existing outputs, captions the rest with `--caption-model`, then loads the SR pipeline (only if there
-    is work), upscales and prints a summary."""
+    """Removes stale temporary files, skips existing outputs, reports inputs that cannot work (from their headers),
+    captions the rest with `--caption-model`, then loads the SR pipeline (only if there is work), upscales and
+    prints a summary."""
+    remove_stale_files(jobs, args)
     todo = []
     for job in jobs:
         if job.target.exists() and not args.overwrite:
@@ -727,25 +1095,40 @@ def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
             todo.append(job)
 
     upscaled = failed = 0
+    readable = []
+    for job in todo:
+        problem = screen_image(job.source, args.scale)
+        if problem is None:
+            readable.append(job)
+        else:
+            _report(f"{PROG}: error: {problem} (skipped)")
+            failed += 1
+    todo = readable
+
     captions = CaptionCounts()
     if todo:
+        hub = check_hub_access(args)
         if args.caption_model is not None:
             try:
-                captions = caption_all(todo, args, device)
-            except (*LOAD_ERRORS, ImportError) as error:
+                captions = caption_all(todo, args, device, hub)
+            except Exception as error:  # a broken model folder fails in many ways: one line each (--debug: all)
                 if args.debug:
                     raise
-                print(f"{PROG}: error: {describe_caption_load_error(args.caption_model, error)}", file=sys.stderr)
+                print(f"{PROG}: error: {describe_caption_load_error(args.caption_model, error, hub)}", file=sys.stderr)
                 return EXIT_FAILED
             if not args.quiet:
                 _report(f"upscaling {_count(todo)}")
         try:
-            pipe = load_pipeline(args.model, args.variant, resolve_dtype(args.dtype, device))
-        except LOAD_ERRORS as error:
+            with quiet_loading(args.debug):
+                pipe = load_pipeline(
+                    args.model, args.variant, resolve_dtype(args.dtype, device), local_files_only=hub.local_files_only
+                )
+        except Exception as error:  # a broken pipeline folder fails in many ways: one line each (--debug: all)
             if args.debug:
                 raise
-            print(f"{PROG}: error: {describe_load_error(args.model, error)}", file=sys.stderr)
+            print(f"{PROG}: error: {describe_load_error(args.model, error, hub)}", file=sys.stderr)
             return EXIT_FAILED
+        report_cache_only(hub, args.model or "the released pipeline", args)
         try:
             prepare_pipeline(pipe, device, args)
         except (RuntimeError, ImportError, ValueError) as error:  # e.g. an attention backend's missing package
@@ -754,9 +1137,11 @@ def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
             details = " ".join(str(error).split()) or type(error).__name__
             print(f"{PROG}: error: cannot prepare the pipeline: {details}", file=sys.stderr)
             return EXIT_FAILED
-        upscaled, failed = upscale_all(pipe, todo, args, device)
+        upscaled, upscale_failures = upscale_all(pipe, todo, args, device)
+        failed += upscale_failures
 
-    summary = f"{upscaled} upscaled, {len(jobs) - len(todo)} skipped (exist), {failed} failed"
+    skipped = len(jobs) - upscaled - failed
+    summary = f"{upscaled} upscaled, {skipped} skipped (exist), {failed} failed"
     if args.caption_model is not None:
         summary += f"; captions: {captions.written} new, {captions.reused} reused, {captions.failed} failed"
     print(summary)
@@ -764,13 +1149,19 @@ def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs `dit4sr-upscale` with `argv` (default: the process arguments) and returns the exit code."""
+    """Runs `dit4sr-upscale` with `argv` (default: the process arguments) and returns the exit code.
+
+    Everything that can be checked without the model is checked first (options, inputs, output folders, model
+    folders or ids), so that a bad command line fails at once, with exit code 2, before any loading or compute.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
         check_options(args, device)
         jobs = plan_jobs(find_images(args.inputs), args.output)
+        check_outputs(jobs, args.output)
+        check_models(args)
     except UsageError as error:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -4,20 +4,43 @@
 Diffusers' own `push_to_hub` writes a generic card that points users to `DiffusionPipeline.from_pretrained`, which
 cannot load a pipeline class from outside diffusers. Ours tells them to install this library and to load the
 repository with `StableDiffusion3SRPipeline`.
+
+Downloading, for programs that load models (the `dit4sr-upscale` command): `hub_unreachable_reason` asks the Hub
+once, with a short timeout, whether it can be reached at all, and `describe_hub_error` turns what a failed
+`from_pretrained` raised (diffusers and transformers wrap the Hub's exceptions in `OSError`s whose messages can
+mislead, like "does not appear to have a file named config.json" when offline) into one sentence naming the cause.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlparse
 
 from diffusers import DiffusionPipeline
-from huggingface_hub import ModelCard, ModelCardData, create_repo
+from huggingface_hub import ModelCard, ModelCardData, constants, create_repo, get_session
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 __all__ = [
     "RELEASED_DIT4SR_MODEL",
     "RELEASED_SD3_MODEL",
     "RELEASED_VARIANTS",
+    "describe_hub_error",
+    "hub_offline_mode",
+    "hub_unreachable_reason",
     "make_model_card",
     "make_training_model_card",
     "push_pipeline_to_hub",
@@ -239,3 +262,169 @@ def push_pipeline_to_hub(
         return pipeline._upload_folder(
             tmp_dir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr
         )
+
+
+# --- Downloading: is the Hub reachable, and why did a download fail ------------------------------------------------
+
+HUB_CHECK_TIMEOUT = 5.0
+"""Seconds `hub_unreachable_reason` waits for the Hub's answer by default."""
+
+
+def hub_offline_mode() -> bool:
+    """Whether `HF_HUB_OFFLINE=1` (or `TRANSFORMERS_OFFLINE=1`) was set when huggingface_hub was imported."""
+    is_offline_mode = getattr(constants, "is_offline_mode", None)
+    return bool(is_offline_mode() if is_offline_mode is not None else constants.HF_HUB_OFFLINE)
+
+
+def hub_unreachable_reason(timeout: float = HUB_CHECK_TIMEOUT) -> str | None:
+    """
+    Asks the Hub (`HF_ENDPOINT`, by default https://huggingface.co) once whether it answers, through
+    huggingface_hub's own HTTP session (its proxy settings included), without retries; at most `timeout` seconds,
+    the name lookup included.
+
+    Returns `None` when it answers, whatever the HTTP status, and otherwise why not in a few words ("DNS lookup of
+    huggingface.co failed: Name or service not known", "no answer from https://huggingface.co within 5 s", ...).
+    Downloads would otherwise retry for a minute before failing. In offline mode (`hub_offline_mode()`) it does not
+    ask and returns `None`.
+    """
+    if hub_offline_mode():
+        return None
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            get_session().head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
+        except Exception as error:  # noqa: BLE001 (every failure is a reason to report)
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    # A daemon thread bounds the name lookup too, which no HTTP timeout covers; left behind, it ends by itself.
+    thread = threading.Thread(target=ask, name="hub-reachable", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if not outcome:
+        return f"no answer from {constants.ENDPOINT} within {timeout:g} s"
+    if outcome[0] is None:
+        return None
+    return _network_reason(outcome[0]) or f"{type(outcome[0]).__name__}: {_one_line(outcome[0])}"
+
+
+def describe_hub_error(error: BaseException, what: str) -> str | None:
+    """
+    What made loading `what` (a repository id, or a few, for the message) fail, as one sentence with the fix, when
+    the cause is the Hub: offline mode, no network, a gated repository without access, no such repository, a
+    missing file, a refused token or a Hub outage. `None` when no Hub exception is among `error`'s causes.
+
+    diffusers and transformers wrap the Hub's exceptions (`OSError("... does not appear to have a file named
+    config.json")`), so the whole chain (`__cause__`, `__context__`) is searched.
+    """
+    chain = list(_exception_chain(error))
+
+    def find(kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+        return next((item for item in chain if isinstance(item, kind)), None)
+
+    not_cached = f"{what} is not (fully) in the local Hugging Face cache"
+    if find(OfflineModeIsEnabled) is not None or (find(LocalEntryNotFoundError) is not None and hub_offline_mode()):
+        return (
+            f"HF_HUB_OFFLINE=1 is set (no downloads) and {not_cached}. Fix: unset HF_HUB_OFFLINE to download it "
+            "once, or load a local folder"
+        )
+    gated = find(GatedRepoError)
+    if gated is not None:
+        repo = getattr(gated, "repo_id", None) or what
+        return (
+            f"{repo} is a gated repository and this machine has no access to it. Fix: accept its license on "
+            f"{constants.ENDPOINT}/{repo} while logged in, then `hf auth login` here (or set HF_TOKEN)"
+        )
+    missing_repo = find(RepositoryNotFoundError)
+    if missing_repo is not None:
+        repo = getattr(missing_repo, "repo_id", None) or what
+        return (
+            f"the Hub has no repository {repo} (or it is private and this machine is not logged in with access to "
+            "it). Fix: check the id (a local folder must exist), or `hf auth login`"
+        )
+    missing_revision = find(RevisionNotFoundError)
+    if missing_revision is not None:
+        return f"the Hub repository of {what} has no such revision (branch, tag or commit)"
+    network = find(_network_error_types())
+    if network is not None:
+        return (
+            f"cannot reach the Hub: {_network_reason(network)}, and {not_cached}. Fix: check the network (or the "
+            "proxy), or load a local folder"
+        )
+    missing_file = find(EntryNotFoundError)
+    if missing_file is not None and not isinstance(missing_file, LocalEntryNotFoundError):
+        url = _request_url(missing_file)
+        return (
+            f"a file that {what} needs is missing on the Hub{f' ({url})' if url else ''}: the repository is not "
+            "what was expected (a pipeline needs model_index.json and one folder per component)"
+        )
+    if missing_file is not None:
+        return f"{not_cached}, and downloads were off (local files only)"
+    http = find(HfHubHTTPError)
+    if http is not None:
+        status = getattr(getattr(http, "response", None), "status_code", None)
+        if status == 401:
+            return "the Hub refused this machine's token (HTTP 401). Fix: `hf auth login` again, or set HF_TOKEN"
+        if isinstance(status, int) and (status == 429 or status >= 500):
+            return f"the Hub answered HTTP {status} (busy or down) while loading {what}. Fix: try again later"
+        return f"the Hub answered HTTP {status} while loading {what}: {_one_line(http)}"
+    invalid = find(HFValidationError)
+    if invalid is not None:
+        return f"{what} is neither an existing folder nor a valid Hub id (namespace/name): {_one_line(invalid)}"
+    return None
+
+
+def _exception_chain(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        item = pending.pop(0)
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        pending.extend(cause for cause in (item.__cause__, item.__context__) if cause is not None)
+
+
+def _network_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions of a failed connection: Python's own, and those of the HTTP clients that are loaded (a library
+    that was never imported raised nothing)."""
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "TransportError", None), type):
+            kinds.append(module.TransportError)
+    requests_exceptions = sys.modules.get("requests.exceptions")
+    if requests_exceptions is not None:
+        kinds += [requests_exceptions.ConnectionError, requests_exceptions.Timeout]
+    return tuple(kinds)
+
+
+def _network_reason(error: BaseException) -> str | None:
+    """A few words on why a connection failed (DNS, refused, timed out, ...), or `None` if `error` is no such
+    failure."""
+    chain = list(_exception_chain(error))
+    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    dns = next((item for item in chain if isinstance(item, socket.gaierror)), None)
+    if dns is not None:
+        return f"DNS lookup of {host} failed: {dns.strerror or _one_line(dns)}"
+    if any(isinstance(item, ConnectionRefusedError) for item in chain):
+        return f"{host} refused the connection"
+    if any(isinstance(item, TimeoutError) or "Timeout" in type(item).__name__ for item in chain):
+        return f"no answer from {host} in time"
+    network = next((item for item in chain if isinstance(item, _network_error_types())), None)
+    if network is None:
+        return None
+    return f"cannot connect to {host} ({_one_line(network) or type(network).__name__})"
+
+
+def _request_url(error: BaseException) -> str | None:
+    request = getattr(getattr(error, "response", None), "request", None)
+    url = getattr(request, "url", None)
+    return str(url) if url else None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

@@ -39,6 +39,7 @@ from .pipelines import StableDiffusion3SRPipeline
 
 __all__ = [
     "TINY_TRANSFORMER_CONFIG",
+    "TINY_VAE_SAMPLE_SIZE",
     "make_tiny_captioner",
     "make_tiny_clip_tokenizer",
     "make_tiny_pipeline",
@@ -207,9 +208,16 @@ def make_tiny_text_encoders(seed: int = 0) -> dict[str, Any]:
     }
 
 
+TINY_VAE_SAMPLE_SIZE = 1024
+"""The tiny VAE's ``sample_size``: SD3.5's. It sets only where VAE tiling engages (``tile_sample_min_size``), not
+the weights or the untiled numbers; with a 32 px tile, ``enable_vae_tiling()`` (always on in ``dit4sr-upscale``)
+would cut a small image into hundreds of tiles."""
+
+
 def make_tiny_vae(seed: int = 0) -> AutoencoderKL:
     """A tiny ``AutoencoderKL`` shaped like SD3's: 16 latent channels, 4 blocks (8x scale factor), SD3's
-    ``shift_factor``/``scaling_factor``, no quant convs. In eval mode; weights depend only on ``seed``."""
+    ``shift_factor``/``scaling_factor`` and tile size (``TINY_VAE_SAMPLE_SIZE``: tiling engages above 1024 px), no
+    quant convs. In eval mode; weights depend only on ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKL(
@@ -221,7 +229,7 @@ def make_tiny_vae(seed: int = 0) -> AutoencoderKL:
             layers_per_block=1,
             latent_channels=16,
             norm_num_groups=4,
-            sample_size=32,
+            sample_size=TINY_VAE_SAMPLE_SIZE,
             shift_factor=0.0609,
             scaling_factor=1.5305,
             use_quant_conv=False,
