@@ -159,14 +159,19 @@ def write_json_atomically(path: Path, payload: dict) -> None:
         temporary.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--resolution", type=int, default=1024, help="output image side in pixels")
+def add_forward_arguments(parser: argparse.ArgumentParser, presets: dict, resolution: int) -> None:
+    """The options of one transformer forward: model preset, shape, text length, precision, device."""
+    parser.add_argument("--preset", choices=sorted(presets), default="tiny")
+    parser.add_argument("--resolution", type=int, default=resolution, help="output image side in pixels")
     parser.add_argument("--batch", type=int, default=2, help="2 = one image with classifier-free guidance")
     parser.add_argument("--text-tokens", type=int, default=154, help="77 CLIP + 77 T5 tokens in released training")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_forward_arguments(parser, PRESETS, resolution=1024)
     parser.add_argument("--attention-backend", default=None, help="a diffusers attention backend, e.g. _native_cudnn")
     parser.add_argument("--lr-injection-scale", type=float, default=1.2)
     parser.add_argument("--baseline-sd3", action="store_true", help="also time plain SD3 with the same config")

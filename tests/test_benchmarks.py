@@ -235,6 +235,42 @@ def test_training_memory_table(tmp_path):
     assert rows["full", False, 4]["step_gib"] > full["step_gib"]
 
 
+def test_regional_compile_traces_one_graph_per_repeated_block_class(tmp_path, monkeypatch):
+    """`bench_compile.py` with dynamo's `eager` backend (tracing without inductor, a few seconds on the CPU).
+
+    Four blocks: two dual-attention ones, one joint, the final one; so both repeated classes, one with two instances.
+    """
+    bench_compile = import_benchmark("bench_compile")
+    config = {**bench_compile.COMPILE_PRESETS["tiny"], "num_layers": 4, "dual_attention_layers": (0, 1)}
+    monkeypatch.setitem(bench_compile.COMPILE_PRESETS, "tiny", config)
+    output = tmp_path / "compile.json"
+    job = ["--preset", "tiny", "--device", "cpu", "--dtype", "fp32", "--backend", "eager", "--iters", "1"]
+    try:
+        payload = bench_compile.main([*job, "--text-tokens", "5", "--output", str(output)])
+    finally:
+        torch.compiler.reset()
+    assert json.loads(output.read_text()) == payload
+    assert payload["benchmark"] == "regional_compile"
+    for key in ("platform", "python", "torch", "diffusers", "device", "torch_threads", "inductor_compile_threads"):
+        assert key in payload["machine"]
+    settings = payload["settings"]
+    assert settings["preset"] == "tiny" and settings["backend"] == "eager" and settings["latent"] == [16, 16]
+    assert settings["batch"] == 2 and settings["text_tokens"] == 5 and settings["fresh_inductor_cache"]
+    assert settings["repeated_blocks"] == ["DiT4SRTransformerBlock", "DiT4SRDualAttentionTransformerBlock"]
+    results = payload["results"]
+    # One graph per repeated class, shared by its instances; the final block stays eager.
+    assert results["graphs_compiled"] == 2 and results["recompiles_after_first_call"] == 0
+    assert len(results["graph_nodes"]) == len(results["graph_backend_s"]) == 2
+    assert all(isinstance(nodes, int) and nodes > 0 for nodes in results["graph_nodes"])
+    assert results["blocks_compiled"] == {"DiT4SRDualAttentionTransformerBlock": 2, "DiT4SRTransformerBlock": 1}
+    assert results["blocks_eager"] == {"DiT4SRFinalTransformerBlock": 1}
+    assert 0 < results["compiled_median_s"] and 0 < results["eager_median_s"]
+    assert results["first_call_s"] > 0 and results["compile_s"] == pytest.approx(
+        results["first_call_s"] - results["compiled_median_s"]
+    )
+    assert results["relative_error_vs_eager"] < 1e-6  # the eager backend runs the traced ops as they are
+
+
 def test_measured_phase_times_plot(breakdown, results_path, tmp_path):
     svg = tmp_path / "time.svg"
     breakdown.main(["--pipeline-results", str(results_path), "--svg", str(svg)])

@@ -28,7 +28,11 @@ def run(model, inputs, **kwargs) -> torch.Tensor:
 
 
 class TestParameterNames:
-    @pytest.mark.parametrize("config", [TINY_SD35_CONFIG, TINY_SD30_CONFIG], ids=["sd35", "sd30"])
+    @pytest.mark.parametrize(
+        "config",
+        [TINY_SD35_CONFIG, TINY_SD30_CONFIG, {**TINY_SD35_CONFIG, "dual_attention_layers": (0, 1, 2)}],
+        ids=["sd35", "sd30", "sd35-dual-attention-in-the-last-block"],
+    )
     def test_state_dict_is_sd3_plus_released_control_layers(self, config):
         sd3_keys = set(SD3Transformer2DModel(**config).state_dict())
         keys = set(DiT4SRTransformer2DModel(**config).state_dict())

@@ -18,6 +18,8 @@ TINY_SD35_CONFIG = {
     "qk_norm": "rms_norm",
 }
 TINY_SD30_CONFIG = {**TINY_SD35_CONFIG, "dual_attention_layers": (), "qk_norm": None}
+# Every block class once or more: dual-attention blocks 0 and 1, a joint-attention block 2, the final block 3.
+TINY_SD35_ALL_BLOCKS_CONFIG = {**TINY_SD35_CONFIG, "num_layers": 4}
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:

@@ -10,16 +10,18 @@ import pytest
 import torch
 from accelerate.hooks import UserCpuOffloadHook
 from diffusers import (
+    FasterCacheConfig,
     FirstBlockCacheConfig,
     FlowMatchEulerDiscreteScheduler,
     FlowMatchHeunDiscreteScheduler,
     FlowMatchLCMScheduler,
+    PyramidAttentionBroadcastConfig,
     StableDiffusion3Pipeline,
     UniPCMultistepScheduler,
 )
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline
-from diffusers_dit4sr.models import DiT4SRTransformerBlock
+from diffusers_dit4sr.models import DiT4SRAttention, DiT4SRTransformerBlock
 from diffusers_dit4sr.pipelines import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
 from diffusers_dit4sr.pipelines import pipeline_stable_diffusion_3_sr as pipeline_module
 from diffusers_dit4sr.tiny import make_tiny_pipeline
@@ -372,6 +374,54 @@ class TestOptions:
         num_layers = pipe.transformer.config.num_layers
         # Each tile batch has its own cache: full first step, then only its first block.
         assert len(spy.calls) == uncached // 4 + 3 * uncached // 4 // num_layers
+
+    @staticmethod
+    def upscale_with_cache(monkeypatch, make_config) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(plain, cached) results of a 4-step guided upscale and their attention calls; `make_config(pipe)` builds
+        the cache config, configured the Diffusers way (the hook asks the pipeline for the timestep being denoised)."""
+        pipe = make_tiny_pipeline()  # hooks keep the forward they wrapped: a pipeline of its own
+        pipe.set_progress_bar_config(disable=True)
+        image = random_image(11, 13)
+        spy = CallSpy(monkeypatch, DiT4SRAttention, "forward")
+        plain = upscale(pipe, image, num_inference_steps=4)
+        plain_calls = len(spy.calls)
+        spy.calls.clear()
+        pipe.transformer.enable_cache(make_config(pipe))
+        try:
+            cached = upscale(pipe, image, num_inference_steps=4)
+        finally:
+            pipe.transformer.disable_cache()
+        return plain, cached, plain_calls, len(spy.calls)
+
+    def test_pyramid_attention_broadcast_reads_current_timestep(self, monkeypatch):
+        plain, cached, plain_calls, cached_calls = self.upscale_with_cache(
+            monkeypatch,
+            lambda pipe: PyramidAttentionBroadcastConfig(
+                spatial_attention_block_skip_range=2,
+                spatial_attention_timestep_skip_range=(-1, 1001),
+                current_timestep_callback=lambda: pipe.current_timestep,
+            ),
+        )
+        assert cached_calls == plain_calls // 2  # every other step reuses the attention outputs
+        torch.testing.assert_close(cached, plain, rtol=0, atol=0.1)
+        assert not torch.equal(cached, plain)
+
+    def test_faster_cache_with_guidance(self, monkeypatch):
+        # FasterCache halves the batch-carrying inputs when it skips the unconditional branch.
+        plain, cached, plain_calls, cached_calls = self.upscale_with_cache(
+            monkeypatch,
+            lambda pipe: FasterCacheConfig(
+                spatial_attention_block_skip_range=2,
+                spatial_attention_timestep_skip_range=(-1, 1001),
+                unconditional_batch_skip_range=2,
+                attention_weight_callback=lambda _: 0.5,
+                current_timestep_callback=lambda: pipe.current_timestep,
+                is_guidance_distilled=False,
+                tensor_format="BCHW",
+            ),
+        )
+        assert plain_calls // 2 <= cached_calls < plain_calls
+        torch.testing.assert_close(cached, plain, rtol=0, atol=0.1)
 
     def test_vae_tiling(self, pipe):
         image = random_image(30, 30)

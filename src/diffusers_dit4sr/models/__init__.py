@@ -1,10 +1,18 @@
 from .attention_processor import DiT4SRAttention, DiT4SRAttnProcessor
-from .transformer_dit4sr import DiT4SRFeedForward, DiT4SRTransformer2DModel, DiT4SRTransformerBlock
+from .transformer_dit4sr import (
+    DiT4SRDualAttentionTransformerBlock,
+    DiT4SRFeedForward,
+    DiT4SRFinalTransformerBlock,
+    DiT4SRTransformer2DModel,
+    DiT4SRTransformerBlock,
+)
 
 __all__ = [
     "DiT4SRAttention",
     "DiT4SRAttnProcessor",
+    "DiT4SRDualAttentionTransformerBlock",
     "DiT4SRFeedForward",
+    "DiT4SRFinalTransformerBlock",
     "DiT4SRTransformer2DModel",
     "DiT4SRTransformerBlock",
 ]

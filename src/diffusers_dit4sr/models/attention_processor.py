@@ -1,9 +1,11 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Joint attention of a DiT4SR block: noise, LR and text tokens attend to each other in one softmax.
 
-The image streams enter stacked along a leading axis of size 2, `(2, B, N, D)`: index 0 holds the noise tokens X,
-index 1 the LR tokens R. Both streams share SD3's projections (one GEMM serves both), then the LR stream passes
-through its own zero-initialized `*_control` projections.
+The processor takes the image streams stacked along a leading axis of size 2, `(2, B, N, D)`: index 0 holds the noise
+tokens X, index 1 the LR tokens R. Both streams share SD3's projections (one GEMM serves both), then the LR stream
+passes through its own zero-initialized `*_control` projections. The attention module itself takes and returns the
+batch-first view of that stack, `(B, 2, N, D)`, like every Diffusers attention module: hooks that act on attention
+modules (FasterCache, ...) read the batch size from dimension 0.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ def _make_head_norm(qk_norm: str | None, head_dim: int, eps: float) -> nn.Module
 
 
 class DiT4SRAttnProcessor:
-    """Computes [`DiT4SRAttention`] with `dispatch_attention_fn`, so `set_attention_backend` selects the kernel."""
+    """
+    Computes [`DiT4SRAttention`] with `dispatch_attention_fn`, so `set_attention_backend` selects the kernel.
+
+    Called as `processor(attn, hidden_states, encoder_hidden_states, attention_mask)` with the stream-first image
+    tokens `(2, B, N, D)` (noise, LR); returns the `(2, B, N, D)` image output and, with text tokens, the text output.
+    """
 
     _attention_backend = None
     _parallel_config = None
@@ -262,11 +269,18 @@ class DiT4SRAttention(nn.Module, AttentionModuleMixin):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            hidden_states (`torch.Tensor` of shape `(2, B, N, D)`): Modulated noise (index 0) and LR (index 1) tokens.
+            hidden_states (`torch.Tensor` of shape `(B, 2, N, D)`): Modulated noise (`[:, 0]`) and LR (`[:, 1]`) tokens,
+                batch first. The blocks pass `stack.transpose(0, 1)` of their `(2, B, N, D)` stream stack (a view).
             encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`, *optional*): Modulated text tokens.
             attention_mask (`torch.Tensor`, *optional*): Passed to the attention kernel.
 
         Returns:
-            The `(2, B, N, D)` image output and, when text tokens were given, the `(B, T, D)` text output.
+            The `(B, 2, N, D)` image output (a transposed view of a stream-first stack) and, when text tokens were
+            given, the `(B, T, D)` text output.
         """
-        return self.processor(self, hidden_states, encoder_hidden_states, attention_mask)
+        # Back to the stream-first stack: for the blocks' transposed view this is the original contiguous tensor.
+        output = self.processor(self, hidden_states.transpose(0, 1), encoder_hidden_states, attention_mask)
+        if encoder_hidden_states is None:
+            return output.transpose(0, 1)
+        image_output, context_output = output
+        return image_output.transpose(0, 1), context_output

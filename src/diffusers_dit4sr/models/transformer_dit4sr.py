@@ -3,17 +3,25 @@
 
 Inside the blocks, noise tokens X and LR tokens R travel stacked along a leading axis, `(2, B, N, D)`, so that every
 layer they share (AdaLN modulation, projections, MLP) runs once over both and the streams stay contiguous views.
+
+The blocks come in three classes of one implementation, so that every instance of a class has the same structure:
+[`DiT4SRTransformerBlock`] (joint attention), [`DiT4SRDualAttentionTransformerBlock`] (SD3.5's blocks with `attn2`)
+and [`DiT4SRFinalTransformerBlock`] (the last block, whose text stream is only read). `torch.compile` keeps its cache
+per code object, and each class has its own `forward`, so regional compilation traces each repeated class once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from accelerate import init_empty_weights
 from accelerate.utils import set_module_tensor_to_device
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks import FasterCacheConfig
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.hooks.group_offloading import _is_group_offload_enabled
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.cache_utils import CacheMixin
@@ -87,6 +95,11 @@ class DiT4SRTransformerBlock(nn.Module):
 
     The LR stream shares the noise stream's AdaLN-Zero modulation, projections, norms, MLP and residual gates; it
     adds its own attention projections ([`DiT4SRAttention`]) and the injection layer ([`DiT4SRFeedForward`]).
+
+    [`DiT4SRTransformer2DModel`] builds this class for its joint-attention blocks only, and
+    [`DiT4SRDualAttentionTransformerBlock`] / [`DiT4SRFinalTransformerBlock`] (subclasses, same parameters) for the
+    others, so that all instances of one class share one structure and one compiled graph. Built directly, this class
+    takes every combination of `context_pre_only` and `use_dual_attention`, as SD3's block does.
 
     Args:
         dim (`int`): Channels of the token streams.
@@ -177,17 +190,20 @@ class DiT4SRTransformerBlock(nn.Module):
                 encoder_hidden_states, emb=temb
             )
 
-        # (B, D) modulations broadcast over the stream axis: one AdaLN acts on both X and R.
+        # (B, D) modulations broadcast over the stream axis: one AdaLN acts on both X and R. The attention modules
+        # take and return batch-first `(B, 2, N, D)` views (free transposes), as hooks on them expect the batch first.
         attn_output, context_attn_output = self.attn(
-            norm_hidden_states, encoder_hidden_states=norm_encoder_hidden_states, **joint_attention_kwargs
+            norm_hidden_states.transpose(0, 1),
+            encoder_hidden_states=norm_encoder_hidden_states,
+            **joint_attention_kwargs,
         )
-        hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
+        hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output.transpose(0, 1)
         # Dropped before the MLP, whose 4x-wide activations set the peak memory: each is a (2, B, N, D) tensor.
         del attn_output, norm_hidden_states
 
         if self.use_dual_attention:
-            attn_output2 = self.attn2(norm_hidden_states2, **joint_attention_kwargs)
-            hidden_states = hidden_states + gate_msa2.unsqueeze(1) * attn_output2
+            attn_output2 = self.attn2(norm_hidden_states2.transpose(0, 1), **joint_attention_kwargs)
+            hidden_states = hidden_states + gate_msa2.unsqueeze(1) * attn_output2.transpose(0, 1)
             del attn_output2, norm_hidden_states2
 
         norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
@@ -205,10 +221,76 @@ class DiT4SRTransformerBlock(nn.Module):
         return encoder_hidden_states, hidden_states
 
 
-TransformerBlockRegistry.register(
-    DiT4SRTransformerBlock,
-    TransformerBlockMetadata(return_hidden_states_index=1, return_encoder_hidden_states_index=0),
-)
+@maybe_allow_in_graph
+class DiT4SRDualAttentionTransformerBlock(DiT4SRTransformerBlock):
+    r"""
+    A [`DiT4SRTransformerBlock`] with SD3.5's second, image-only attention (`attn2`): the blocks in
+    `dual_attention_layers` (0..12 in SD3.5-medium), except the last block of a model.
+
+    Same parameters and computation as `DiT4SRTransformerBlock(..., use_dual_attention=True)`. Its own class (with its
+    own `forward`) so that `compile_repeated_blocks` traces one graph for these blocks and one for the joint ones.
+    """
+
+    def __init__(self, dim: int, num_attention_heads: int, attention_head_dim: int, **options: Any):
+        """`options`: [`DiT4SRTransformerBlock`]'s other arguments, but `context_pre_only` and `use_dual_attention`."""
+        super().__init__(
+            dim, num_attention_heads, attention_head_dim, context_pre_only=False, use_dual_attention=True, **options
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        joint_attention_kwargs: dict[str, Any] | None = None,
+        grid_size: tuple[int, int] | None = None,
+        lr_injection_scale: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See [`DiT4SRTransformerBlock.forward`]."""
+        # A code object of its own: torch.compile keeps one cache entry per code object, shared by all instances.
+        return super().forward(
+            hidden_states, encoder_hidden_states, temb, joint_attention_kwargs, grid_size, lr_injection_scale
+        )
+
+
+@maybe_allow_in_graph
+class DiT4SRFinalTransformerBlock(DiT4SRTransformerBlock):
+    r"""
+    The last block of a [`DiT4SRTransformer2DModel`] (SD3's `context_pre_only` block): its text stream is only read,
+    so it has no `attn.to_add_out`, `norm2_context` or `ff_context`, and it returns its text input unchanged.
+
+    Same parameters and computation as `DiT4SRTransformerBlock(..., context_pre_only=True)`. It runs once per forward,
+    so it is not in `_repeated_blocks`: regional compilation does not spend a graph on it.
+    """
+
+    def __init__(self, dim: int, num_attention_heads: int, attention_head_dim: int, **options: Any):
+        """`options`: [`DiT4SRTransformerBlock`]'s other arguments, but `context_pre_only`."""
+        super().__init__(dim, num_attention_heads, attention_head_dim, context_pre_only=True, **options)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        joint_attention_kwargs: dict[str, Any] | None = None,
+        grid_size: tuple[int, int] | None = None,
+        lr_injection_scale: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See [`DiT4SRTransformerBlock.forward`]."""
+        return super().forward(
+            hidden_states, encoder_hidden_states, temb, joint_attention_kwargs, grid_size, lr_injection_scale
+        )
+
+
+DIT4SR_BLOCK_CLASSES = (DiT4SRTransformerBlock, DiT4SRDualAttentionTransformerBlock, DiT4SRFinalTransformerBlock)
+
+# FirstBlockCache and MagCache look the metadata up by the exact class; each class needs its own entry.
+for _block_class in DIT4SR_BLOCK_CLASSES:
+    TransformerBlockRegistry.register(
+        _block_class,
+        TransformerBlockMetadata(return_hidden_states_index=1, return_encoder_hidden_states_index=0),
+    )
+del _block_class
 
 
 class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMixin, PeftAdapterMixin):
@@ -248,9 +330,23 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["DiT4SRTransformerBlock"]
-    _repeated_blocks = ["DiT4SRTransformerBlock"]
+    _no_split_modules = [
+        "DiT4SRTransformerBlock",
+        "DiT4SRDualAttentionTransformerBlock",
+        "DiT4SRFinalTransformerBlock",
+    ]
+    # One graph per class; the final block runs once per forward and stays eager.
+    _repeated_blocks = ["DiT4SRTransformerBlock", "DiT4SRDualAttentionTransformerBlock"]
     _skip_layerwise_casting_patterns = ["pos_embed", "norm"]
+    # The forward arguments that carry the batch: FasterCache halves them when it skips the unconditional half of a
+    # classifier-free-guidance batch (see `enable_cache`).
+    _batch_input_kwargs = (
+        "hidden_states",
+        "lr_hidden_states",
+        "encoder_hidden_states",
+        "pooled_projections",
+        "timestep",
+    )
     # Released checkpoints carry text projections in the image-only `attn2`, which the model never used.
     _keys_to_ignore_on_load_unexpected = [r"\.attn2\.(add_[qkv]_proj|to_add_out|norm_added_[qk])\."]
 
@@ -303,23 +399,26 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
             embedding_dim=self.inner_dim, pooled_projection_dim=pooled_projection_dim
         )
         self.context_embedder = nn.Linear(joint_attention_dim, caption_projection_dim)
-        self.transformer_blocks = nn.ModuleList(
-            [
-                DiT4SRTransformerBlock(
-                    dim=self.inner_dim,
-                    num_attention_heads=num_attention_heads,
-                    attention_head_dim=attention_head_dim,
-                    context_pre_only=i == num_layers - 1,
-                    qk_norm=qk_norm,
-                    use_dual_attention=i in dual_attention_layers,
-                    lr_key_source=lr_key_source,
-                    lr_attention=lr_attention,
-                    lr_residual=lr_residual,
-                    lr_injection=lr_injection,
-                )
-                for i in range(num_layers)
-            ]
-        )
+        block_options = {
+            "dim": self.inner_dim,
+            "num_attention_heads": num_attention_heads,
+            "attention_head_dim": attention_head_dim,
+            "qk_norm": qk_norm,
+            "lr_key_source": lr_key_source,
+            "lr_attention": lr_attention,
+            "lr_residual": lr_residual,
+            "lr_injection": lr_injection,
+        }
+        blocks = []
+        for i in range(num_layers):
+            if i == num_layers - 1:
+                block = DiT4SRFinalTransformerBlock(use_dual_attention=i in dual_attention_layers, **block_options)
+            elif i in dual_attention_layers:
+                block = DiT4SRDualAttentionTransformerBlock(**block_options)
+            else:
+                block = DiT4SRTransformerBlock(**block_options)
+            blocks.append(block)
+        self.transformer_blocks = nn.ModuleList(blocks)
         self.norm_out = AdaLayerNormContinuous(self.inner_dim, self.inner_dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(self.inner_dim, patch_size * patch_size * self.out_channels)
 
@@ -363,6 +462,29 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         model.init_lr_stream()
         return model
 
+    def enable_cache(self, config) -> None:
+        r"""
+        Enables one of Diffusers' caching hooks ([`CacheMixin.enable_cache`]), adapted to this model where needed.
+
+        [`~hooks.FasterCacheConfig`]: when FasterCache skips the unconditional half of a guidance batch, it halves
+        the forward arguments it is told carry the batch. Diffusers' default list lacks `lr_hidden_states` and
+        `pooled_projections`, so they are added (`_batch_input_kwargs`), and `tensor_format` is set to `"BCHW"`, the
+        layout of this model's output. The config passed in is not modified. A `current_timestep_callback` is
+        required (e.g. `lambda: pipe.current_timestep`).
+        """
+        if isinstance(config, FasterCacheConfig):
+            if config.current_timestep_callback is None:
+                raise ValueError(
+                    "FasterCache needs `current_timestep_callback` (e.g. `lambda: pipe.current_timestep`): it decides "
+                    "by the timestep when attention and the unconditional branch may be skipped."
+                )
+            identifiers = dict.fromkeys(config._unconditional_conditional_input_kwargs_identifiers)
+            identifiers.update(dict.fromkeys(self._batch_input_kwargs))
+            config = dataclasses.replace(
+                config, tensor_format="BCHW", _unconditional_conditional_input_kwargs_identifiers=tuple(identifiers)
+            )
+        super().enable_cache(config)
+
     @torch.no_grad()
     def init_lr_stream(self) -> None:
         """Resets every LR-stream layer to DiT4SR's initialization (see [`~DiT4SRTransformer2DModel.from_transformer`])."""
@@ -375,12 +497,18 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         Speeds up inference: each LR projection (`to_q_control` after `to_q`, ...) is folded with the SD3 projection
         before it into one matrix, so the LR tokens take one GEMM instead of two. Outputs agree with the unfused
         model to round-off. The folded copies are computed now: after changing weights, fuse again; for training,
-        call [`~DiT4SRTransformer2DModel.unfuse_lr_projections`] (the folded copies receive no gradients).
+        call [`~DiT4SRTransformer2DModel.unfuse_lr_projections`] (the folded copies receive no gradients). With group
+        offloading, fuse first, then call `enable_group_offload`: the folded copies are buffers of the attention
+        modules and are offloaded with them.
         """
         if getattr(self, "_hf_peft_config_loaded", False):
             raise ValueError(
                 "`fuse_lr_projections` would bypass the LoRA adapters of the projections; fuse or unload them first."
             )
+        if _is_group_offload_enabled(self):
+            # The offloaded weights are not where the folding reads them (on disk they are placeholders), and the
+            # groups, already formed, would not move the new buffers.
+            raise ValueError("Call `fuse_lr_projections()` before `enable_group_offload(...)`, not after.")
         for module in self.modules():
             if isinstance(module, DiT4SRAttention):
                 module.fuse_lr_projections()
