@@ -1,5 +1,6 @@
 """`dit4sr-upscale` end to end, in-process, with the real tiny pipeline saved to a folder (offline, CPU)."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import diffusers
 import numpy as np
 import PIL.Image
+import psutil
 import pytest
 import torch
 from huggingface_hub import constants
@@ -83,12 +85,12 @@ def upscale(model_dir):
 
 @pytest.fixture
 def prompts(monkeypatch) -> list:
-    """The `prompt` of every pipeline call, in order (the pipeline still runs)."""
+    """The caption of every image the pipeline got, in order (the pipeline still runs)."""
     calls = []
     original_call = StableDiffusion3SRPipeline.__call__
 
     def spy(self, image, prompt=None, **kwargs):
-        calls.append(prompt)
+        calls.extend(prompt if isinstance(prompt, list) else [prompt])
         return original_call(self, image, prompt=prompt, **kwargs)
 
     monkeypatch.setattr(StableDiffusion3SRPipeline, "__call__", spy)
@@ -512,7 +514,7 @@ def test_prompt_is_used_for_every_image_and_no_caption_by_default(upscale, promp
     assert upscale(tmp_path / "in", "-o", tmp_path / "with-prompt", "--prompt", "a cat") == 0
     assert upscale(tmp_path / "in" / "a.png", "-o", tmp_path / "without") == 0
 
-    assert prompts == ["a cat", "a cat", None]
+    assert prompts == ["a cat", "a cat", ""]
 
 
 def test_results_depend_on_the_seed_only_not_on_the_other_inputs(upscale, tmp_path):
@@ -863,15 +865,31 @@ def test_a_single_image_shows_its_denoising_steps(model_dir, tmp_path, capsys):
 def test_the_step_bar_follows_the_scheduler_and_failures():
     progress = cli.StepProgress(num_images=2, steps_per_image=4, disable=False)
     job = cli.Job(Path("a.png"), Path("out/a.png"))
-    progress.start_image(0, job)
+    progress.start_batch(0, [job])
     progress.on_step(SimpleNamespace(num_timesteps=7))  # e.g. a second-order scheduler: 7 steps for 4
     assert (progress.bar.n, progress.bar.total) == (1, 14)
-    progress.finish_image()  # failed after one step: the bar moves on to the next image
-    progress.start_image(1, job)
+    progress.finish_batch()  # failed after one step: the bar moves on to the next image
+    progress.start_batch(1, [job])
     for _ in range(7):
         progress.on_step(SimpleNamespace(num_timesteps=7))
-    progress.finish_image()
+    progress.finish_batch()
     assert (progress.bar.n, progress.bar.total) == (14, 14)
+    progress.close()
+
+
+def test_the_step_bar_counts_every_image_of_a_batch():
+    progress = cli.StepProgress(num_images=3, steps_per_image=4, disable=False)
+    jobs = [cli.Job(Path(f"{name}.png"), Path(f"out/{name}.png")) for name in "abc"]
+    progress.start_batch(0, jobs[:2])
+    assert progress.bar.desc.startswith("Upscaling 1-2/3 a.png (+1)")
+    progress.on_step(SimpleNamespace(num_timesteps=4))
+    assert progress.bar.n == 2  # one step of two images
+    progress.finish_batch()
+    assert progress.bar.n == 8
+    progress.start_batch(2, jobs[2:])
+    assert progress.bar.desc.startswith("Upscaling 3/3 c.png:")
+    progress.finish_batch()
+    assert (progress.bar.n, progress.bar.total) == (12, 12)
     progress.close()
 
 
@@ -885,6 +903,240 @@ def test_vae_tiling_only_for_vaes_with_real_sized_tiles():
     pipe.vae.tile_sample_min_size = 32  # a tiny pipeline saved before: 32 px tiles would cut images into hundreds
     prepare_pipeline(pipe, torch.device("cpu"), args)
     assert not pipe.vae.use_tiling
+
+
+# --- Batches -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pipeline_calls(monkeypatch) -> list:
+    """The number of images of every pipeline call, in order (the pipeline still runs)."""
+    calls = []
+    original_call = StableDiffusion3SRPipeline.__call__
+
+    def spy(self, image, **kwargs):
+        calls.append(len(image) if isinstance(image, list) else 1)
+        return original_call(self, image, **kwargs)
+
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "__call__", spy)
+    return calls
+
+
+def write_mixed_sizes(folder: Path) -> list[Path]:
+    """Five images of two sizes, interleaved: a b c d e with a, c, d of one size."""
+    sizes = {"a": (20, 28), "b": (24, 16), "c": (20, 28), "d": (20, 28), "e": (24, 16)}
+    return [
+        write_image(folder / f"{name}.png", size=size, seed=index) for index, (name, size) in enumerate(sizes.items())
+    ]
+
+
+def test_batch_size_groups_images_of_one_size_and_keeps_the_results(upscale, pipeline_calls, tmp_path, capsys):
+    write_mixed_sizes(tmp_path / "in")
+    assert upscale(tmp_path / "in", "-o", tmp_path / "alone") == 0
+    assert pipeline_calls == [1] * 5
+    pipeline_calls.clear()
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "batched", "--batch-size", "2") == 0
+
+    assert pipeline_calls == [2, 2, 1]  # (a, c), (b, e), (d): one size per call
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "5 upscaled, 0 skipped (exist), 0 failed"
+    for name in "abcde":
+        alone, batched = (
+            read_pixels(tmp_path / "alone" / f"{name}.png"),
+            read_pixels(tmp_path / "batched" / f"{name}.png"),
+        )
+        assert alone.shape == batched.shape
+        assert np.abs(alone.astype(int) - batched.astype(int)).max() <= 1  # float round-off, at most one level
+
+
+def test_plan_batches_follows_the_order_of_each_batchs_first_image():
+    jobs = [cli.Job(Path(f"{name}.png"), Path(f"out/{name}.png")) for name in "abcde"]
+    sizes = dict(zip(jobs, [(2, 3), (3, 2), (2, 3), (2, 3), (3, 2)], strict=True))
+    names = [[job.source.stem for job in batch] for batch in cli.plan_batches(jobs, sizes, batch_size=2)]
+    assert names == [["a", "c"], ["b", "e"], ["d"]]
+    assert cli.plan_batches(jobs, sizes, batch_size=1) == [[job] for job in jobs]
+
+
+def test_a_failing_batch_is_retried_image_by_image(upscale, pipeline_calls, tmp_path, monkeypatch, capsys):
+    write_mixed_sizes(tmp_path / "in")
+    original_call = StableDiffusion3SRPipeline.__call__
+
+    def fail_on_batches_and_on_c(self, image, **kwargs):
+        if len(image) > 1:
+            raise RuntimeError("out of some memory")
+        if image[0].getpixel((0, 0)) == PIL.Image.open(tmp_path / "in" / "c.png").convert("RGB").getpixel((0, 0)):
+            raise ValueError("this one cannot work")
+        return original_call(self, image, **kwargs)
+
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "__call__", fail_on_batches_and_on_c)
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", "--batch-size", "3") == 1
+
+    captured = capsys.readouterr()
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "d.png", "e.png"]
+    assert f"cannot upscale {tmp_path / 'in' / 'c.png'}: this one cannot work (skipped)" in captured.err
+    assert captured.err.count("error:") == 1
+    assert captured.out.strip() == "4 upscaled, 0 skipped (exist), 1 failed"
+
+
+def test_an_image_that_cannot_be_decoded_fails_alone_in_its_batch(upscale, tmp_path, capsys):
+    write_image(tmp_path / "in" / "a.png")
+    truncated = write_image(tmp_path / "in" / "b.png", seed=1)
+    truncated.write_bytes(truncated.read_bytes()[:200])  # the header reads, the pixels do not
+    write_image(tmp_path / "in" / "c.png", seed=2)
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", "--batch-size", "3") == 1
+
+    captured = capsys.readouterr()
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "c.png"]
+    assert str(tmp_path / "in" / "b.png") in captured.err and "Traceback" not in captured.err
+    assert captured.out.strip() == "2 upscaled, 0 skipped (exist), 1 failed"
+
+
+# --- Several processes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [("cpu", "cpu"), ("auto", "cuda:1" if torch.cuda.device_count() >= 2 else "cpu")],
+)
+def test_each_process_takes_its_own_device(device, expected):
+    assert cli.resolve_device(device, cli.Processes(index=1, count=2, local_index=1, local_count=2)) == torch.device(
+        expected
+    )
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("cuda:1", "each takes its own CUDA device (cuda:LOCAL_RANK); pass --device auto, cuda or cpu"),
+        ("mps", "each takes its own CUDA device"),
+        pytest.param(
+            "cuda",
+            "CUDA is not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA"),
+        ),
+    ],
+)
+def test_a_device_several_processes_cannot_share_is_a_usage_error(device, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    source = write_image(tmp_path / "photo.png")
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--device", device]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_broken_launcher_environment_is_a_usage_error(tmp_path, monkeypatch, capsys, no_loading):
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    source = write_image(tmp_path / "photo.png")
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert "RANK=2 and WORLD_SIZE=2: RANK must be below it" in capsys.readouterr().err
+
+
+MULTI_PROCESS_OPTIONS = [
+    "--steps", "8", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
+    "--tile-size", "64", "--tile-overlap", "32", "--process-size", "64",
+]  # fmt: skip
+
+
+def start_cli(processes: int, args: list[str], cwd: Path) -> subprocess.Popen:
+    """`dit4sr-upscale` alone, or `processes` of them started by torchrun (what
+    `accelerate launch` runs), on the CPU. One thread each, so that every run computes with the same reductions."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    launcher = (
+        ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    )
+    command = [sys.executable, *launcher, "-m", "diffusers_dit4sr.cli", *args]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_all(process: subprocess.Popen) -> None:
+    """`kill -9` for the process and every process it started (torchrun starts its workers in sessions of their
+    own, so killing its process group would leave them running)."""
+    family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(family, timeout=60)
+    process.communicate()
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    try:
+        out, err = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        kill_all(process)
+        raise
+    return process.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def many_inputs(tmp_path_factory, model_dir, captioner_dir) -> tuple[Path, list[str]]:
+    """Six images of two sizes and the options of every multi-process run (tiny pipeline and captioner)."""
+    folder = tmp_path_factory.mktemp("six-images")
+    for index in range(6):
+        write_image(folder / "in" / f"img{index}.png", size=(40, 48) if index % 3 else (48, 40), seed=index)
+    options = ["--model", str(model_dir), *MULTI_PROCESS_OPTIONS]
+    options += ["--caption-model", str(captioner_dir), "--caption-max-new-tokens", str(CAPTION_MAX_NEW_TOKENS)]
+    return folder, options
+
+
+@pytest.fixture(scope="module")
+def one_process_outputs(many_inputs) -> dict[str, bytes]:
+    folder, options = many_inputs
+    code, out, err = finish(start_cli(1, ["in", "-o", "one", *options, "--quiet"], folder))
+    assert code == 0, err
+    return {path.name: path.read_bytes() for path in sorted((folder / "one").iterdir())}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun's CPU launch is tested on POSIX")
+def test_two_processes_split_the_images_and_match_one_process_bitwise(many_inputs, one_process_outputs):
+    folder, options = many_inputs
+    code, out, err = finish(start_cli(2, ["in", "-o", "two", *options], folder))
+
+    assert code == 0, err
+    assert out.strip() == "6 upscaled, 0 skipped (exist), 0 failed; captions: 6 new, 0 reused, 0 failed"  # one line
+    assert "6 images split among 2 processes, 3 for the main process" in err
+    outputs = {path.name: path.read_bytes() for path in sorted((folder / "two").iterdir())}
+    assert (
+        sorted(outputs)
+        == sorted(one_process_outputs)
+        == sorted([f"img{i}{ext}" for i in range(6) for ext in (".png", ".txt")])
+    )
+    assert outputs == one_process_outputs  # images and captions: the split changes nothing
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun's CPU launch is tested on POSIX")
+def test_a_killed_two_process_run_resumes(many_inputs, one_process_outputs):
+    folder, options = many_inputs
+    output = folder / "killed"
+    run = start_cli(2, ["in", "-o", "killed", *options, "--quiet"], folder)
+    deadline = time.monotonic() + 600
+    while not list(output.glob("*.png")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kill_all(run)  # the launcher and both processes, mid-run
+    done = {path.stem for path in output.glob("*.png")}
+    captioned = {path.stem for path in output.glob("*.txt")}  # the other process may still have been captioning
+    assert 0 < len(done) < 6, "the run was to be killed while it was upscaling"
+    pending = {f"img{index}" for index in range(6)} - done
+
+    code, out, err = finish(start_cli(2, ["in", "-o", "killed", *options, "--quiet"], folder))
+
+    assert code == 0, err
+    new, reused = len(pending - captioned), len(pending & captioned)
+    assert out.strip() == (
+        f"{len(pending)} upscaled, {len(done)} skipped (exist), 0 failed; "
+        f"captions: {new} new, {reused} reused, 0 failed"
+    )
+    outputs = {path.name: path.read_bytes() for path in sorted(output.iterdir())}
+    assert outputs == one_process_outputs  # nothing torn, nothing left over, every image as in one run
 
 
 # --- Entry point -----------------------------------------------------------------------------------------------

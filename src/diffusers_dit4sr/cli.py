@@ -1,11 +1,12 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`dit4sr-upscale`: upscale image files with a DiT4SR pipeline from the command line.
 
-Every input image is read (EXIF orientation applied), upscaled on its own with the same seed (so a result does not
-depend on which other images were passed) and written atomically. With `--caption-model`, a vision-language model
-first captions every pending image (saved as `<output name>.txt`, reused on later runs) and is freed before the SR
-pipeline loads. Bad inputs and per-image failures are reported and skipped; the exit code says whether anything
-failed. See `docs/cli.md`.
+Every input image is read (EXIF orientation applied), upscaled with its noise seeded afresh (so a result depends
+neither on the other images nor on how they were batched) and written atomically. With `--caption-model`, a
+vision-language model first captions every pending image (saved as `<output name>.txt`, reused on later runs) and is
+freed before the SR pipeline loads. Bad inputs and per-image failures are reported and skipped; the exit code says
+whether anything failed. Started by `accelerate launch` or `torchrun`, the processes split the images between them
+(`distributed.Processes`) and the main one prints the run's summary. See `docs/cli.md`.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import diffusers
 import diffusers.utils.logging
 import huggingface_hub.utils
 import huggingface_hub.utils.logging
+import PIL.ExifTags
 import PIL.Image
-import PIL.ImageOps
 import torch
 import transformers.utils.logging
 from diffusers.models.attention_dispatch import AttentionBackendName
@@ -37,6 +38,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .captioning import DEFAULT_CAPTION_MAX_NEW_TOKENS, DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT, Captioner
+from .distributed import ONE_PROCESS, Processes
 from .file_utils import atomic_write_path, remove_stale_temporary_files
 from .hub import (
     RELEASED_DIT4SR_MODEL,
@@ -76,6 +78,9 @@ their messages speak for themselves. Loading a broken folder can raise anything 
 CAPTION_ERRORS = (RuntimeError, ValueError, TypeError)
 """What captioning one batch raises for an image or a model it cannot handle (out of memory is a `RuntimeError`)."""
 
+EXIF_TRANSPOSED = (5, 6, 7, 8)
+"""EXIF orientations that swap the image's width and height (the rotations by 90 degrees)."""
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -110,6 +115,30 @@ class CaptionCounts:
     written: int = 0
     reused: int = 0
     failed: int = 0
+
+    def __add__(self, other: CaptionCounts) -> CaptionCounts:
+        return CaptionCounts(self.written + other.written, self.reused + other.reused, self.failed + other.failed)
+
+
+@dataclass
+class RunCounts:
+    """What one process did with its images (or, added up, the whole run). `stopped`: a model could not be loaded
+    or prepared, so the process's pending images count as failed."""
+
+    upscaled: int = 0
+    skipped: int = 0
+    failed: int = 0
+    captions: CaptionCounts = field(default_factory=CaptionCounts)
+    stopped: bool = False
+
+    def __add__(self, other: RunCounts) -> RunCounts:
+        return RunCounts(
+            self.upscaled + other.upscaled,
+            self.skipped + other.skipped,
+            self.failed + other.failed,
+            self.captions + other.captions,
+            self.stopped or other.stopped,
+        )
 
 
 def _report(message: str) -> None:
@@ -166,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         metavar="DEVICE",
         default="auto",
-        help="'auto' (cuda, else mps, else cpu) or a torch device (default: %(default)s)",
+        help=(
+            "'auto' (cuda, else mps, else cpu) or a torch device; under accelerate launch / torchrun, each process "
+            "takes CUDA device LOCAL_RANK (default: %(default)s)"
+        ),
     )
     model.add_argument(
         "--cpu-offload",
@@ -273,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_tile_overlap,
         default=192,
         help=f"tile overlap, output px, a multiple of {PIXEL_MULTIPLE} below --tile-size (default: %(default)s)",
+    )
+    memory.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=_positive_int,
+        default=1,
+        help=(
+            "images of one size per pipeline call, their tiles batched together through the transformer; results "
+            "equal one image at a time to float round-off (default: %(default)s)"
+        ),
     )
     memory.add_argument(
         "--tile-batch-size",
@@ -463,8 +505,11 @@ def plan_jobs(images: list[Path], output: str | None) -> list[Job]:
     return jobs
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then the CPU; a named device must exist on this machine."""
+def resolve_device(name: str, processes: Processes = ONE_PROCESS) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; a named device must exist on this machine. One of several
+    processes takes CUDA device `LOCAL_RANK` (or the CPU)."""
+    if processes.several:
+        return _device_of_process(name, processes)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -486,6 +531,26 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {name}: MPS is not available on this machine")
     return device
+
+
+def _device_of_process(name: str, processes: Processes) -> torch.device:
+    kind = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind != "cuda":
+        raise UsageError(
+            f"--device {name}: with {processes.count} processes, each takes its own CUDA device (cuda:LOCAL_RANK); "
+            "pass --device auto, cuda or cpu"
+        )
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    count = torch.cuda.device_count()
+    if processes.local_count > count:
+        raise UsageError(
+            f"{processes.local_count} processes were started on this machine, but it has {count} CUDA "
+            f"device{'s' if count != 1 else ''}: start one process per GPU (accelerate launch --num_processes {count})"
+        )
+    return torch.device("cuda", processes.local_index)
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -777,8 +842,9 @@ def vae_tile_size(pipe: StableDiffusion3SRPipeline) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def screen_image(path: Path, scale: float) -> str | None:
-    """Why the pipeline would refuse this input, found from its header alone (no decoding), or `None`.
+def screen_image(path: Path, scale: float) -> tuple[int, int]:
+    """The (width, height) of an input as it will be upscaled (EXIF orientation applied), from its header alone (no
+    decoding); a `JobError` if the pipeline would refuse it.
 
     Run on every pending input before any model loads, so that a file that is no image, or an image whose output
     would be too large, is reported at once; the pipeline checks again (with the exact decoded image).
@@ -786,15 +852,16 @@ def screen_image(path: Path, scale: float) -> str | None:
     try:
         with PIL.Image.open(path) as image:
             width, height = image.size
+            orientation = image.getexif().get(PIL.ExifTags.Base.Orientation)
     except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
-        return f"cannot read {path}: {' '.join(str(error).split()) or type(error).__name__}"
+        raise JobError(f"cannot read {path}: {' '.join(str(error).split()) or type(error).__name__}") from None
     output = (max(1, round(width * scale)), max(1, round(height * scale)))
     if max(output) > MAX_OUTPUT_SIDE:
-        return (
+        raise JobError(
             f"cannot upscale {path}: its output would be {output[0]}x{output[1]} px, and sides above "
             f"{MAX_OUTPUT_SIDE} px are not supported; lower --scale"
         )
-    return None
+    return (height, width) if orientation in EXIF_TRANSPOSED else (width, height)
 
 
 def read_image(path: Path) -> PIL.Image.Image:
@@ -940,17 +1007,19 @@ def _count(jobs: list[Job]) -> str:
     return f"{len(jobs)} image{'s' if len(jobs) != 1 else ''}"
 
 
-def upscale_image(
+def upscale_images(
     pipe: StableDiffusion3SRPipeline,
-    image: PIL.Image.Image,
-    caption: str | None,
+    jobs: list[Job],
+    images: list[PIL.Image.Image],
+    captions: list[str | None],
     args: argparse.Namespace,
     device: torch.device,
     on_step: Callable[[StableDiffusion3SRPipeline], None] | None = None,
-) -> PIL.Image.Image:
-    """One image through the pipeline, its noise seeded afresh so that results do not depend on the order;
-    `on_step(pipe)` is called after every denoising step."""
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+) -> list[PIL.Image.Image]:
+    """The images of `jobs` through one pipeline call, each with its own noise seeded afresh with `--seed`, so that a
+    result depends neither on the order nor on the other images of the call; `on_step(pipe)` is called after every
+    denoising step. A failure is a `JobError` naming the files."""
+    generators = [torch.Generator(device=device).manual_seed(args.seed) for _ in images]
     progress = {}
     if on_step is not None:
 
@@ -959,21 +1028,30 @@ def upscale_image(
             return {}
 
         progress = {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": []}
-    return pipe(
-        image=image,
-        prompt=caption,
-        upscale=args.scale,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        color_fix=None if args.color_fix == "none" else args.color_fix,
-        process_size=args.process_size,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        tile_batch_size=args.tile_batch_size,
-        generator=generator,
-        output_type="pil",
-        **progress,
-    ).images[0]
+    names = ", ".join(str(job.source) for job in jobs)
+    try:
+        return pipe(
+            image=images,
+            prompt=[caption or "" for caption in captions],
+            upscale=args.scale,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            color_fix=None if args.color_fix == "none" else args.color_fix,
+            process_size=args.process_size,
+            tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap,
+            tile_batch_size=args.tile_batch_size,
+            generator=generators,
+            output_type="pil",
+            **progress,
+        ).images
+    except torch.cuda.OutOfMemoryError as error:
+        raise JobError(
+            f"out of GPU memory on {names}; try --batch-size 1, --tile-batch-size 1, a smaller --tile-size or "
+            "--cpu-offload"
+        ) from error
+    except (ValueError, RuntimeError) as error:  # e.g. an output larger than the pipeline supports
+        raise JobError(f"cannot upscale {names}: {error}") from error
 
 
 def write_image_atomically(image: PIL.Image.Image, target: Path) -> None:
@@ -983,45 +1061,92 @@ def write_image_atomically(image: PIL.Image.Image, target: Path) -> None:
         image.save(temporary, format=image_format, **SAVE_OPTIONS.get(image_format, {}))
 
 
-def process(
-    job: Job,
+@dataclass(frozen=True)
+class _Input:
+    """One job's decoded image and caption, ready for the pipeline."""
+
+    job: Job
+    image: PIL.Image.Image
+    caption: str | None
+
+
+def process_batch(
+    batch: list[Job],
     pipe: StableDiffusion3SRPipeline,
     args: argparse.Namespace,
     device: torch.device,
     on_step: Callable[[StableDiffusion3SRPipeline], None] | None = None,
-) -> None:
-    """Reads, upscales and writes one image; every failure becomes a `JobError` naming the file."""
-    image = read_image(job.source)
-    caption = read_caption(job, args)
+) -> list[JobError]:
+    """Reads, upscales and writes the images of one batch; returns the failures, each a `JobError` naming its file
+    (the other images of the batch are written all the same)."""
+    failures, inputs = [], []
+    for job in batch:
+        try:
+            inputs.append(_Input(job, read_image(job.source), read_caption(job, args)))
+        except JobError as error:
+            failures.append(error)
+    return failures + _upscale_and_write(inputs, pipe, args, device, on_step) if inputs else failures
+
+
+def _upscale_and_write(
+    inputs: list[_Input],
+    pipe: StableDiffusion3SRPipeline,
+    args: argparse.Namespace,
+    device: torch.device,
+    on_step: Callable[[StableDiffusion3SRPipeline], None] | None,
+) -> list[JobError]:
+    jobs = [item.job for item in inputs]
     try:
-        result = upscale_image(pipe, image, caption, args, device, on_step)
-    except torch.cuda.OutOfMemoryError as error:
-        raise JobError(
-            f"out of GPU memory on {job.source}; try --tile-batch-size 1, a smaller --tile-size or --cpu-offload"
-        ) from error
-    except (ValueError, RuntimeError) as error:  # e.g. an output larger than the pipeline supports
-        raise JobError(f"cannot upscale {job.source}: {error}") from error
-    try:
-        write_image_atomically(result, job.target)
-    except OSError as error:
-        raise JobError(f"cannot write {job.target}: {error}") from error
+        results = upscale_images(
+            pipe, jobs, [item.image for item in inputs], [item.caption for item in inputs], args, device, on_step
+        )
+    except JobError as error:
+        if args.debug:
+            raise
+        if len(inputs) == 1:
+            return [error]
+        # One image may be the cause, or the batch too large for the memory: each alone, so only what fails fails.
+        return [failure for item in inputs for failure in _upscale_and_write([item], pipe, args, device, on_step)]
+    failures = []
+    for job, result in zip(jobs, results, strict=True):
+        try:
+            write_image_atomically(result, job.target)
+        except OSError as error:
+            failures.append(JobError(f"cannot write {job.target}: {error}"))
+    return failures
+
+
+def plan_batches(jobs: list[Job], sizes: dict[Job, tuple[int, int]], batch_size: int) -> list[list[Job]]:
+    """Splits `jobs` into pipeline calls of up to `batch_size` images of one input size (`sizes[job]`); batches
+    follow the order of their first job (with `batch_size` 1, the order of `jobs`)."""
+    by_size: dict[tuple[int, int], list[Job]] = {}
+    for job in jobs:
+        by_size.setdefault(sizes[job], []).append(job)
+    batches = [
+        group[start : start + batch_size] for group in by_size.values() for start in range(0, len(group), batch_size)
+    ]
+    position = {job: index for index, job in enumerate(jobs)}
+    return sorted(batches, key=lambda batch: position[batch[0]])
 
 
 class StepProgress:
     """A progress bar over the denoising steps of every image ("Upscaling 2/3 photo.png"), so that a single image
-    shows progress too. Call it after each step (`on_step`); a scheduler that takes another number of steps than
-    `--steps` corrects the total."""
+    shows progress too; a step of a batch of k images counts k steps. Call `on_step` after each step; a scheduler
+    that takes another number of steps than `--steps` corrects the total."""
 
     def __init__(self, num_images: int, steps_per_image: int, disable: bool) -> None:
         self.bar = tqdm(
             total=num_images * steps_per_image, desc="Upscaling", unit="step", disable=disable, file=sys.stderr
         )
         self.num_images, self.steps_per_image = num_images, steps_per_image
-        self.index = self.start = self.steps_done = 0
+        self.index = self.size = self.start = self.steps_done = 0
 
-    def start_image(self, index: int, job: Job) -> None:
-        self.index, self.start, self.steps_done = index, self.bar.n, 0
-        self.bar.set_description(f"Upscaling {index + 1}/{self.num_images} {job.source.name}")
+    def start_batch(self, index: int, batch: list[Job]) -> None:
+        """`batch` starts; `index` images came before it."""
+        self.index, self.size, self.start, self.steps_done = index, len(batch), self.bar.n, 0
+        first = f"{index + 1}" if len(batch) == 1 else f"{index + 1}-{index + len(batch)}"
+        others = f" (+{len(batch) - 1})" if len(batch) > 1 else ""
+        self.bar.set_description(f"Upscaling {first}/{self.num_images} {batch[0].source.name}{others}")
 
     def on_step(self, pipe: StableDiffusion3SRPipeline) -> None:
         if self.steps_done == 0:
@@ -1030,36 +1155,38 @@ class StepProgress:
                 self.steps_per_image = steps
                 self.bar.total = self.start + steps * (self.num_images - self.index)
         self.steps_done += 1
-        self.bar.update(1)
+        self.bar.update(self.size)
 
-    def finish_image(self) -> None:
-        """Moves on to the next image's steps, also after a failure."""
-        self.bar.update(self.start + self.steps_per_image - self.bar.n)
+    def finish_batch(self) -> None:
+        """Moves on to the next batch's steps, also after a failure (or a batch retried image by image)."""
+        self.bar.update(self.start + self.steps_per_image * self.size - self.bar.n)
 
     def close(self) -> None:
         self.bar.close()
 
 
 def upscale_all(
-    pipe: StableDiffusion3SRPipeline, jobs: list[Job], args: argparse.Namespace, device: torch.device
+    pipe: StableDiffusion3SRPipeline,
+    jobs: list[Job],
+    sizes: dict[Job, tuple[int, int]],
+    args: argparse.Namespace,
+    device: torch.device,
 ) -> tuple[int, int]:
-    """Processes every job under a progress bar of denoising steps, reporting and counting failures; returns
-    (upscaled, failed)."""
+    """Processes every job, `--batch-size` images of one size at a time, under a progress bar of denoising steps,
+    reporting and counting failures; returns (upscaled, failed)."""
     upscaled = failed = 0
     progress = StepProgress(len(jobs), args.steps, disable=args.quiet)
     try:
-        for index, job in enumerate(jobs):
-            progress.start_image(index, job)
-            try:
-                process(job, pipe, args, device, None if args.quiet else progress.on_step)
-            except JobError as error:
-                if args.debug:
-                    raise
-                _report(f"{PROG}: error: {error} (skipped)")
-                failed += 1
-            else:
-                upscaled += 1
-            progress.finish_image()
+        for batch in plan_batches(jobs, sizes, args.batch_size):
+            progress.start_batch(upscaled + failed, batch)
+            failures = process_batch(batch, pipe, args, device, None if args.quiet else progress.on_step)
+            if failures and args.debug:
+                raise failures[0]  # with its traceback and cause
+            for failure in failures:
+                _report(f"{PROG}: error: {failure} (skipped)")
+            upscaled += len(batch) - len(failures)
+            failed += len(failures)
+            progress.finish_batch()
     finally:
         progress.close()
     return upscaled, failed
@@ -1081,71 +1208,100 @@ def _error_details(error: Exception) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-def run(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> int:
-    """Removes stale temporary files, skips existing outputs, reports inputs that cannot work (from their headers),
-    captions the rest with `--caption-model`, then loads the SR pipeline (only if there is work), upscales and
-    prints a summary."""
-    remove_stale_files(jobs, args)
+def run(args: argparse.Namespace, jobs: list[Job], device: torch.device, processes: Processes = ONE_PROCESS) -> int:
+    """Removes stale temporary files (the main process), lets each process do its share of the jobs
+    (`upscale_share`), and prints one summary for the whole run (the main process). Returns the exit code: the run's
+    on the main process, `EXIT_OK` on the others (their failures are in the main process's count; a launcher that
+    saw them fail first could stop the main process before its summary)."""
+    if processes.is_main:
+        remove_stale_files(jobs, args)
+    processes.barrier()  # no process writes before the clean-up is done
+    share = processes.share(sorted(jobs, key=lambda job: str(job.target))) if processes.several else jobs
+    if processes.several and not args.quiet:
+        _report(f"{_count(jobs)} split among {processes.count} processes, {len(share)} for the main process")
+    counts = upscale_share(args, share, device)
+    total = sum(processes.gather(counts), RunCounts())
+    if not processes.is_main:
+        return EXIT_OK
+    # A lone process that could not load a model has said so in one line; that line is its whole report.
+    if processes.several or not total.stopped:
+        print(summary_line(total, args))
+    failed = total.failed or total.captions.failed or total.stopped
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def summary_line(counts: RunCounts, args: argparse.Namespace) -> str:
+    line = f"{counts.upscaled} upscaled, {counts.skipped} skipped (exist), {counts.failed} failed"
+    if args.caption_model is not None:
+        captions = counts.captions
+        line += f"; captions: {captions.written} new, {captions.reused} reused, {captions.failed} failed"
+    return line
+
+
+def upscale_share(args: argparse.Namespace, jobs: list[Job], device: torch.device) -> RunCounts:
+    """Skips existing outputs, reports inputs that cannot work (from their headers), captions the rest with
+    `--caption-model`, then loads the SR pipeline (only if there is work) and upscales; returns the counts."""
+    counts = RunCounts()
     todo = []
     for job in jobs:
         if job.target.exists() and not args.overwrite:
             if not args.quiet:
                 print(f"skipped {job.source}: {job.target} exists (pass --overwrite to replace it)")
+            counts.skipped += 1
         else:
             todo.append(job)
 
-    upscaled = failed = 0
-    readable = []
+    sizes = {}
     for job in todo:
-        problem = screen_image(job.source, args.scale)
-        if problem is None:
-            readable.append(job)
-        else:
-            _report(f"{PROG}: error: {problem} (skipped)")
-            failed += 1
-    todo = readable
-
-    captions = CaptionCounts()
-    if todo:
-        hub = check_hub_access(args)
-        if args.caption_model is not None:
-            try:
-                captions = caption_all(todo, args, device, hub)
-            except Exception as error:  # a broken model folder fails in many ways: one line each (--debug: all)
-                if args.debug:
-                    raise
-                print(f"{PROG}: error: {describe_caption_load_error(args.caption_model, error, hub)}", file=sys.stderr)
-                return EXIT_FAILED
-            if not args.quiet:
-                _report(f"upscaling {_count(todo)}")
         try:
-            with quiet_loading(args.debug):
-                pipe = load_pipeline(
-                    args.model, args.variant, resolve_dtype(args.dtype, device), local_files_only=hub.local_files_only
-                )
-        except Exception as error:  # a broken pipeline folder fails in many ways: one line each (--debug: all)
-            if args.debug:
-                raise
-            print(f"{PROG}: error: {describe_load_error(args.model, error, hub)}", file=sys.stderr)
-            return EXIT_FAILED
-        report_cache_only(hub, args.model or "the released pipeline", args)
-        try:
-            prepare_pipeline(pipe, device, args)
-        except (RuntimeError, ImportError, ValueError) as error:  # e.g. an attention backend's missing package
-            if args.debug:
-                raise
-            details = " ".join(str(error).split()) or type(error).__name__
-            print(f"{PROG}: error: cannot prepare the pipeline: {details}", file=sys.stderr)
-            return EXIT_FAILED
-        upscaled, upscale_failures = upscale_all(pipe, todo, args, device)
-        failed += upscale_failures
+            sizes[job] = screen_image(job.source, args.scale)
+        except JobError as error:
+            _report(f"{PROG}: error: {error} (skipped)")
+            counts.failed += 1
+    todo = [job for job in todo if job in sizes]
+    if not todo:
+        return counts
 
-    skipped = len(jobs) - upscaled - failed
-    summary = f"{upscaled} upscaled, {skipped} skipped (exist), {failed} failed"
+    hub = check_hub_access(args)
     if args.caption_model is not None:
-        summary += f"; captions: {captions.written} new, {captions.reused} reused, {captions.failed} failed"
-    print(summary)
-    return EXIT_FAILED if failed or captions.failed else EXIT_OK
+        try:
+            counts.captions = caption_all(todo, args, device, hub)
+        except Exception as error:  # a broken model folder fails in many ways: one line each (--debug: all)
+            if args.debug:
+                raise
+            print(f"{PROG}: error: {describe_caption_load_error(args.caption_model, error, hub)}", file=sys.stderr)
+            return _stopped(counts, todo)
+        if not args.quiet:
+            _report(f"upscaling {_count(todo)}")
+    try:
+        with quiet_loading(args.debug):
+            pipe = load_pipeline(
+                args.model, args.variant, resolve_dtype(args.dtype, device), local_files_only=hub.local_files_only
+            )
+    except Exception as error:  # a broken pipeline folder fails in many ways: one line each (--debug: all)
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {describe_load_error(args.model, error, hub)}", file=sys.stderr)
+        return _stopped(counts, todo)
+    report_cache_only(hub, args.model or "the released pipeline", args)
+    try:
+        prepare_pipeline(pipe, device, args)
+    except (RuntimeError, ImportError, ValueError) as error:  # e.g. an attention backend's missing package
+        if args.debug:
+            raise
+        details = " ".join(str(error).split()) or type(error).__name__
+        print(f"{PROG}: error: cannot prepare the pipeline: {details}", file=sys.stderr)
+        return _stopped(counts, todo)
+    upscaled, failed = upscale_all(pipe, todo, sizes, args, device)
+    counts.upscaled += upscaled
+    counts.failed += failed
+    return counts
+
+
+def _stopped(counts: RunCounts, todo: list[Job]) -> RunCounts:
+    counts.failed += len(todo)
+    counts.stopped = True
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1153,23 +1309,40 @@ def main(argv: list[str] | None = None) -> int:
 
     Everything that can be checked without the model is checked first (options, inputs, output folders, model
     folders or ids), so that a bad command line fails at once, with exit code 2, before any loading or compute.
+    Every process of a multi-process run checks the same things and comes to the same conclusion.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    processes = ONE_PROCESS
     try:
-        device = resolve_device(args.device)
+        try:
+            processes = Processes.from_environment()
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        device = resolve_device(args.device, processes)
         check_options(args, device)
         jobs = plan_jobs(find_images(args.inputs), args.output)
         check_outputs(jobs, args.output)
         check_models(args)
     except UsageError as error:
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        if processes.is_main:  # every process found the same error: one says it
+            parser.print_usage(sys.stderr)
+            print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
+    # The other processes report problems only: progress bars and file-by-file lines come from the main one.
+    args.quiet = args.quiet or not processes.is_main
     try:
         with quiet_libraries(hide_progress_bars=args.quiet):
-            return run(args, jobs, device)
+            try:
+                processes.join(device)
+            except (RuntimeError, ValueError) as error:
+                print(f"{PROG}: error: cannot join the other processes: {error}", file=sys.stderr)
+                return EXIT_FAILED
+            try:
+                return run(args, jobs, device, processes)
+            finally:
+                processes.leave()
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
