@@ -423,16 +423,20 @@ class TestOptions:
         assert plain_calls // 2 <= cached_calls < plain_calls
         torch.testing.assert_close(cached, plain, rtol=0, atol=0.1)
 
-    def test_vae_tiling(self, pipe):
+    def test_vae_tiling(self, monkeypatch):
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
         image = random_image(30, 30)
-        plain = upscale(pipe, image, upscale=2.0)
+        plain = upscale(pipe, image, upscale=2.0, process_size=0)
+        # The tiny VAE tiles like SD3.5's, above 1024 px: 32 px tiles make a 60 px image take the tiled path.
+        pipe.vae.tile_sample_min_size, pipe.vae.tile_latent_min_size = 32, 4
+        encodes = CallSpy(monkeypatch, type(pipe.vae), "_tiled_encode")
+        decodes = CallSpy(monkeypatch, type(pipe.vae), "tiled_decode")
         pipe.enable_vae_tiling()
-        try:
-            assert pipe.vae.use_tiling
-            tiled = upscale(pipe, image, upscale=2.0)
-        finally:
-            pipe.disable_vae_tiling()
-        assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
+        tiled = upscale(pipe, image, upscale=2.0, process_size=0)
+        assert len(encodes.calls) == 1 and len(decodes.calls) == 1
+        assert tiled.shape == plain.shape == (1, 3, 60, 60) and torch.isfinite(tiled).all()
+        assert not torch.equal(tiled, plain)  # tiles blended at their seams
 
     @pytest.mark.parametrize("scheduler_cls", [FlowMatchHeunDiscreteScheduler, FlowMatchLCMScheduler])
     def test_other_flow_matching_schedulers(self, scheduler_cls, monkeypatch):

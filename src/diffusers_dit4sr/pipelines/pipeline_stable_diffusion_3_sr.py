@@ -1000,6 +1000,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 outputs.append(sample.latents[0])
                 continue
             plan = plans[sample.image_index]
+            # Made again, not kept from step 1: the output-sized LR of every image would stay in memory meanwhile.
             upscaled_lr = upscale_lr(images[sample.image_index], plan).to(device)
             sr_image = self._decode(sample.latents)[..., : plan.process_size[0], : plan.process_size[1]]
             sr_image = apply_color_fix(sr_image, upscaled_lr, color_fix).clamp(0, 1)
