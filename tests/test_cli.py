@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.cli import DEFAULT_OUTPUT_DIR, SEED_RANGE, build_parser, main, prepare_pipeline
 from diffusers_dit4sr.file_utils import temporary_path
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
+
+from .utils import dns_failure, hub_http_error, wrapped
 
 FAST_OPTIONS = [
     "--steps", "1", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
@@ -691,25 +692,6 @@ def test_a_caption_model_that_cannot_load_is_one_clear_error(model_dir, tmp_path
 
 
 # --- The Hub: one line naming the cause, within seconds ----------------------------------------------------------
-
-
-def hub_http_error(kind: type[HfHubHTTPError], status: int, url: str = "https://huggingface.co/api/models/me/x"):
-    response = SimpleNamespace(status_code=status, headers={}, request=SimpleNamespace(url=url))
-    return kind(f"{status} Client Error for url: {url}", response=response)
-
-
-def wrapped(cause: BaseException, context: BaseException | None = None) -> OSError:
-    """What diffusers and transformers raise: an OSError with a misleading message, the Hub's exception as its cause."""
-    cause.__context__ = context
-    error = OSError("me/x does not appear to have a file named config.json.")
-    error.__cause__ = cause
-    return error
-
-
-def dns_failure() -> ConnectionError:
-    error = ConnectionError("[Errno -2] Name or service not known")
-    error.__cause__ = socket.gaierror(-2, "Name or service not known")
-    return error
 
 
 @pytest.mark.parametrize(

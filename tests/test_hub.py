@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +34,8 @@ from diffusers_dit4sr.hub import (
     push_pipeline_to_hub,
 )
 from diffusers_dit4sr.tiny import make_tiny_pipeline
+
+from .utils import dns_failure, hub_http_error, wrapped
 
 REPO_ID = "someone/dit4sr-q-diffusers"
 PAPER_URL = "https://huggingface.co/papers/2503.23580"
@@ -161,26 +162,6 @@ class TestPushPipelineToHub:
 HOST = urlparse(constants.ENDPOINT).hostname
 
 
-def http_error(kind: type[HfHubHTTPError], status: int, url: str = "https://huggingface.co/api/models/me/x"):
-    """A Hub HTTP exception as huggingface_hub raises it (its constructor reads the response's headers and request)."""
-    response = SimpleNamespace(status_code=status, headers={}, request=SimpleNamespace(url=url))
-    return kind(f"{status} Client Error for url: {url}", response=response)
-
-
-def wrapped(cause: BaseException, context: BaseException | None = None) -> OSError:
-    """What diffusers and transformers raise: an OSError with a misleading message, the Hub's exception as its cause."""
-    cause.__context__ = context
-    error = OSError("me/x does not appear to have a file named config.json.")
-    error.__cause__ = cause
-    return error
-
-
-def dns_failure() -> ConnectionError:
-    error = ConnectionError("[Errno -2] Name or service not known")
-    error.__cause__ = socket.gaierror(-2, "Name or service not known")
-    return error
-
-
 @pytest.fixture
 def online(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -189,15 +170,18 @@ def online(monkeypatch):
 @pytest.mark.parametrize(
     "make_error, expected",
     [
-        (lambda: wrapped(http_error(GatedRepoError, 403)), ["me/x is a gated repository", "hf auth login", "license"]),
         (
-            lambda: wrapped(http_error(RepositoryNotFoundError, 404)),
+            lambda: wrapped(hub_http_error(GatedRepoError, 403)),
+            ["me/x is a gated repository", "hf auth login", "license"],
+        ),
+        (
+            lambda: wrapped(hub_http_error(RepositoryNotFoundError, 404)),
             ["the Hub has no repository me/x", "check the id"],
         ),
-        (lambda: wrapped(http_error(RevisionNotFoundError, 404)), ["no such revision"]),
+        (lambda: wrapped(hub_http_error(RevisionNotFoundError, 404)), ["no such revision"]),
         (
             lambda: wrapped(
-                http_error(RemoteEntryNotFoundError, 404, "https://hf.co/me/x/resolve/main/model_index.json")
+                hub_http_error(RemoteEntryNotFoundError, 404, "https://hf.co/me/x/resolve/main/model_index.json")
             ),
             ["missing on the Hub (https://hf.co/me/x/resolve/main/model_index.json)", "model_index.json"],
         ),
@@ -212,8 +196,8 @@ def online(monkeypatch):
         (lambda: wrapped(LocalEntryNotFoundError("not cached")), ["not (fully) in the local", "local files only"]),
         (lambda: ConnectionRefusedError(111, "Connection refused"), [f"{HOST} refused the connection"]),
         (lambda: wrapped(TimeoutError("timed out")), [f"no answer from {HOST} in time"]),
-        (lambda: http_error(HfHubHTTPError, 401), ["refused this machine's token (HTTP 401)", "hf auth login"]),
-        (lambda: wrapped(http_error(HfHubHTTPError, 503)), ["HTTP 503 (busy or down)", "try again later"]),
+        (lambda: hub_http_error(HfHubHTTPError, 401), ["refused this machine's token (HTTP 401)", "hf auth login"]),
+        (lambda: wrapped(hub_http_error(HfHubHTTPError, 503)), ["HTTP 503 (busy or down)", "try again later"]),
         (lambda: HFValidationError("Repo id must be in the form"), ["me/x is neither an existing folder nor a valid"]),
     ],
 )

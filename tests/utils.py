@@ -1,10 +1,12 @@
 """Helpers shared by the test modules."""
 
 import importlib
+import socket
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
+from huggingface_hub.errors import HfHubHTTPError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -14,3 +16,27 @@ def import_benchmark(name: str) -> ModuleType:
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(BENCHMARKS))
         return importlib.import_module(name)
+
+
+# --- Hub failures, as the libraries raise them --------------------------------------------------------------------
+
+
+def hub_http_error(kind: type[HfHubHTTPError], status: int, url: str = "https://huggingface.co/api/models/me/x"):
+    """A Hub HTTP exception as huggingface_hub raises it (its constructor reads the response's headers and request)."""
+    response = SimpleNamespace(status_code=status, headers={}, request=SimpleNamespace(url=url))
+    return kind(f"{status} Client Error for url: {url}", response=response)
+
+
+def wrapped(cause: BaseException, context: BaseException | None = None) -> OSError:
+    """What diffusers and transformers raise: an OSError with a misleading message, the Hub's exception as its cause."""
+    cause.__context__ = context
+    error = OSError("me/x does not appear to have a file named config.json.")
+    error.__cause__ = cause
+    return error
+
+
+def dns_failure() -> ConnectionError:
+    """A failed DNS lookup, as requests raises it."""
+    error = ConnectionError("[Errno -2] Name or service not known")
+    error.__cause__ = socket.gaierror(-2, "Name or service not known")
+    return error
