@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,6 @@ def _embedding_row(embeds: torch.Tensor, image_index: int, output_index: int, nu
 class _Sample:
     """One output image in the denoising loop: its latents, LR latents, tiles and text rows."""
 
-    image_index: int
     latents: torch.Tensor
     lr_latents: torch.Tensor
     tiles: list[Tile]
@@ -735,10 +735,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         self, samples: list[_Sample], tile_batch_size: int | str, device: torch.device
     ) -> dict[tuple[int, int], int]:
         """Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue."""
-        counts: dict[tuple[int, int], int] = {}
-        for sample in samples:
-            for tile in sample.tiles:
-                counts[(tile.height, tile.width)] = counts.get((tile.height, tile.width), 0) + 1
+        counts = Counter((tile.height, tile.width) for sample in samples for tile in sample.tiles)
         if tile_batch_size != "auto":
             return dict.fromkeys(counts, tile_batch_size)
         text_tokens = samples[0].text.shape[1]
@@ -929,42 +926,41 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
 
         # 1. Every output image's LR latents and initial noise, image by image (the VAE encodes one at a time).
         samples = []
-        for index in range(num_outputs):
-            image_index = index // num_images_per_prompt
-            plan = plans[image_index]
-            image_generator = generator[index] if isinstance(generator, list) else generator
-            text, pooled_text = (
-                _embedding_row(embeds, image_index, index, num_images)
-                for embeds in (prompt_embeds, pooled_prompt_embeds)
-            )
-            if self.do_classifier_free_guidance:
-                text = torch.cat([_embedding_row(negative_prompt_embeds, image_index, index, num_images), text])
-                pooled_text = torch.cat(
-                    [_embedding_row(negative_pooled_prompt_embeds, image_index, index, num_images), pooled_text]
-                )
+        for image_index, plan in enumerate(plans):
             upscaled_lr = upscale_lr(images[image_index], plan).to(device)
-            lr_latents = self._encode_lr(pad_to(upscaled_lr, plan.padded_size), image_generator)
-            lr_latents = lr_latents.to(self.transformer.dtype)
-            tiles = self._plan_tiles(*lr_latents.shape[-2:], tile_latents, overlap_latents)
-            if latents is not None:
-                noise = latents[index : index + 1]
-            else:
-                noise = randn_tensor(
-                    lr_latents.shape, generator=image_generator, device=device, dtype=lr_latents.dtype
+            for index in range(image_index * num_images_per_prompt, (image_index + 1) * num_images_per_prompt):
+                image_generator = generator[index] if isinstance(generator, list) else generator
+                text, pooled_text = (
+                    _embedding_row(embeds, image_index, index, num_images)
+                    for embeds in (prompt_embeds, pooled_prompt_embeds)
                 )
-            samples.append(
-                _Sample(
-                    image_index=image_index,
-                    latents=noise.to(device=device, dtype=lr_latents.dtype),
-                    lr_latents=lr_latents,
-                    tiles=tiles,
-                    tile_weights=gaussian_tile_weights(
-                        tiles[0].height, tiles[0].width, device=device, symmetric=symmetric_tile_weights
-                    ),
-                    text=text,
-                    pooled_text=pooled_text,
+                if self.do_classifier_free_guidance:
+                    text = torch.cat([_embedding_row(negative_prompt_embeds, image_index, index, num_images), text])
+                    pooled_text = torch.cat(
+                        [_embedding_row(negative_pooled_prompt_embeds, image_index, index, num_images), pooled_text]
+                    )
+                lr_latents = self._encode_lr(pad_to(upscaled_lr, plan.padded_size), image_generator)
+                lr_latents = lr_latents.to(self.transformer.dtype)
+                tiles = self._plan_tiles(*lr_latents.shape[-2:], tile_latents, overlap_latents)
+                if latents is not None:
+                    noise = latents[index : index + 1]
+                else:
+                    noise = randn_tensor(
+                        lr_latents.shape, generator=image_generator, device=device, dtype=lr_latents.dtype
+                    )
+                samples.append(
+                    _Sample(
+                        latents=noise.to(device=device, dtype=lr_latents.dtype),
+                        lr_latents=lr_latents,
+                        tiles=tiles,
+                        tile_weights=gaussian_tile_weights(
+                            tiles[0].height, tiles[0].width, device=device, symmetric=symmetric_tile_weights
+                        ),
+                        text=text,
+                        pooled_text=pooled_text,
+                    )
                 )
-            )
+            del upscaled_lr  # not held through the denoising (see step 3)
 
         # 2. All samples denoised together, one scheduler step for all, in groups that share the timesteps.
         with self.progress_bar(total=num_outputs * num_steps) as progress_bar:
@@ -993,18 +989,18 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                     progress_bar.update(len(group))
                 self._current_timestep = None
 
-        # 3. Decoded and color-corrected image by image.
-        outputs = []
-        for sample in samples:
-            if output_type == "latent":
-                outputs.append(sample.latents[0])
-                continue
-            plan = plans[sample.image_index]
-            # Made again, not kept from step 1: the output-sized LR of every image would stay in memory meanwhile.
-            upscaled_lr = upscale_lr(images[sample.image_index], plan).to(device)
-            sr_image = self._decode(sample.latents)[..., : plan.process_size[0], : plan.process_size[1]]
-            sr_image = apply_color_fix(sr_image, upscaled_lr, color_fix).clamp(0, 1)
-            outputs.append(pil_bicubic_resize(sr_image, plan.output_size)[0].cpu())
+        # 3. Decoded and color-corrected image by image (samples are image-major).
+        if output_type == "latent":
+            outputs = [sample.latents[0] for sample in samples]
+        else:
+            outputs = []
+            for image_index, plan in enumerate(plans):
+                # Made again, not kept from step 1: the output-sized LR of every image would stay in memory meanwhile.
+                upscaled_lr = upscale_lr(images[image_index], plan).to(device)
+                for sample in samples[image_index * num_images_per_prompt : (image_index + 1) * num_images_per_prompt]:
+                    sr_image = self._decode(sample.latents)[..., : plan.process_size[0], : plan.process_size[1]]
+                    sr_image = apply_color_fix(sr_image, upscaled_lr, color_fix).clamp(0, 1)
+                    outputs.append(pil_bicubic_resize(sr_image, plan.output_size)[0].cpu())
 
         self.maybe_free_model_hooks()
         images = self._format_outputs(outputs, output_type)
