@@ -141,6 +141,11 @@ class RunCounts:
         )
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line, or its type's name when it has none."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _report(message: str) -> None:
     """A line on stderr that does not break the progress bar."""
     tqdm.write(message, file=sys.stderr)
@@ -560,12 +565,17 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def check_options(args: argparse.Namespace, device: torch.device) -> None:
-    """Option combinations that cannot work (or do not help), caught before the slow model loading."""
+def check_model_options(args: argparse.Namespace, device: torch.device) -> None:
+    """`--model`, `--variant` and `--cpu-offload` together (also the demo's options)."""
     if args.model is not None and args.variant is not None:
         raise UsageError("--variant picks one of the released models; it cannot be combined with --model")
     if args.cpu_offload and device.type == "cpu":
         raise UsageError("--cpu-offload moves models to a GPU while they run; it needs a GPU --device")
+
+
+def check_options(args: argparse.Namespace, device: torch.device) -> None:
+    """Option combinations that cannot work (or do not help), caught before the slow model loading."""
+    check_model_options(args, device)
     if args.tile_overlap >= args.tile_size:
         raise UsageError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile-size ({args.tile_size})")
     if args.attention_backend is not None and args.attention_backend not in ATTENTION_BACKENDS:
@@ -854,7 +864,7 @@ def screen_image(path: Path, scale: float) -> tuple[int, int]:
             width, height = image.size
             orientation = image.getexif().get(PIL.ExifTags.Base.Orientation)
     except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
-        raise JobError(f"cannot read {path}: {' '.join(str(error).split()) or type(error).__name__}") from None
+        raise JobError(f"cannot read {path}: {one_line(error)}") from None
     output = (max(1, round(width * scale)), max(1, round(height * scale)))
     if max(output) > MAX_OUTPUT_SIDE:
         raise JobError(
@@ -981,7 +991,7 @@ def caption_batch(captioner: Captioner, batch: list[Job], args: argparse.Namespa
     except CAPTION_ERRORS as error:
         if args.debug:
             raise
-        reason = " ".join(str(error).split()) or type(error).__name__
+        reason = one_line(error)
         if isinstance(error, torch.cuda.OutOfMemoryError):
             reason = "out of GPU memory; try --caption-8bit, a smaller --caption-model or --caption-batch-size 1"
         for job, _ in readable:
@@ -1085,7 +1095,9 @@ def process_batch(
             inputs.append(_Input(job, read_image(job.source), read_caption(job, args)))
         except JobError as error:
             failures.append(error)
-    return failures + _upscale_and_write(inputs, pipe, args, device, on_step) if inputs else failures
+    if inputs:
+        failures += _upscale_and_write(inputs, pipe, args, device, on_step)
+    return failures
 
 
 def _upscale_and_write(
@@ -1289,8 +1301,7 @@ def upscale_share(args: argparse.Namespace, jobs: list[Job], device: torch.devic
     except (RuntimeError, ImportError, ValueError) as error:  # e.g. an attention backend's missing package
         if args.debug:
             raise
-        details = " ".join(str(error).split()) or type(error).__name__
-        print(f"{PROG}: error: cannot prepare the pipeline: {details}", file=sys.stderr)
+        print(f"{PROG}: error: cannot prepare the pipeline: {one_line(error)}", file=sys.stderr)
         return _stopped(counts, todo)
     upscaled, failed = upscale_all(pipe, todo, sizes, args, device)
     counts.upscaled += upscaled

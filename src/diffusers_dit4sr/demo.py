@@ -36,9 +36,11 @@ from .cli import (
     EXIT_OK,
     LOAD_ERRORS,
     UsageError,
+    check_model_options,
     describe_caption_load_error,
     describe_load_error,
     load_pipeline,
+    one_line,
     prepare_pipeline,
     quiet_libraries,
     resolve_device,
@@ -121,7 +123,7 @@ class DemoHandlers:
             try:
                 return self.captioner(image)[0]
             except CAPTION_ERRORS as error:
-                raise gr.Error(f"Cannot caption this photo: {_one_line(error)}") from error
+                raise gr.Error(f"Cannot caption this photo: {one_line(error)}") from error
 
     def upscale(
         self,
@@ -186,7 +188,7 @@ class DemoHandlers:
                     "Out of GPU memory: lower the scale or the tile size, or restart the demo with --cpu-offload."
                 ) from error
             except (ValueError, TypeError) as error:
-                raise gr.Error(f"Cannot upscale this photo: {_one_line(error)}") from error
+                raise gr.Error(f"Cannot upscale this photo: {one_line(error)}") from error
             finally:
                 self._running_session = None
             seconds = time.perf_counter() - start
@@ -212,7 +214,7 @@ class DemoHandlers:
         try:
             image = load_image(image_path)
         except ValueError as error:
-            raise _user_error(f"Cannot read this file as an image: {_one_line(error)}") from error
+            raise _user_error(f"Cannot read this file as an image: {one_line(error)}") from error
         if max(image.size) > self.max_input_side:
             raise _user_error(
                 f"The photo is {image.width} × {image.height} px; this demo accepts photos up to "
@@ -368,10 +370,6 @@ def _integer(name: str, value: float | None, minimum: int, maximum: float = math
     return int(number)
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _bicubic(image: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
     """The photo bicubic-resized to `size` (height, width) as 8-bit RGB, with the kernel the pipeline enlarges it with."""
     if image.mode == "RGB":
@@ -460,10 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_options(args: argparse.Namespace, device: torch.device) -> None:
     """Option combinations that cannot work, caught before the slow model loading."""
-    if args.model is not None and args.variant is not None:
-        raise UsageError("--variant picks one of the released models; it cannot be combined with --model")
-    if args.cpu_offload and device.type == "cpu":
-        raise UsageError("--cpu-offload moves models to a GPU while they run; it needs a GPU --device")
+    check_model_options(args, device)
     if args.caption_8bit and (args.caption_model is None or device.type != "cuda"):
         raise UsageError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
     if args.max_input_side < 1:
@@ -511,13 +506,13 @@ def serve(args: argparse.Namespace, device: torch.device) -> int:
     try:
         prepare_pipeline(pipe, device, args)
     except RuntimeError as error:  # e.g. out of memory while moving it to the GPU
-        print(f"{PROG}: error: cannot move the pipeline to {device}: {_one_line(error)}", file=sys.stderr)
+        print(f"{PROG}: error: cannot move the pipeline to {device}: {one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
     demo = build_demo(pipe, captioner, max_input_side=args.max_input_side, max_output_side=args.max_output_side)
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share)  # returns on Ctrl+C
     except OSError as error:  # e.g. the port is taken
-        print(f"{PROG}: error: cannot serve on {args.host}:{args.port}: {_one_line(error)}", file=sys.stderr)
+        print(f"{PROG}: error: cannot serve on {args.host}:{args.port}: {one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
