@@ -231,13 +231,18 @@ def test_upscale_in_the_browser(server, browser, downloads, tmp_path):
     assert outside_requests(browser) == []  # the page, its fonts and its scripts all come from the demo server
 
 
-def test_stop_interrupts_the_pipeline(server, browser, pipeline_calls):
+def start_a_long_run(browser, server, pipeline_calls) -> None:
+    """Opens the page and starts a 100-step upscale of the sample; returns once it is denoising."""
     open_page(browser, server)
     upload_sample(browser)
     set_steps(browser, 100)
     pipeline_calls.finished.clear()
     browser.find_element(By.ID, "run").click()
     wait_for(browser, lambda d: "Denoising" in d.find_element(By.ID, "comparison").text)
+
+
+def test_stop_interrupts_the_pipeline(server, browser, pipeline_calls):
+    start_a_long_run(browser, server, pipeline_calls)
     start = time.monotonic()
     browser.find_element(By.ID, "stop").click()
     assert pipeline_calls.finished.wait(TIMEOUT_S), "the pipeline did not stop"
@@ -247,12 +252,7 @@ def test_stop_interrupts_the_pipeline(server, browser, pipeline_calls):
 
 
 def test_closing_the_page_stops_the_run(server, browser, pipeline_calls):
-    open_page(browser, server)
-    upload_sample(browser)
-    set_steps(browser, 100)
-    pipeline_calls.finished.clear()
-    browser.find_element(By.ID, "run").click()
-    wait_for(browser, lambda d: "Denoising" in d.find_element(By.ID, "comparison").text)
+    start_a_long_run(browser, server, pipeline_calls)
     browser.get("about:blank")
     assert pipeline_calls.finished.wait(TIMEOUT_S), "the pipeline did not stop"
     assert pipeline_calls.steps[-1] < 100

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
+from accelerate import PartialState
 
 __all__ = ["COLLECTIVE_TIMEOUT", "ONE_PROCESS", "Processes", "share"]
 
@@ -91,8 +92,6 @@ class Processes:
         """Joins the launcher's process group (NCCL for CUDA devices, gloo on the CPU). A lone process does nothing."""
         if not self.several or (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
-        from accelerate import PartialState
-
         # `cpu=True` is what makes accelerate see the ranks of a CPU run (it would take one process otherwise).
         PartialState(cpu=device.type == "cpu", timeout=COLLECTIVE_TIMEOUT)
 
