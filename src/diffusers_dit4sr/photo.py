@@ -166,9 +166,11 @@ def read_photo(path: str | os.PathLike) -> Photo:
     path = Path(path)
     try:
         with PIL.Image.open(path) as image:
+            # Pillow turns TIFFs upright on loading and drops their Orientation; PNGs may carry EXIF after the pixels.
+            stored_orientation = image.getexif().get(PIL.ExifTags.Base.Orientation, 1)
             image.load()
             exif = image.getexif()
-            orientation = exif.get(PIL.ExifTags.Base.Orientation, 1)
+            orientation = exif.get(PIL.ExifTags.Base.Orientation, stored_orientation)
             file_format = image.format or ""
             bits = _bits_per_sample(image, path)
             if bits > 8 and file_format == "PNG":
@@ -410,8 +412,12 @@ def _write_eight_bit(samples: np.ndarray, path: Path, file_format: str, photo: U
     if file_format == "PNG" and photo.xmp is not None:
         options["pnginfo"] = PIL.PngImagePlugin.PngInfo()
         options["pnginfo"].add_itxt(_XMP_PNG_KEY, photo.xmp.decode("utf-8", errors="replace"))
-    if file_format == "TIFF" and photo.xmp is not None:
-        options["tiffinfo"] = {_TIFF_XMP_TAG: photo.xmp}
+    if file_format == "TIFF" and photo.xmp is not None:  # Pillow writes `tiffinfo` instead of `exif`: merge them
+        tiffinfo = PIL.Image.Exif()
+        if photo.exif is not None:
+            tiffinfo.load(photo.exif)
+        tiffinfo[_TIFF_XMP_TAG] = photo.xmp
+        options["tiffinfo"] = tiffinfo
     image.save(path, format=file_format, **options)
 
 
