@@ -199,6 +199,52 @@ def test_orientation_of_sixteen_bit_files_matches_pillow(tmp_path):
         np.testing.assert_allclose(read_photo(path).pixels * 255, np.asarray(reference), atol=1)
 
 
+def test_eight_bit_tiff_with_orientation_and_alpha_is_upright(tmp_path):
+    # Pillow 12 turns such TIFFs wrongly upright on loading (orientations 5 to 8).
+    stored = np.random.default_rng(0).integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    exif = PIL.Image.Exif()
+    exif[TAGS.Orientation] = 6
+    exif[TAGS.Make] = "Scanner"
+    PIL.Image.fromarray(stored, "RGBA").save(tmp_path / "in.tif", exif=exif, dpi=(100, 200))
+    photo = read_photo(tmp_path / "in.tif")
+    np.testing.assert_array_equal(np.asarray(photo.pixels), np.rot90(stored[..., :3], -1))
+    np.testing.assert_array_equal(photo.alpha * 255, np.rot90(stored[..., 3], -1))
+    assert photo.dpi == (200.0, 100.0)
+    save_upscaled(photo, output_like(photo), tmp_path / "out.jpg")
+    with PIL.Image.open(tmp_path / "out.jpg") as result:
+        exif = result.getexif()
+        assert result.info["dpi"] == (400, 200)
+    assert exif[TAGS.Make] == "Scanner" and exif[TAGS.Orientation] == 1
+    assert TAGS.StripOffsets not in exif and TAGS.BitsPerSample not in exif  # the TIFF's layout is not the JPEG's
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_outputs_carry_profile_and_metadata(tmp_path, suffix):
+    source = tmp_path / "camera.jpg"
+    PIL.Image.new("RGB", (6, 4), (40, 90, 160)).save(
+        source, icc_profile=SRGB, exif=camera_exif(3), dpi=(300, 300), xmp=XMP
+    )
+    photo = read_photo(source)
+    save_upscaled(photo, output_like(photo), tmp_path / f"out{suffix}", bit_depth=16)
+    with PIL.Image.open(tmp_path / f"out{suffix}") as result:
+        assert result.size == (12, 8)
+        assert result.info["icc_profile"] == SRGB
+        np.testing.assert_allclose([float(v) for v in result.info["dpi"]], (600, 600), atol=0.1)
+        exif = result.getexif()
+        xmp = result.info.get("xmp") or result.tag_v2.get(700)
+    assert exif[TAGS.Make] == "Canon" and exif[TAGS.Model] == "EOS R5"
+    assert exif.get(TAGS.Orientation, 1) == 1
+    assert xmp == XMP
+    if suffix == ".png":
+        assert exif.get_ifd(PIL.ExifTags.IFD.Exif)[TAGS.DateTimeOriginal] == "2021:06:05 14:03:02"
+        reader = png.Reader(filename=str(tmp_path / "out.png"))
+        reader.preamble()
+        assert reader.bitdepth == 16
+    else:
+        with tifffile.TiffFile(tmp_path / "out.tif") as tiff:
+            assert tiff.pages[0].dtype == np.uint16
+
+
 def test_bit_depth_checks_and_eight_bit_output(tmp_path):
     write_png16(tmp_path / "in.png", np.round(gradient(8, 8) * 65535).astype(np.uint16))
     photo = read_photo(tmp_path / "in.png")

@@ -73,6 +73,12 @@ _XMP_PNG_KEY = "XML:com.adobe.xmp"
 _TIFF_XMP_TAG = 700
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}
 """EXIF orientations that swap width and height."""
+_TIFF_LAYOUT_TAGS = frozenset(
+    {256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347}
+    | {529, 530, 531, 532, _TIFF_XMP_TAG, 34675}
+)
+"""TIFF tags that describe the file's own layout (size, samples, strips, tiles, ...), not the photo; and its XMP
+and ICC profile, which are kept on their own."""
 
 
 @dataclass(frozen=True)
@@ -166,51 +172,74 @@ def read_photo(path: str | os.PathLike) -> Photo:
     path = Path(path)
     try:
         with PIL.Image.open(path) as image:
-            # Pillow turns TIFFs upright on loading and drops their Orientation; PNGs may carry EXIF after the pixels.
-            stored_orientation = image.getexif().get(PIL.ExifTags.Base.Orientation, 1)
-            image.load()
-            exif = image.getexif()
-            orientation = exif.get(PIL.ExifTags.Base.Orientation, stored_orientation)
-            file_format = image.format or ""
-            bits = _bits_per_sample(image, path)
-            if bits > 8 and file_format == "PNG":
-                samples = _transpose(_read_png_samples(path), orientation)
-            elif bits > 8 and file_format == "TIFF":
-                samples = _transpose(_read_tiff_samples(path), orientation)
-            elif image.mode in HIGH_PRECISION_MODES:
-                gray = np.asarray(image, dtype=np.float64) / HIGH_PRECISION_MODES[image.mode]
-                samples = _transpose(np.clip(gray, 0, 1).astype(np.float32)[..., None], orientation)
-                bits = 16
-            else:
-                samples = None
-                upright = PIL.ImageOps.exif_transpose(image)
-                pixels = upright.convert("RGB")
-                alpha = None
-                if upright.has_transparency_data:
-                    alpha = np.asarray(upright.convert("RGBA"), dtype=np.float32)[..., 3] / 255
-            info = dict(image.info)
-            xmp = info.get("xmp") or info.get(_XMP_PNG_KEY)
-            if xmp is None and file_format == "TIFF":
-                xmp = image.tag_v2.get(_TIFF_XMP_TAG)
+            return _read_open_photo(image, path)
     except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
         raise ValueError(f"cannot read {path}: {error}") from error
-    if samples is not None:
-        pixels, alpha = _split_alpha(samples)
+
+
+def _read_open_photo(image: PIL.Image.Image, path: Path) -> Photo:
+    # Pillow turns TIFFs upright on loading (wrongly for orientations 5 to 8 in Pillow 12) and drops their
+    # Orientation: such TIFFs are read with tifffile instead. PNGs may carry their EXIF after the pixels.
+    orientation = image.getexif().get(PIL.ExifTags.Base.Orientation, 1)
+    file_format = image.format or ""
+    bits = _bits_per_sample(image, path)
+    samples = None
+    if file_format == "TIFF" and (bits > 8 or orientation != 1):
+        samples = _read_tiff_samples(path)
+        if samples is None and bits > 8:
+            raise ValueError("16-bit and float TIFFs must be grey or RGB")
+    if samples is None:
+        image.load()
+        orientation = image.getexif().get(PIL.ExifTags.Base.Orientation, orientation)
+        if bits > 8 and file_format == "PNG":
+            samples = _read_png_samples(path)
+        elif image.mode in HIGH_PRECISION_MODES:
+            samples = (np.asarray(image, dtype=np.float64) / HIGH_PRECISION_MODES[image.mode])[..., None]
+            bits = 16
+    if samples is None:  # an 8-bit image, converted as Pillow converts it
+        pixels, alpha = _rgb_and_alpha(PIL.ImageOps.exif_transpose(image))
+    elif samples.dtype == np.uint8:  # an 8-bit TIFF read by tifffile to be turned upright
+        upright = _transpose(samples, orientation)
+        pixels, alpha = _rgb_and_alpha(PIL.Image.fromarray(upright.squeeze(-1) if upright.shape[-1] == 1 else upright))
+    else:
+        if np.issubdtype(samples.dtype, np.integer):
+            samples = samples.astype(np.float32) / np.iinfo(samples.dtype).max
+        samples = np.clip(np.nan_to_num(samples.astype(np.float32)), 0, 1)
+        pixels, alpha = _split_alpha(_transpose(samples, orientation))
+    info = image.info
+    xmp = info.get("xmp") or info.get(_XMP_PNG_KEY)
+    if xmp is None and file_format == "TIFF":
+        xmp = image.tag_v2.get(_TIFF_XMP_TAG)
     dpi = info.get("dpi")
     if dpi is not None:
-        dpi = (
-            (float(dpi[1]), float(dpi[0])) if orientation in _ROTATED_ORIENTATIONS else (float(dpi[0]), float(dpi[1]))
-        )
+        dpi = (float(dpi[0]), float(dpi[1]))
+        dpi = dpi[::-1] if orientation in _ROTATED_ORIENTATIONS else dpi
     return Photo(
         pixels=pixels,
         alpha=alpha,
         icc_profile=info.get("icc_profile") or None,
-        exif=exif.tobytes() if len(exif) else None,
+        exif=_exif_bytes(image.getexif(), file_format),
         xmp=xmp.encode() if isinstance(xmp, str) else (bytes(xmp) if xmp else None),
         dpi=dpi if dpi is not None and min(dpi) > 0 else None,
         bit_depth=16 if bits > 8 else 8,
         format=file_format,
     )
+
+
+def _rgb_and_alpha(image: PIL.Image.Image) -> tuple[PIL.Image.Image, np.ndarray | None]:
+    """An 8-bit image as RGB, and its alpha (RGBA, LA, PA, palette or colour-key transparency) or None."""
+    alpha = None
+    if image.has_transparency_data:
+        alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[..., 3] / 255
+    return image.convert("RGB"), alpha
+
+
+def _exif_bytes(exif: PIL.Image.Exif, file_format: str) -> bytes | None:
+    """The EXIF block to keep; a TIFF's own layout tags (strips, samples, ...) describe only that file."""
+    if file_format == "TIFF":
+        for tag in _TIFF_LAYOUT_TAGS & set(exif):
+            del exif[tag]
+    return exif.tobytes() if len(exif) else None
 
 
 def upscaled_photo(
@@ -354,23 +383,20 @@ def _read_png_samples(path: Path) -> np.ndarray:
     return samples.astype(np.float32) / (2 ** info["bitdepth"] - 1)
 
 
-def _read_tiff_samples(path: Path) -> np.ndarray:
-    """The first image of a TIFF of more than 8 bits as float32 `(H, W, C)` in [0, 1] (grey or RGB, optional alpha)."""
+def _read_tiff_samples(path: Path) -> np.ndarray | None:
+    """The first image of a grey or RGB TIFF as stored, `(H, W, C)` (C: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA);
+    None for other TIFFs (palette, CMYK, YCbCr: Pillow converts those)."""
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages[0]
+        if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
+            return None
         samples = page.asarray()
-        photometric = page.photometric
-        separate = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1
-    if photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
-        raise ValueError(f"16-bit and float TIFFs must be grey or RGB, this one is {photometric.name}")
-    if separate:
-        samples = np.moveaxis(samples, 0, -1)
+        if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
+            samples = np.moveaxis(samples, 0, -1)
+        colour_samples = 3 if page.photometric == tifffile.PHOTOMETRIC.RGB else 1
     if samples.ndim == 2:
         samples = samples[..., None]
-    samples = samples[..., :4] if photometric == tifffile.PHOTOMETRIC.RGB else samples[..., :2]
-    if np.issubdtype(samples.dtype, np.integer):
-        return samples.astype(np.float32) / np.iinfo(samples.dtype).max
-    return np.clip(np.nan_to_num(samples.astype(np.float32)), 0, 1)
+    return samples[..., : colour_samples + 1]
 
 
 def _transpose(samples: np.ndarray, orientation: int) -> np.ndarray:
