@@ -10,7 +10,13 @@ import tifffile
 import torch
 
 from diffusers_dit4sr.image_processing import pil_bicubic_resize
-from diffusers_dit4sr.photo import FLATTEN_BACKGROUND, read_photo, save_upscaled, upscaled_photo
+from diffusers_dit4sr.photo import (
+    FLATTEN_BACKGROUND,
+    check_save_options,
+    read_photo,
+    save_upscaled,
+    upscaled_photo,
+)
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
 TAGS = PIL.ExifTags.Base
@@ -258,6 +264,9 @@ def test_bit_depth_checks_and_eight_bit_output(tmp_path):
     with pytest.raises(ValueError, match="extension must be one of"):
         save_upscaled(photo, output, tmp_path / "out.gif")
     assert not list(tmp_path.glob("out*"))
+    with pytest.raises(ValueError, match="`bit_depth` 16 needs a PNG or TIFF file, not WEBP"):
+        check_save_options("x.WEBP", bit_depth="16")
+    check_save_options("x.TIFF", bit_depth="16")
     save_upscaled(photo, output, tmp_path / "out8.png", bit_depth=8)
     save_upscaled(photo, output, tmp_path / "auto.jpg")  # auto: 8 bits where the format has no 16
     with PIL.Image.open(tmp_path / "out8.png") as result:

@@ -46,6 +46,7 @@ __all__ = [
     "SAVE_FORMATS",
     "Photo",
     "UpscaledPhoto",
+    "check_save_options",
     "read_photo",
     "save_upscaled",
     "upscaled_photo",
@@ -292,12 +293,19 @@ def save_upscaled(
     Saves the pipeline's `output` for `source` to `path` (atomically), keeping the source's alpha, colour profile,
     metadata and bit depth as `upscaled_photo` and `UpscaledPhoto.save` describe; returns the path.
 
-    The arguments are checked before any work: `path` must end in an extension of `SAVE_FORMATS`, `bit_depth` be one
-    of `BIT_DEPTHS` (16 for PNG and TIFF only).
+    The arguments are checked (`check_save_options`) before any work.
     """
-    file_format = _save_format(Path(path))
-    _resolve_bit_depth(bit_depth, file_format, source.bit_depth)
+    check_save_options(path, bit_depth=bit_depth)
     return upscaled_photo(source, output, strip_metadata=strip_metadata).save(path, bit_depth=bit_depth)
+
+
+def check_save_options(path: str | os.PathLike, *, bit_depth: int | str = "auto") -> None:
+    """
+    Raises a `ValueError` unless results can be saved to `path` with `bit_depth`: the extension must be one of
+    `SAVE_FORMATS`, `bit_depth` one of `BIT_DEPTHS`, and 16 bits need PNG or TIFF. Checks before any work is done
+    (the command line calls it before loading the model); `save_upscaled` calls it too.
+    """
+    _resolve_bit_depth(bit_depth, _save_format(Path(path)), source_bit_depth=8)
 
 
 def _save_format(path: Path) -> str:
