@@ -147,6 +147,26 @@ def test_no_profile_in_none_out(tmp_path):
         assert "icc_profile" not in result.info and len(result.getexif()) == 0
 
 
+def test_a_profile_of_another_colour_space_is_not_written(tmp_path):
+    gray_profile = SRGB[:16] + b"GRAY" + SRGB[20:]  # what matters is the header's colour space
+    PIL.Image.new("L", (6, 4), 128).save(tmp_path / "gray.jpg", icc_profile=gray_profile)
+    photo = read_photo(tmp_path / "gray.jpg")
+    assert photo.icc_profile == gray_profile
+    save_upscaled(photo, output_like(photo), tmp_path / "out.png")
+    with PIL.Image.open(tmp_path / "out.png") as result:
+        assert result.mode == "RGB" and "icc_profile" not in result.info
+
+
+def test_tensor_output_saves_as_the_array_output(tmp_path):
+    PIL.Image.new("RGB", (6, 4), (40, 90, 160)).save(tmp_path / "in.png")
+    photo = read_photo(tmp_path / "in.png")
+    output = output_like(photo)
+    save_upscaled(photo, output, tmp_path / "array.png")
+    save_upscaled(photo, torch.from_numpy(output).permute(2, 0, 1)[None], tmp_path / "tensor.png")
+    with PIL.Image.open(tmp_path / "array.png") as array, PIL.Image.open(tmp_path / "tensor.png") as tensor:
+        np.testing.assert_array_equal(np.asarray(array), np.asarray(tensor))
+
+
 def test_cmyk_jpeg_keeps_its_colour(tmp_path):
     colour = (30, 120, 200)
     PIL.Image.new("RGB", (16, 16), colour).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
