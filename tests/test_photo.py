@@ -263,9 +263,10 @@ def test_sixteen_bit_outputs_carry_profile_and_metadata(tmp_path, suffix):
     assert xmp == XMP
     if suffix == ".png":
         assert exif.get_ifd(PIL.ExifTags.IFD.Exif)[TAGS.DateTimeOriginal] == "2021:06:05 14:03:02"
-        reader = png.Reader(filename=str(tmp_path / "out.png"))
-        reader.preamble()
-        assert reader.bitdepth == 16
+        with open(tmp_path / "out.png", "rb") as file:
+            reader = png.Reader(file=file)
+            reader.preamble()
+            assert reader.bitdepth == 16
     else:
         with tifffile.TiffFile(tmp_path / "out.tif") as tiff:
             assert tiff.pages[0].dtype == np.uint16
@@ -314,9 +315,9 @@ def test_sixteen_bit_png_through_the_tiny_pipeline_keeps_sixteen_bits(tmp_path):
     ).images[0]
     save_upscaled(photo, output, tmp_path / "scan_x1.png")
 
-    reader = png.Reader(filename=str(tmp_path / "scan_x1.png"))
-    width, height, rows, info = reader.asDirect()
-    result = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, 3)
+    with open(tmp_path / "scan_x1.png", "rb") as file:
+        width, height, rows, info = png.Reader(file=file).asDirect()
+        result = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, 3)
     assert info["bitdepth"] == 16 and (width, height) == (64, 64)
     assert len(np.unique(result)) > 256
     np.testing.assert_array_equal(result, np.round(np.clip(output, 0, 1) * 65535))

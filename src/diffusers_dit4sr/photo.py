@@ -94,7 +94,7 @@ class Photo:
     icc_profile: bytes | None
     """The embedded ICC profile, as stored."""
     exif: bytes | None
-    """The EXIF block, as stored (its Orientation was applied to `pixels` and `alpha`)."""
+    """The EXIF block as stored, less a TIFF's own layout tags (its Orientation was applied to `pixels`)."""
     xmp: bytes | None
     """The XMP packet, as stored."""
     dpi: tuple[float, float] | None
@@ -375,9 +375,10 @@ def _updated_exif(raw: bytes, width: int, height: int, dpi: tuple[float, float] 
 
 def _bits_per_sample(image: PIL.Image.Image, path: Path) -> int:
     if image.format == "PNG":
-        reader = png.Reader(filename=str(path))
-        reader.preamble()
-        return reader.bitdepth
+        with open(path, "rb") as file:
+            reader = png.Reader(file=file)
+            reader.preamble()
+            return reader.bitdepth
     if image.format == "TIFF":
         bits = image.tag_v2.get(258, 8)
         return max(bits) if isinstance(bits, tuple) else int(bits)
@@ -386,8 +387,9 @@ def _bits_per_sample(image: PIL.Image.Image, path: Path) -> int:
 
 def _read_png_samples(path: Path) -> np.ndarray:
     """A PNG of more than 8 bits as float32 `(H, W, C)` in [0, 1] (C: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA)."""
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-    samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
+    with open(path, "rb") as file:
+        width, height, rows, info = png.Reader(file=file).asDirect()
+        samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
     return samples.astype(np.float32) / (2 ** info["bitdepth"] - 1)
 
 
