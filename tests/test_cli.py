@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import diffusers
 import numpy as np
@@ -27,15 +26,11 @@ from huggingface_hub.errors import (
 import diffusers_dit4sr
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline, runtime
 from diffusers_dit4sr.captioning import Captioner
-from diffusers_dit4sr.cli import progress as cli_progress
 from diffusers_dit4sr.cli.main import main
 from diffusers_dit4sr.cli.options import build_parser
 from diffusers_dit4sr.constants import DEFAULT_OUTPUT_DIR, SEED_RANGE
-from diffusers_dit4sr.distributed import Processes
 from diffusers_dit4sr.file_utils import temporary_path
-from diffusers_dit4sr.runtime import prepare_pipeline
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
-from diffusers_dit4sr.upscaling.jobs import Job, plan_batches
 
 from .utils import dns_failure, hub_http_error, wrapped
 
@@ -848,50 +843,6 @@ def test_a_single_image_shows_its_denoising_steps(model_dir, tmp_path, capsys):
     assert "Upscaling 1/1 photo.png" in err and "3/3 [" in err and "step" in err
 
 
-def test_the_step_bar_follows_the_scheduler_and_failures():
-    progress = cli_progress.StepProgress(num_images=2, steps_per_image=4, disable=False)
-    job = Job(Path("a.png"), Path("out/a.png"))
-    progress.start_batch(0, [job])
-    progress.on_step(SimpleNamespace(num_timesteps=7))  # e.g. a second-order scheduler: 7 steps for 4
-    assert (progress.bar.n, progress.bar.total) == (1, 14)
-    progress.finish_batch()  # failed after one step: the bar moves on to the next image
-    progress.start_batch(1, [job])
-    for _ in range(7):
-        progress.on_step(SimpleNamespace(num_timesteps=7))
-    progress.finish_batch()
-    assert (progress.bar.n, progress.bar.total) == (14, 14)
-    progress.close()
-
-
-def test_the_step_bar_counts_every_image_of_a_batch():
-    progress = cli_progress.StepProgress(num_images=3, steps_per_image=4, disable=False)
-    jobs = [Job(Path(f"{name}.png"), Path(f"out/{name}.png")) for name in "abc"]
-    progress.start_batch(0, jobs[:2])
-    assert progress.bar.desc.startswith("Upscaling 1-2/3 a.png (+1)")
-    progress.on_step(SimpleNamespace(num_timesteps=4))
-    assert progress.bar.n == 2  # one step of two images
-    progress.finish_batch()
-    assert progress.bar.n == 8
-    progress.start_batch(2, jobs[2:])
-    assert progress.bar.desc.startswith("Upscaling 3/3 c.png:")
-    progress.finish_batch()
-    assert (progress.bar.n, progress.bar.total) == (12, 12)
-    progress.close()
-
-
-def test_vae_tiling_only_for_vaes_with_real_sized_tiles():
-    pipe = make_tiny_pipeline()
-    prepare_pipeline(pipe, torch.device("cpu"))
-    assert (
-        pipe.vae.use_tiling and runtime.vae_tile_size(pipe) == 1024
-    )  # the tiny VAE tiles like SD3.5's, above 1024 px
-
-    pipe.vae.disable_tiling()
-    pipe.vae.tile_sample_min_size = 32  # a tiny pipeline saved before: 32 px tiles would cut images into hundreds
-    prepare_pipeline(pipe, torch.device("cpu"))
-    assert not pipe.vae.use_tiling
-
-
 # --- Batches -------------------------------------------------------------------------------------------------
 
 
@@ -936,14 +887,6 @@ def test_batch_size_groups_images_of_one_size_and_keeps_the_results(upscale, pip
         assert np.abs(alone.astype(int) - batched.astype(int)).max() <= 1  # float round-off, at most one level
 
 
-def test_plan_batches_follows_the_order_of_each_batchs_first_image():
-    jobs = [Job(Path(f"{name}.png"), Path(f"out/{name}.png")) for name in "abcde"]
-    sizes = dict(zip(jobs, [(2, 3), (3, 2), (2, 3), (2, 3), (3, 2)], strict=True))
-    names = [[job.source.stem for job in batch] for batch in plan_batches(jobs, sizes, batch_size=2)]
-    assert names == [["a", "c"], ["b", "e"], ["d"]]
-    assert plan_batches(jobs, sizes, batch_size=1) == [[job] for job in jobs]
-
-
 def test_a_failing_batch_is_retried_image_by_image(upscale, pipeline_calls, tmp_path, monkeypatch, capsys):
     write_mixed_sizes(tmp_path / "in")
     original_call = StableDiffusion3SRPipeline.__call__
@@ -981,16 +924,6 @@ def test_an_image_that_cannot_be_decoded_fails_alone_in_its_batch(upscale, tmp_p
 
 
 # --- Several processes ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("device", "expected"),
-    [("cpu", "cpu"), ("auto", "cuda:1" if torch.cuda.device_count() >= 2 else "cpu")],
-)
-def test_each_process_takes_its_own_device(device, expected):
-    assert runtime.resolve_device(device, Processes(index=1, count=2, local_index=1, local_count=2)) == torch.device(
-        expected
-    )
 
 
 @pytest.mark.parametrize(
