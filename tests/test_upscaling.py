@@ -270,7 +270,10 @@ def test_a_broken_model_folder_is_the_same_line_in_the_command_and_the_demo(
     breaking(folder)
     source = write_image(tmp_path / "photo.png")
 
-    assert upscale_main([str(source), "-o", str(tmp_path / "out"), "--model", str(folder), "--device", "cpu"]) == 1
+    assert (
+        upscale_main([str(source), "-o", str(tmp_path / "out"), "--model", str(folder), "--device", "cpu", "--quiet"])
+        == 1
+    )
     command_lines = capsys.readouterr().err.strip().splitlines()
     monkeypatch.setattr(gr.Blocks, "launch", lambda *args, **kwargs: pytest.fail("served a broken model"))
     assert demo.main(["--model", str(folder), "--device", "cpu"]) == 1
