@@ -19,28 +19,20 @@ See docs/demo.md.
 
 import os
 
-import torch
-
-from diffusers_dit4sr import Captioner, StableDiffusion3SRPipeline
+from diffusers_dit4sr import runtime
 from diffusers_dit4sr.demo import build_demo
 
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-token = os.environ.get("HF_TOKEN")
+device = runtime.resolve_device("auto")
+hub = runtime.check_hub_access(os.environ.get("DIT4SR_MODEL") or None)
 
-if os.environ.get("DIT4SR_MODEL"):
-    pipe = StableDiffusion3SRPipeline.from_pretrained(os.environ["DIT4SR_MODEL"], dtype=dtype, token=token)
-else:
-    pipe = StableDiffusion3SRPipeline.from_released(
-        variant=os.environ.get("DIT4SR_VARIANT", "q"), dtype=dtype, token=token
-    )
-pipe.to(device)
-pipe.enable_vae_tiling()  # bounds the VAE's memory on large outputs
-pipe.set_progress_bar_config(disable=True)  # the page shows the progress
-
+# Loaded and prepared as `dit4sr-demo` does; huggingface_hub reads the HF_TOKEN secret itself. A model that cannot be
+# loaded stops the Space with a `LoadError`, one line that says why.
+pipe = runtime.open_pipeline(
+    os.environ.get("DIT4SR_MODEL") or None, variant=os.environ.get("DIT4SR_VARIANT"), device=device, hub=hub
+)
 captioner = None
 if os.environ.get("DIT4SR_CAPTION_MODEL"):
-    captioner = Captioner(os.environ["DIT4SR_CAPTION_MODEL"], device=device, dtype=dtype, token=token)
+    captioner = runtime.open_captioner(os.environ["DIT4SR_CAPTION_MODEL"], device=device, hub=hub)
 
 demo = build_demo(pipe, captioner)
 

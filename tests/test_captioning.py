@@ -208,5 +208,6 @@ def test_cuda_device_must_exist(tmp_path, monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
 def test_8bit_needs_bitsandbytes(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # cuda:0 exists
     with pytest.raises(ImportError, match="load_in_8bit=True needs the bitsandbytes package"):
         Captioner(tmp_path / "not-loaded", device="cuda:0", load_in_8bit=True)

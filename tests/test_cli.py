@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import diffusers
 import numpy as np
@@ -25,9 +24,11 @@ from huggingface_hub.errors import (
 )
 
 import diffusers_dit4sr
-from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline, cli
+from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline, runtime
 from diffusers_dit4sr.captioning import Captioner
-from diffusers_dit4sr.cli import DEFAULT_OUTPUT_DIR, SEED_RANGE, build_parser, main, prepare_pipeline
+from diffusers_dit4sr.cli.main import main
+from diffusers_dit4sr.cli.options import build_parser
+from diffusers_dit4sr.constants import DEFAULT_OUTPUT_DIR, SEED_RANGE
 from diffusers_dit4sr.file_utils import temporary_path
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 
@@ -49,7 +50,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def hub_reachable(monkeypatch):
     """The CLI asks the Hub whether it is reachable before loading a Hub id; in tests it never asks for real."""
-    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: None)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
@@ -62,8 +63,8 @@ def no_loading(monkeypatch) -> list:
         calls.append((args, kwargs))
         pytest.fail("a model was loaded")
 
-    monkeypatch.setattr(cli, "load_pipeline", load)
-    monkeypatch.setattr(cli, "load_captioner", load)
+    monkeypatch.setattr(runtime, "load_pipeline", load)
+    monkeypatch.setattr(runtime, "Captioner", load)
     return calls
 
 
@@ -713,7 +714,7 @@ def test_hub_failures_are_one_line_naming_the_cause(model, make_error, expected,
         calls.append(kwargs)
         raise make_error()
 
-    monkeypatch.setattr(cli, "load_pipeline", load_pipeline)
+    monkeypatch.setattr(runtime, "load_pipeline", load_pipeline)
     source = write_image(tmp_path / "photo.png")
     args = [str(source), "-o", str(tmp_path / "out"), "--device", "cpu"]
 
@@ -732,13 +733,13 @@ def test_hub_failures_are_one_line_naming_the_cause(model, make_error, expected,
 def test_an_unreachable_hub_loads_from_the_cache_only_and_says_why(tmp_path, monkeypatch, capsys):
     asked, loads = [], []
     reason = "DNS lookup of huggingface.co failed: Name or service not known"
-    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: asked.append(1) or reason)
+    monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: asked.append(1) or reason)
 
     def load_pipeline(*args, **kwargs):
         loads.append(kwargs)
         raise wrapped(LocalEntryNotFoundError("Cannot find the requested files in the disk cache"))
 
-    monkeypatch.setattr(cli, "load_pipeline", load_pipeline)
+    monkeypatch.setattr(runtime, "load_pipeline", load_pipeline)
     source = write_image(tmp_path / "photo.png")
 
     assert main([str(source), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 1
@@ -751,14 +752,14 @@ def test_an_unreachable_hub_loads_from_the_cache_only_and_says_why(tmp_path, mon
 
 def test_an_unreachable_hub_still_loads_cached_models(model_dir, tmp_path, monkeypatch, capsys):
     reason = "DNS lookup of huggingface.co failed: Name or service not known"
-    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: reason)
+    monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: reason)
     loads = []
 
     def load_pipeline(model, variant, dtype, local_files_only=False):
         loads.append((model, local_files_only))
         return StableDiffusion3SRPipeline.from_pretrained(model_dir)  # as if the released weights were cached
 
-    monkeypatch.setattr(cli, "load_pipeline", load_pipeline)
+    monkeypatch.setattr(runtime, "load_pipeline", load_pipeline)
     source = write_image(tmp_path / "photo.png")
     options = [option for option in FAST_OPTIONS if option != "--quiet"]
 
@@ -770,16 +771,14 @@ def test_an_unreachable_hub_still_loads_cached_models(model_dir, tmp_path, monke
 
 
 def test_a_local_model_folder_does_not_ask_the_hub(model_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "hub_unreachable_reason", lambda *args, **kwargs: pytest.fail("asked the Hub"))
-    monkeypatch.setattr(cli, "load_pipeline", lambda *args, **kwargs: pytest.fail("loaded"))
+    monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: pytest.fail("asked the Hub"))
+    monkeypatch.setattr(runtime, "load_pipeline", lambda *args, **kwargs: pytest.fail("loaded"))
     source = write_image(tmp_path / "photo.png")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "photo.png").write_bytes(b"done")
     # Nothing to do: neither asked nor loaded (and with work to do, a folder needs no Hub: see the tests above).
     assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--quiet"]) == 0
-    assert (
-        cli.check_hub_access(build_parser().parse_args([str(source), "--model", str(model_dir)])).unreachable is None
-    )
+    assert runtime.check_hub_access(str(model_dir)).unreachable is None
 
 
 def test_offline_mode_and_an_unknown_repository_fail_in_one_line(tmp_path):
@@ -844,49 +843,6 @@ def test_a_single_image_shows_its_denoising_steps(model_dir, tmp_path, capsys):
     assert "Upscaling 1/1 photo.png" in err and "3/3 [" in err and "step" in err
 
 
-def test_the_step_bar_follows_the_scheduler_and_failures():
-    progress = cli.StepProgress(num_images=2, steps_per_image=4, disable=False)
-    job = cli.Job(Path("a.png"), Path("out/a.png"))
-    progress.start_batch(0, [job])
-    progress.on_step(SimpleNamespace(num_timesteps=7))  # e.g. a second-order scheduler: 7 steps for 4
-    assert (progress.bar.n, progress.bar.total) == (1, 14)
-    progress.finish_batch()  # failed after one step: the bar moves on to the next image
-    progress.start_batch(1, [job])
-    for _ in range(7):
-        progress.on_step(SimpleNamespace(num_timesteps=7))
-    progress.finish_batch()
-    assert (progress.bar.n, progress.bar.total) == (14, 14)
-    progress.close()
-
-
-def test_the_step_bar_counts_every_image_of_a_batch():
-    progress = cli.StepProgress(num_images=3, steps_per_image=4, disable=False)
-    jobs = [cli.Job(Path(f"{name}.png"), Path(f"out/{name}.png")) for name in "abc"]
-    progress.start_batch(0, jobs[:2])
-    assert progress.bar.desc.startswith("Upscaling 1-2/3 a.png (+1)")
-    progress.on_step(SimpleNamespace(num_timesteps=4))
-    assert progress.bar.n == 2  # one step of two images
-    progress.finish_batch()
-    assert progress.bar.n == 8
-    progress.start_batch(2, jobs[2:])
-    assert progress.bar.desc.startswith("Upscaling 3/3 c.png:")
-    progress.finish_batch()
-    assert (progress.bar.n, progress.bar.total) == (12, 12)
-    progress.close()
-
-
-def test_vae_tiling_only_for_vaes_with_real_sized_tiles():
-    pipe = make_tiny_pipeline()
-    args = build_parser().parse_args(["photo.png", "--device", "cpu"])
-    prepare_pipeline(pipe, torch.device("cpu"), args)
-    assert pipe.vae.use_tiling and cli.vae_tile_size(pipe) == 1024  # the tiny VAE tiles like SD3.5's, above 1024 px
-
-    pipe.vae.disable_tiling()
-    pipe.vae.tile_sample_min_size = 32  # a tiny pipeline saved before: 32 px tiles would cut images into hundreds
-    prepare_pipeline(pipe, torch.device("cpu"), args)
-    assert not pipe.vae.use_tiling
-
-
 # --- Batches -------------------------------------------------------------------------------------------------
 
 
@@ -931,14 +887,6 @@ def test_batch_size_groups_images_of_one_size_and_keeps_the_results(upscale, pip
         assert np.abs(alone.astype(int) - batched.astype(int)).max() <= 1  # float round-off, at most one level
 
 
-def test_plan_batches_follows_the_order_of_each_batchs_first_image():
-    jobs = [cli.Job(Path(f"{name}.png"), Path(f"out/{name}.png")) for name in "abcde"]
-    sizes = dict(zip(jobs, [(2, 3), (3, 2), (2, 3), (2, 3), (3, 2)], strict=True))
-    names = [[job.source.stem for job in batch] for batch in cli.plan_batches(jobs, sizes, batch_size=2)]
-    assert names == [["a", "c"], ["b", "e"], ["d"]]
-    assert cli.plan_batches(jobs, sizes, batch_size=1) == [[job] for job in jobs]
-
-
 def test_a_failing_batch_is_retried_image_by_image(upscale, pipeline_calls, tmp_path, monkeypatch, capsys):
     write_mixed_sizes(tmp_path / "in")
     original_call = StableDiffusion3SRPipeline.__call__
@@ -976,16 +924,6 @@ def test_an_image_that_cannot_be_decoded_fails_alone_in_its_batch(upscale, tmp_p
 
 
 # --- Several processes ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("device", "expected"),
-    [("cpu", "cpu"), ("auto", "cuda:1" if torch.cuda.device_count() >= 2 else "cpu")],
-)
-def test_each_process_takes_its_own_device(device, expected):
-    assert cli.resolve_device(device, cli.Processes(index=1, count=2, local_index=1, local_count=2)) == torch.device(
-        expected
-    )
 
 
 @pytest.mark.parametrize(

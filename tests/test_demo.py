@@ -16,10 +16,10 @@ import torch
 gr = pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e '.[demo]'")
 
 from diffusers_dit4sr.captioning import Captioner  # noqa: E402
-from diffusers_dit4sr.cli import main as upscale_main  # noqa: E402
-from diffusers_dit4sr.cli import prepare_pipeline  # noqa: E402
-from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo, build_parser, main  # noqa: E402
+from diffusers_dit4sr.cli.main import main as upscale_main  # noqa: E402
+from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo, main  # noqa: E402
 from diffusers_dit4sr.image_processing import MAX_OUTPUT_SIDE  # noqa: E402
+from diffusers_dit4sr.runtime import prepare_pipeline  # noqa: E402
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ BICUBIC = PIL.Image.Resampling.BICUBIC
 def pipe():
     """The tiny pipeline, prepared as `dit4sr-demo --device cpu` prepares the pipeline it serves."""
     pipe = make_tiny_pipeline()
-    prepare_pipeline(pipe, torch.device("cpu"), build_parser().parse_args([]))
+    prepare_pipeline(pipe, torch.device("cpu"))
     return pipe
 
 

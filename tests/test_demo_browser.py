@@ -30,8 +30,8 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline  # noqa: E402
-from diffusers_dit4sr.cli import prepare_pipeline  # noqa: E402
-from diffusers_dit4sr.demo import build_demo, build_parser  # noqa: E402
+from diffusers_dit4sr.demo import build_demo  # noqa: E402
+from diffusers_dit4sr.runtime import prepare_pipeline  # noqa: E402
 from diffusers_dit4sr.tiny import make_tiny_pipeline  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
@@ -103,7 +103,7 @@ def server(pipeline_calls, tmp_path_factory) -> str:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
         pipe = make_tiny_pipeline()
-        prepare_pipeline(pipe, torch.device("cpu"), build_parser().parse_args([]))  # as `dit4sr-demo` does
+        prepare_pipeline(pipe, torch.device("cpu"))  # as `dit4sr-demo` does
         demo = build_demo(pipe)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))

@@ -20,6 +20,15 @@ import PIL.Image
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
+from .constants import (
+    DEFAULT_CAPTION_MAX_NEW_TOKENS,
+    DEFAULT_CAPTION_MODEL,
+    DEFAULT_CAPTION_PROMPT,
+    DEFAULT_CAPTION_TEMPERATURE,
+    DEFAULT_CAPTION_TOP_P,
+)
+from .devices import resolve_device, resolve_dtype
+
 __all__ = [
     "DEFAULT_CAPTION_MAX_NEW_TOKENS",
     "DEFAULT_CAPTION_MODEL",
@@ -31,17 +40,6 @@ __all__ = [
     "remove_focus_sentences",
 ]
 
-DEFAULT_CAPTION_MODEL = "llava-hf/llava-1.5-13b-hf"
-"""The released captioner, LLaVA-1.5-13B, in its transformers conversion."""
-DEFAULT_CAPTION_PROMPT = (
-    "Please describe the actual objects in the image in a very detailed manner. Please do not include descriptions "
-    "related to the focus and bokeh of this image. Please do not include descriptions like the background is blurred."
-)
-"""The released instruction: DiT4SR should hear what is in the photo, not how degraded or defocused it looks."""
-DEFAULT_CAPTION_TEMPERATURE = 0.2
-DEFAULT_CAPTION_TOP_P = 0.7
-DEFAULT_CAPTION_MAX_NEW_TOKENS = 512
-"""The released sampling: temperature 0.2, top-p 0.7, at most 512 new tokens."""
 _RELEASED_TOP_K = 50
 """transformers' default top-k, in effect in the released code; set explicitly so a model's own default cannot
 replace it."""
@@ -147,7 +145,7 @@ class Captioner:
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype must be a torch.dtype or None, got {dtype!r}")
-        self.device = _resolve_device(device)
+        self.device = _device_with_index(resolve_device(device))
         if load_in_8bit:
             if self.device.type != "cuda":
                 raise ValueError(f"load_in_8bit=True needs a CUDA device (bitsandbytes), got device {self.device}")
@@ -165,7 +163,7 @@ class Captioner:
         }
         self.model = AutoModelForImageTextToText.from_pretrained(
             self.model_name_or_path,
-            dtype=dtype or (torch.float32 if self.device.type == "cpu" else torch.bfloat16),
+            dtype=resolve_dtype(dtype, self.device),
             device_map={"": self.device},
             quantization_config=BitsAndBytesConfig(load_in_8bit=True) if load_in_8bit else None,
             **hub_options,
@@ -253,22 +251,8 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """The given device (checked to exist on this machine), or the best one available."""
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str or torch.device, got {device!r}")
-    try:
-        device = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"device {device!r}: {error}") from error
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device}: CUDA is not available on this machine")
-        return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device}: MPS is not available on this machine")
+def _device_with_index(device: torch.device) -> torch.device:
+    """A CUDA device with its index (the current one if none is given), as `device_map` wants it."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return device

@@ -11,6 +11,7 @@ denoising step. See `docs/demo.md`.
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import random
 import shutil
@@ -26,29 +27,23 @@ import numpy as np
 import PIL.Image
 import torch
 
+from . import runtime
 from .captioning import Captioner
-from .cli import (
-    CAPTION_ERRORS,
+from .cli.options import add_caption_model_options, add_model_options
+from .constants import (
     COLOR_FIXES,
-    DTYPES,
+    DEFAULT_CAPTION_MODEL,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    LOAD_ERRORS,
-    UsageError,
-    check_model_options,
-    describe_caption_load_error,
-    describe_load_error,
-    load_pipeline,
-    one_line,
-    prepare_pipeline,
-    quiet_libraries,
-    resolve_device,
-    resolve_dtype,
+    MAX_OUTPUT_SIDE,
+    RELEASED_DIT4SR_MODEL,
+    RELEASED_SD3_MODEL,
+    color_fix_argument,
 )
-from .hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
-from .image_processing import MAX_OUTPUT_SIDE, load_image, pil_bicubic_resize, plan_sizes, to_rgb_tensors
+from .image_processing import load_image, pil_bicubic_resize, plan_sizes, to_rgb_tensors
 from .pipelines import StableDiffusion3SRPipeline
+from .runtime import CAPTION_ERRORS, one_line
 
 try:
     import gradio as gr
@@ -61,10 +56,13 @@ MAX_INPUT_SIDE = 2048
 MAX_DEMO_OUTPUT_SIDE = 4096
 """Largest output side, in pixels, the page makes by default; a 4096 px square takes minutes on a large GPU."""
 MAX_SEED = 2**32 - 1
-DEFAULT_TILE_OVERLAP = 192
-"""The released tile overlap, used for tiles of 384 px and more; smaller tiles overlap by half their side."""
-PROCESS_SIZE = 512
-"""The released process size (see `StableDiffusion3SRPipeline.__call__`)."""
+RELEASED = {
+    name: parameter.default
+    for name, parameter in inspect.signature(StableDiffusion3SRPipeline.__call__).parameters.items()
+}
+"""The released inference settings, the defaults of the pipeline's `__call__`: the page starts from them; the tile
+overlap is the released one for tiles of twice its side or more, and half the tile side for smaller tiles."""
+PROCESS_SIZE = RELEASED["process_size"]
 CONCURRENCY_ID = "dit4sr"
 """The queue shared by every event that runs a model: one at a time."""
 CACHE_LIFETIME_S = 3600
@@ -150,8 +148,10 @@ class DemoHandlers:
         guidance = _number("Guidance", guidance)
         tile_size = _integer("Tile size", tile_size, minimum=1)
         seed = random.randint(0, MAX_SEED) if randomize_seed else _integer("Seed", seed, minimum=0, maximum=MAX_SEED)
-        if color_fix not in COLOR_FIXES:
-            raise _user_error(f"Color fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}.")
+        try:
+            color_fix = color_fix_argument(color_fix)
+        except ValueError:
+            raise _user_error(f"Color fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}.") from None
         output_height, output_width = self._check_sizes(image, scale)
 
         session = _session_of(request)
@@ -176,10 +176,10 @@ class DemoHandlers:
                     upscale=scale,
                     num_inference_steps=steps,
                     guidance_scale=guidance,
-                    color_fix=None if color_fix == "none" else color_fix,
+                    color_fix=color_fix,
                     process_size=PROCESS_SIZE,
                     tile_size=tile_size,
-                    tile_overlap=min(DEFAULT_TILE_OVERLAP, tile_size // 32 * 16),
+                    tile_overlap=min(RELEASED["tile_overlap"], tile_size // 32 * 16),
                     generator=torch.Generator(device=self.pipe._execution_device).manual_seed(seed),
                     callback_on_step_end=on_step_end,
                 ).images[0]
@@ -294,15 +294,33 @@ def build_demo(
                         "Caption", visible=captioner is not None, scale=1, elem_id="caption-button"
                     )
                 with gr.Row():
-                    scale = gr.Number(4, label="Scale", info="any positive factor", step=0.5, elem_id="scale")
-                    steps = gr.Slider(1, 100, 40, step=1, label="Steps", elem_id="steps")
-                    guidance = gr.Slider(0, 20, 8, step=0.5, label="Guidance", info="≤ 1: off", elem_id="guidance")
+                    scale = gr.Number(
+                        RELEASED["upscale"], label="Scale", info="any positive factor", step=0.5, elem_id="scale"
+                    )
+                    steps = gr.Slider(1, 100, RELEASED["num_inference_steps"], step=1, label="Steps", elem_id="steps")
+                    guidance = gr.Slider(
+                        0,
+                        20,
+                        RELEASED["guidance_scale"],
+                        step=0.5,
+                        label="Guidance",
+                        info="≤ 1: off",
+                        elem_id="guidance",
+                    )
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
                     randomize_seed = gr.Checkbox(False, label="Randomize seed", elem_id="randomize-seed")
-                    color_fix = gr.Dropdown(list(COLOR_FIXES), value="adain", label="Color fix", elem_id="color-fix")
+                    color_fix = gr.Dropdown(
+                        list(COLOR_FIXES), value=RELEASED["color_fix"], label="Color fix", elem_id="color-fix"
+                    )
                 tile_size = gr.Slider(
-                    256, 1024, 512, step=64, label="Tile size (px)", info="smaller: less memory", elem_id="tile-size"
+                    256,
+                    1024,
+                    RELEASED["tile_size"],
+                    step=64,
+                    label="Tile size (px)",
+                    info="smaller: less memory",
+                    elem_id="tile-size",
                 )
                 with gr.Row():
                     run_button = gr.Button("Upscale", variant="primary", elem_id="run")
@@ -390,41 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="More: docs/demo.md.",
     )
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        metavar="ID_OR_PATH",
-        help="a folder written by `save_pretrained` (or the Hub id of such a pipeline) instead of the released weights",
-    )
-    model.add_argument(
-        "--variant", choices=RELEASED_VARIANTS, help="which released DiT4SR model, without --model (default: q)"
-    )
-    model.add_argument(
-        "--device",
-        metavar="DEVICE",
-        default="auto",
-        help="'auto' (cuda, else mps, else cpu) or a torch device (default: %(default)s)",
-    )
-    model.add_argument(
-        "--dtype", choices=tuple(DTYPES), help="precision of the weights (default: bf16 on a GPU, fp32 on the CPU)"
-    )
-    model.add_argument(
-        "--cpu-offload",
-        action="store_true",
-        help="keep the models in CPU memory and move each to the GPU only while it runs (for ~12 GB GPUs)",
-    )
-    model.add_argument(
-        "--caption-model",
-        metavar="ID_OR_PATH",
-        help=(
-            "a transformers vision-language model that fills the caption box, e.g. llava-hf/llava-1.5-13b-hf (the "
+    model = add_model_options(parser)
+    add_caption_model_options(
+        model,
+        caption_model_help=(
+            f"a transformers vision-language model that fills the caption box, e.g. {DEFAULT_CAPTION_MODEL} (the "
             "released captioner); it stays loaded beside the pipeline"
         ),
-    )
-    model.add_argument(
-        "--caption-8bit",
-        action="store_true",
-        help="load --caption-model in 8 bits (needs CUDA and bitsandbytes)",
     )
 
     server = parser.add_argument_group("server")
@@ -451,22 +441,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_DEMO_OUTPUT_SIDE,
         help=f"largest output side made, at most {MAX_OUTPUT_SIDE} (default: %(default)s)",
     )
-    # What `prepare_pipeline` reads besides --cpu-offload: the demo serves the pipeline as loaded.
-    parser.set_defaults(attention_backend=None, fuse_lr_projections=False, compile=False)
     return parser
 
 
 def check_options(args: argparse.Namespace, device: torch.device) -> None:
-    """Option combinations that cannot work, caught before the slow model loading."""
-    check_model_options(args, device)
-    if args.caption_8bit and (args.caption_model is None or device.type != "cuda"):
-        raise UsageError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
+    """Option combinations that cannot work, caught before the slow model loading: a `ValueError` says which."""
+    runtime.check_model_options(model=args.model, variant=args.variant, cpu_offload=args.cpu_offload, device=device)
+    if args.caption_8bit:
+        if args.caption_model is None:
+            raise ValueError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
+        runtime.check_caption_8bit(device)
     if args.max_input_side < 1:
-        raise UsageError(f"--max-input-side must be a positive number of pixels, got {args.max_input_side}")
+        raise ValueError(f"--max-input-side must be a positive number of pixels, got {args.max_input_side}")
     if not 1 <= args.max_output_side <= MAX_OUTPUT_SIDE:
-        raise UsageError(f"--max-output-side must be in [1, {MAX_OUTPUT_SIDE}], got {args.max_output_side}")
+        raise ValueError(f"--max-output-side must be in [1, {MAX_OUTPUT_SIDE}], got {args.max_output_side}")
     if not 1 <= args.port <= 65535:
-        raise UsageError(f"--port must be in [1, 65535], got {args.port}")
+        raise ValueError(f"--port must be in [1, 65535], got {args.port}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,12 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        device = resolve_device(args.device)
+        device = runtime.resolve_device(args.device, option="--device")
         check_options(args, device)
-    except UsageError as error:
+    except ValueError as error:
         parser.error(str(error))  # exits with code 2, like argparse's own errors
     try:
-        with quiet_libraries(hide_progress_bars=False):
+        with runtime.quiet_libraries(hide_progress_bars=False):
             return serve(args, device)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -488,25 +478,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace, device: torch.device) -> int:
     """Loads the captioner (with `--caption-model`) and the pipeline, then serves the page until Ctrl+C."""
-    dtype = resolve_dtype(args.dtype, device)
+    dtype = runtime.resolve_dtype(args.dtype, device)
+    hub = runtime.check_hub_access(args.model, *([args.caption_model] if args.caption_model else []))
     captioner = None
-    if args.caption_model is not None:
-        print(f"loading the captioner {args.caption_model}", file=sys.stderr)
-        try:
-            captioner = Captioner(args.caption_model, device=device, dtype=dtype, load_in_8bit=args.caption_8bit)
-        except (*LOAD_ERRORS, ImportError) as error:
-            print(f"{PROG}: error: {describe_caption_load_error(args.caption_model, error)}", file=sys.stderr)
-            return EXIT_FAILED
-    print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
     try:
-        pipe = load_pipeline(args.model, args.variant, dtype)
-    except LOAD_ERRORS as error:
-        print(f"{PROG}: error: {describe_load_error(args.model, error)}", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        prepare_pipeline(pipe, device, args)
-    except RuntimeError as error:  # e.g. out of memory while moving it to the GPU
-        print(f"{PROG}: error: cannot move the pipeline to {device}: {one_line(error)}", file=sys.stderr)
+        if args.caption_model is not None:
+            print(f"loading the captioner {args.caption_model}", file=sys.stderr)
+            captioner = runtime.open_captioner(
+                args.caption_model, device=device, dtype=dtype, hub=hub, load_in_8bit=args.caption_8bit
+            )
+        print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
+        pipe = runtime.open_pipeline(
+            args.model, variant=args.variant, device=device, dtype=dtype, hub=hub, cpu_offload=args.cpu_offload
+        )
+    except runtime.LoadError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     demo = build_demo(pipe, captioner, max_input_side=args.max_input_side, max_output_side=args.max_output_side)
     try:

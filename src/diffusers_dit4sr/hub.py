@@ -34,6 +34,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .constants import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
+
 __all__ = [
     "RELEASED_DIT4SR_MODEL",
     "RELEASED_SD3_MODEL",
@@ -46,11 +48,6 @@ __all__ = [
     "push_pipeline_to_hub",
 ]
 
-RELEASED_SD3_MODEL = "stabilityai/stable-diffusion-3.5-medium"
-"""The base model whose VAE, text encoders and scheduler the released DiT4SR weights were trained with (gated)."""
-RELEASED_DIT4SR_MODEL = "acceptee/DiT4SR"
-"""The repository of the released DiT4SR transformers, one per variant in `dit4sr_{variant}/transformer`."""
-RELEASED_VARIANTS = ("q", "f")
 
 PAPER_URL = "https://huggingface.co/papers/2503.23580"
 ORIGINAL_CODE_URL = "https://github.com/adam-duan/DiT4SR"

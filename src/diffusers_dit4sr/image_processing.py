@@ -21,11 +21,9 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
+from .constants import IMAGE_EXTENSIONS, MAX_OUTPUT_SIDE  # noqa: F401 (their home before `constants`)
+
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-"""Image files the command line and the training data pick up (any case)."""
-MAX_OUTPUT_SIDE = 16384
-"""Largest output side in pixels the pipeline accepts (tiled denoising and VAE tiling keep memory bounded)."""
 HIGH_PRECISION_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
 """PIL modes (gray, 16-bit integer or float) read at full precision, with the value that maps to white."""
 

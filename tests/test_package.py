@@ -1,0 +1,155 @@
+"""The package's layout: a light import (no torch for the command line's options), lazy names, global logging left
+alone, the released settings read from the pipeline, the entry points, and no import cycles."""
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffusers_dit4sr import StableDiffusion3SRPipeline
+from diffusers_dit4sr.cli.options import build_parser, pipeline_call_defaults
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "diffusers_dit4sr"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def test_the_options_module_and_help_do_not_import_torch():
+    code = """
+import contextlib, io, sys
+import diffusers_dit4sr.cli.options as options
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    options.build_parser().parse_args(["--help"])
+assert "usage: dit4sr-upscale" in out.getvalue()
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    options.build_parser().parse_args(["--version"])
+assert out.getvalue().startswith("dit4sr-upscale ")
+heavy = sorted(name for name in ("torch", "diffusers", "transformers", "PIL", "tqdm") if name in sys.modules)
+print(",".join(heavy))
+"""
+    assert run_python(code).stdout.strip() == ""
+
+
+def test_package_names_are_imported_on_first_use():
+    code = """
+import sys
+import diffusers_dit4sr
+assert "torch" not in sys.modules, "importing the package imported torch"
+from diffusers_dit4sr import StableDiffusion3SRPipeline, DiT4SRTransformer2DModel, upscale_files
+assert StableDiffusion3SRPipeline.__module__ == "diffusers_dit4sr.pipelines.pipeline_stable_diffusion_3_sr"
+assert "diffusers_dit4sr.models.transformer_dit4sr" in sys.modules  # what model_index.json records
+print(sorted(set(diffusers_dit4sr.__all__) - set(dir(diffusers_dit4sr))))
+"""
+    assert run_python(code).stdout.strip() == "[]"
+    import diffusers_dit4sr
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        diffusers_dit4sr.nothing  # noqa: B018
+
+
+def test_importing_the_package_leaves_global_logging_alone():
+    code = """
+import logging
+import diffusers.utils.logging, transformers.utils.logging, huggingface_hub.utils.logging
+for library in (diffusers.utils.logging, transformers.utils.logging, huggingface_hub.utils.logging):
+    library.set_verbosity(logging.INFO)
+logging.getLogger().setLevel(logging.DEBUG)
+handlers = list(logging.getLogger().handlers)
+import diffusers_dit4sr
+from diffusers_dit4sr import StableDiffusion3SRPipeline, Captioner, upscale_files
+import diffusers_dit4sr.cli.main, diffusers_dit4sr.runtime, diffusers_dit4sr.demo
+levels = [library.get_verbosity() for library in
+          (diffusers.utils.logging, transformers.utils.logging, huggingface_hub.utils.logging)]
+assert levels == [logging.INFO] * 3, levels
+assert logging.getLogger().level == logging.DEBUG and logging.getLogger().handlers == handlers
+"""
+    run_python(code)
+
+
+def test_the_released_settings_come_from_the_pipeline():
+    signature = inspect.signature(StableDiffusion3SRPipeline.__call__).parameters
+    read = pipeline_call_defaults()
+    for name in ("upscale", "num_inference_steps", "guidance_scale", "color_fix", "process_size", "tile_size"):
+        assert read[name] == signature[name].default
+    args = build_parser().parse_args(["photo.png"])
+    assert (args.scale, args.steps, args.guidance, args.color_fix) == (
+        signature["upscale"].default,
+        signature["num_inference_steps"].default,
+        signature["guidance_scale"].default,
+        signature["color_fix"].default,
+    )
+    assert (args.process_size, args.tile_size, args.tile_overlap, args.tile_batch_size) == tuple(
+        signature[name].default for name in ("process_size", "tile_size", "tile_overlap", "tile_batch_size")
+    )
+
+
+def test_entry_points_resolve():
+    section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
+    scripts = dict(re.findall(r'^(\S+) = "(\S+)"$', section, flags=re.MULTILINE))
+    assert set(scripts) == {"dit4sr-upscale", "dit4sr-demo"}
+    for target in scripts.values():
+        module, name = target.split(":")
+        assert callable(getattr(__import__(module, fromlist=[name]), name))
+    assert scripts["dit4sr-upscale"] == "diffusers_dit4sr.cli.main:main"
+
+
+def local_imports(path: Path) -> set[str]:
+    """The package modules `path` imports at module level (relative imports resolved)."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if path.name == "__init__.py":
+        package += ".__init__"
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: -node.level]
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("diffusers_dit4sr"):
+            names.add(node.module)
+    return names
+
+
+def test_no_module_imports_upward_or_in_a_cycle():
+    modules = {
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in PACKAGE.rglob("*.py")
+    }
+    graph = {
+        name: {imported for imported in local_imports(path) if imported in modules} for name, path in modules.items()
+    }
+    for name, imported in graph.items():
+        package = name if modules[name].name == "__init__.py" else name.rsplit(".", 1)[0]
+        for other in imported:
+            # Upward: a module importing the package it is in (or one above), other than the package root's names.
+            assert not (package.startswith(other + ".") or package == other) or other == "diffusers_dit4sr", (
+                f"{name} imports {other}, a package above it"
+            )
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        for other in graph[name]:
+            if other != name:
+                visit(other, (*path, name))
+
+    for name in graph:
+        if not name.endswith("__init__"):
+            visit(name, ())
+
+
+def test_no_source_module_is_over_700_lines_but_the_pipeline():
+    long = {
+        path.name: count
+        for path in PACKAGE.rglob("*.py")
+        if (count := len(path.read_text().splitlines())) > 700 and path.name != "pipeline_stable_diffusion_3_sr.py"
+    }
+    assert long == {}

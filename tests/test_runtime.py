@@ -1,0 +1,45 @@
+"""Getting models ready (`runtime`, `devices`): devices, dtypes, preparing a pipeline."""
+
+import pytest
+import torch
+
+from diffusers_dit4sr import runtime
+from diffusers_dit4sr.distributed import Processes
+from diffusers_dit4sr.runtime import prepare_pipeline
+from diffusers_dit4sr.tiny import make_tiny_pipeline
+
+
+def test_vae_tiling_only_for_vaes_with_real_sized_tiles():
+    pipe = make_tiny_pipeline()
+    prepare_pipeline(pipe, torch.device("cpu"))
+    # The tiny VAE tiles like SD3.5's, above 1024 px.
+    assert pipe.vae.use_tiling and runtime.vae_tile_size(pipe) == 1024
+
+    pipe.vae.disable_tiling()
+    pipe.vae.tile_sample_min_size = 32  # a tiny pipeline saved before: 32 px tiles would cut images into hundreds
+    prepare_pipeline(pipe, torch.device("cpu"))
+    assert not pipe.vae.use_tiling
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [("cpu", "cpu"), ("auto", "cuda:1" if torch.cuda.device_count() >= 2 else "cpu")],
+)
+def test_each_process_takes_its_own_device(device, expected):
+    assert runtime.resolve_device(device, Processes(index=1, count=2, local_index=1, local_count=2)) == torch.device(
+        expected
+    )
+
+
+def test_devices_and_dtypes_are_checked_with_the_option_name():
+    with pytest.raises(ValueError, match="^--device nowhere: "):
+        runtime.resolve_device("nowhere", option="--device")
+    with pytest.raises(ValueError, match="dtype must be one of bf16, fp16, fp32"):
+        runtime.resolve_dtype("fp8", torch.device("cpu"))
+    assert runtime.resolve_dtype(None, torch.device("cpu")) == torch.float32
+    assert runtime.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_one_line():
+    assert runtime.one_line(ValueError("two\n  lines")) == "two lines"
+    assert runtime.one_line(KeyError()) == "KeyError"

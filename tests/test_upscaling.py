@@ -1,0 +1,285 @@
+"""The Python API for folder jobs (`diffusers_dit4sr.upscale_files`) and the one-line load errors that the command
+line and the demo share, on the tiny pipeline (offline, CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from diffusers_dit4sr import StableDiffusion3SRPipeline, UpscaleSettings, runtime, upscale_files
+from diffusers_dit4sr.captioning import Captioner
+from diffusers_dit4sr.cli.main import main as upscale_main
+from diffusers_dit4sr.file_utils import temporary_path
+from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
+from diffusers_dit4sr.upscaling import Job, PlanError, RunEvents, save_output
+from diffusers_dit4sr.upscaling.jobs import plan_batches
+
+FAST = UpscaleSettings(scale=2, steps=1, tile_size=64, tile_overlap=32, process_size=64)
+
+
+class Recorder(RunEvents):
+    """Every event's message or job, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def note(self, message):
+        self.events.append(("note", message))
+
+    def warning(self, message):
+        self.events.append(("warning", message))
+
+    def error(self, message):
+        self.events.append(("error", message))
+
+    def skipped(self, job):
+        self.events.append(("skipped", job.source.name))
+
+    def step(self, pipe):
+        self.events.append(("step", pipe.num_timesteps))
+
+    def of(self, kind: str) -> list:
+        return [value for event, value in self.events if event == kind]
+
+
+@pytest.fixture(scope="module")
+def pipe() -> StableDiffusion3SRPipeline:
+    pipe = make_tiny_pipeline()
+    runtime.prepare_pipeline(pipe, torch.device("cpu"))
+    return pipe
+
+
+@pytest.fixture
+def prompts(monkeypatch) -> list:
+    """The caption of every image the pipeline got, in order (the pipeline still runs)."""
+    calls = []
+    original_call = StableDiffusion3SRPipeline.__call__
+
+    def spy(self, image, prompt=None, **kwargs):
+        calls.extend(prompt)
+        return original_call(self, image, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "__call__", spy)
+    return calls
+
+
+def write_image(path: Path, size: tuple[int, int] = (20, 28), seed: int = 0) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.Image.fromarray(pixels).save(path)
+    return path
+
+
+def no_loading():
+    pytest.fail("a model was loaded with nothing to do")
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_folder_is_upscaled_existing_outputs_skipped_and_a_bad_file_reported(pipe, tmp_path):
+    for name, seed in (("a", 0), ("b", 1)):
+        write_image(tmp_path / "in" / f"{name}.png", seed=seed)
+    (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
+    events = Recorder()
+
+    counts = upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=pipe, settings=FAST, events=events)
+
+    assert (counts.upscaled, counts.skipped, counts.failed, counts.ok) == (2, 0, 1, False)
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png"]  # nothing partial, no temporary file
+    with PIL.Image.open(tmp_path / "out" / "a.png") as image:
+        assert image.size == (40, 56)
+    (error,) = events.of("error")
+    assert error.startswith(f"cannot read {tmp_path / 'in' / 'bad.png'}") and error.endswith("(skipped)")
+    assert events.of("step") == [1, 1]
+
+    # Again: the outputs exist, so nothing loads; the bad file is reported again.
+    events = Recorder()
+    counts = upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=no_loading, settings=FAST, events=events)
+    assert (counts.upscaled, counts.skipped, counts.failed) == (0, 2, 1)
+    assert events.of("skipped") == ["a.png", "b.png"]
+
+
+def test_a_run_killed_half_way_resumes(pipe, tmp_path):
+    for name, seed in (("a", 0), ("b", 1), ("c", 2)):
+        write_image(tmp_path / "in" / f"{name}.png", seed=seed)
+    upscale_files([tmp_path / "in" / "a.png"], tmp_path / "out" / "a.png", pipeline=pipe, settings=FAST)
+    done = (tmp_path / "out" / "a.png").read_bytes()
+    partial = temporary_path(tmp_path / "out" / "b.png", pid=dead_pid())  # what a killed run was writing
+    partial.write_bytes(b"partial")
+    events = Recorder()
+
+    counts = upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=pipe, settings=FAST, events=events)
+
+    assert (counts.upscaled, counts.skipped, counts.failed) == (2, 1, 0)
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "c.png"]
+    assert (tmp_path / "out" / "a.png").read_bytes() == done
+    assert f"removed {partial}, a temporary file left by an interrupted run" in events.of("note")
+
+
+def test_results_do_not_depend_on_batching(pipe, tmp_path):
+    for name, seed in (("a", 0), ("b", 1), ("c", 2)):
+        write_image(tmp_path / "in" / f"{name}.png", seed=seed)
+    upscale_files([tmp_path / "in"], tmp_path / "one", pipeline=pipe, settings=FAST)
+    batched = UpscaleSettings(**{**FAST.__dict__, "batch_size": 3})
+    upscale_files([tmp_path / "in"], tmp_path / "three", pipeline=pipe, settings=batched)
+    for name in "abc":
+        one = np.asarray(PIL.Image.open(tmp_path / "one" / f"{name}.png"), dtype=np.int16)
+        three = np.asarray(PIL.Image.open(tmp_path / "three" / f"{name}.png"), dtype=np.int16)
+        assert np.abs(one - three).max() <= 1
+
+
+def test_captions_are_read_given_or_generated_and_reused(pipe, prompts, tmp_path):
+    write_image(tmp_path / "in" / "a.png", seed=0)
+    write_image(tmp_path / "in" / "b.png", seed=1)
+    (tmp_path / "captions").mkdir()
+    (tmp_path / "captions" / "a.txt").write_text("a red door\n")
+
+    upscale_files([tmp_path / "in"], tmp_path / "given", pipeline=pipe, settings=FAST, prompt="a cat")
+    assert prompts == ["a cat", "a cat"]
+
+    prompts.clear()
+    captioner_dir = save_tiny_captioner(tmp_path / "captioner")
+    loads = []
+
+    def load_captioner() -> Captioner:
+        loads.append(1)
+        return Captioner(captioner_dir, max_new_tokens=6, device="cpu")
+
+    counts = upscale_files(
+        [tmp_path / "in"],
+        tmp_path / "out",
+        pipeline=pipe,
+        settings=FAST,
+        captions_dir=tmp_path / "captions",
+        captioner=load_captioner,
+    )
+    generated = (tmp_path / "out" / "b.txt").read_text().strip()
+    assert (counts.captions.written, counts.captions.reused, counts.captions.failed) == (1, 0, 0)
+    assert prompts == ["a red door", generated] and not (tmp_path / "out" / "a.txt").exists()
+
+    prompts.clear()
+    (tmp_path / "out" / "b.png").unlink()
+    counts = upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=pipe, settings=FAST, captioner=load_captioner)
+    # a.png exists (skipped); b's caption file is reused: the captioner is not loaded again.
+    assert (counts.upscaled, counts.skipped, counts.captions.reused, len(loads)) == (1, 1, 1, 1)
+    assert prompts == [generated]
+
+
+def test_a_model_that_cannot_load_fails_its_images_in_one_line(tmp_path):
+    write_image(tmp_path / "in" / "a.png")
+    events = Recorder()
+
+    def load():
+        raise runtime.LoadError("cannot load the pipeline from 'x': because")
+
+    counts = upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=load, settings=FAST, events=events)
+    assert (counts.failed, counts.stopped, events.of("error")) == (
+        1,
+        True,
+        ["cannot load the pipeline from 'x': because"],
+    )
+
+
+def test_inputs_and_outputs_that_cannot_work_raise_before_anything_is_done(tmp_path):
+    write_image(tmp_path / "in" / "a.png")
+    with pytest.raises(PlanError, match="no such file or folder"):
+        upscale_files([tmp_path / "missing"], tmp_path / "out", pipeline=no_loading)
+    with pytest.raises(PlanError, match="is the folder of the input"):
+        upscale_files([tmp_path / "in"], tmp_path / "in", pipeline=no_loading)
+    with pytest.raises(ValueError, match="tile_overlap"):
+        UpscaleSettings(tile_size=64, tile_overlap=64)
+    with pytest.raises(ValueError, match="color_fix must be one of adain, wavelet, none"):
+        UpscaleSettings(color_fix="auto")
+    assert not (tmp_path / "out").exists()
+
+
+def test_save_output_writes_atomically_in_the_format_of_the_extension(tmp_path):
+    image = PIL.Image.new("RGB", (8, 6), (200, 10, 10))
+    save_output(image, image.resize((16, 12)), tmp_path / "x.jpg")
+    with PIL.Image.open(tmp_path / "x.jpg") as written:
+        assert (written.format, written.size) == ("JPEG", (16, 12))
+    assert os.listdir(tmp_path) == ["x.jpg"]
+
+
+def test_plan_batches_follows_the_order_of_each_batchs_first_image():
+    jobs = [Job(Path(f"{name}.png"), Path(f"out/{name}.png")) for name in "abcde"]
+    sizes = dict(zip(jobs, [(1, 1), (2, 2), (1, 1), (1, 1), (2, 2)], strict=True))
+    names = [[job.source.stem for job in batch] for batch in plan_batches(jobs, sizes, batch_size=2)]
+    assert names == [["a", "c"], ["b", "e"], ["d"]]
+    assert plan_batches(jobs, sizes, batch_size=1) == [[job] for job in jobs]
+
+
+# --- One line for a model that cannot load, in the command line and the demo -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-pipeline")
+    make_tiny_pipeline().save_pretrained(path)
+    return path
+
+
+def break_json(folder: Path) -> None:
+    (folder / "transformer" / "config.json").write_text("{ not json")
+
+
+def truncate_weights(folder: Path) -> None:
+    weights = next((folder / "transformer").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def unknown_class(folder: Path) -> None:
+    index = json.loads((folder / "model_index.json").read_text())
+    index["transformer"] = ["diffusers_dit4sr.models.transformer_dit4sr", "NoSuchModel"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+
+def no_components(folder: Path) -> None:
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({key: index[key] for key in index if key.startswith("_")}))
+
+
+def any_other_failure(folder: Path) -> None:
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": 7}))
+
+
+@pytest.mark.parametrize("breaking", [break_json, truncate_weights, unknown_class, no_components, any_other_failure])
+def test_a_broken_model_folder_is_the_same_line_in_the_command_and_the_demo(
+    breaking, saved_pipeline, tmp_path, monkeypatch, capsys
+):
+    gr = pytest.importorskip("gradio")
+    from diffusers_dit4sr import demo
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for path in saved_pipeline.rglob("*"):
+        if path.is_file():
+            target = folder / path.relative_to(saved_pipeline)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    breaking(folder)
+    source = write_image(tmp_path / "photo.png")
+
+    assert (
+        upscale_main([str(source), "-o", str(tmp_path / "out"), "--model", str(folder), "--device", "cpu", "--quiet"])
+        == 1
+    )
+    command_lines = capsys.readouterr().err.strip().splitlines()
+    monkeypatch.setattr(gr.Blocks, "launch", lambda *args, **kwargs: pytest.fail("served a broken model"))
+    assert demo.main(["--model", str(folder), "--device", "cpu"]) == 1
+    demo_lines = capsys.readouterr().err.strip().splitlines()
+
+    assert len(command_lines) == 1 and "Traceback" not in command_lines[0]
+    message = command_lines[0].removeprefix("dit4sr-upscale: error: ")
+    assert message.startswith(f"cannot load the pipeline from {str(folder)!r}")
+    assert demo_lines[-1] == f"dit4sr-demo: error: {message}"
