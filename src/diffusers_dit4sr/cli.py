@@ -37,7 +37,13 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from tqdm import tqdm
 
 from . import __version__
-from .captioning import DEFAULT_CAPTION_MAX_NEW_TOKENS, DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT, Captioner
+from .captioning import (
+    DEFAULT_CAPTION_MAX_NEW_TOKENS,
+    DEFAULT_CAPTION_MODEL,
+    DEFAULT_CAPTION_PROMPT,
+    Captioner,
+    remove_focus_sentences,
+)
 from .distributed import ONE_PROCESS, Processes
 from .file_utils import atomic_write_path, remove_stale_temporary_files
 from .hub import (
@@ -263,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "folder with a <name>.txt caption per image; a missing file means no caption, or a generated one with "
             "--caption-model"
+        ),
+    )
+    captions.add_argument(
+        "--verbatim-captions",
+        action="store_true",
+        help=(
+            "use caption files as written; by default their sentences about focus, blur, depth or position are "
+            "dropped, as the released test script did with its prompt files"
         ),
     )
     captions.add_argument(
@@ -672,7 +686,9 @@ def _check_model_source(option: str, value: str, required_file: str, kind: str) 
 
 
 def check_caption_options(args: argparse.Namespace, device: torch.device) -> None:
-    """The `--caption-*` options: they need `--caption-model`, which excludes `--prompt`."""
+    """The `--caption-*` options need `--caption-model`, which excludes `--prompt`; `--verbatim-captions` needs caption files."""
+    if args.verbatim_captions and args.captions_dir is None and args.caption_model is None:
+        raise UsageError("--verbatim-captions applies to caption files; it needs --captions-dir or --caption-model")
     if args.caption_model is None:
         caption_options = {
             "--caption-prompt": args.caption_prompt is not None,
@@ -892,7 +908,8 @@ def given_caption_file(job: Job, args: argparse.Namespace) -> Path | None:
 def read_caption(job: Job, args: argparse.Namespace) -> str | None:
     """The caption of one image: `--prompt` (or none); else its `--captions-dir` file; else, with `--caption-model`,
     its caption file beside the output (empty if its captioning failed, which was reported); else empty, with a
-    warning that the `--captions-dir` file is missing."""
+    warning that the `--captions-dir` file is missing. A caption file goes through the released
+    `remove_focus_sentences` (idempotent, so a `Captioner`-written file is unchanged) unless `--verbatim-captions`."""
     if args.captions_dir is None and args.caption_model is None:
         return args.prompt
     caption_file = given_caption_file(job, args)
@@ -905,9 +922,10 @@ def read_caption(job: Job, args: argparse.Namespace) -> str | None:
         if not caption_file.is_file():
             return ""
     try:
-        return caption_file.read_text(encoding="utf-8").strip()
+        caption = caption_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise JobError(f"cannot read the caption {caption_file}: {error}") from error
+    return caption.strip() if args.verbatim_captions else remove_focus_sentences(caption)
 
 
 def load_captioner(args: argparse.Namespace, device: torch.device, local_files_only: bool = False) -> Captioner:
