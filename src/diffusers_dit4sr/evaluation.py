@@ -493,8 +493,13 @@ def _describe_unavailable(
     else:
         url = _find_url(error)
         where = "it looks in the Hugging Face cache; download it where there is network, or copy the cache"
-        if url is None:
-            return f"metric {name!r} cannot be created: {_first_line(error)}"
+        if url is None:  # e.g. OpenAI's CLIP package, which downloads without naming the file
+            return (
+                f"metric {name!r} cannot be created: {_first_line(error)}; pyiqa metrics download their weights on "
+                f"first use into {Path(torch.hub.get_dir()) / 'pyiqa'}, {Path(torch.hub.get_dir()) / 'checkpoints'}, "
+                f"{Path.home() / '.cache' / 'clip'} (CLIP) or the Hugging Face cache: run it once where there is "
+                "network, or copy those folders"
+            )
     return (
         f"metric {name!r} needs {url}, which cannot be downloaded here ({_first_line(error)}); {where}"
         f"{', or pass a local file (--weights)' if 'pretrained_model_path' not in options else ''}"
