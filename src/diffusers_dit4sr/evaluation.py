@@ -266,9 +266,7 @@ def pair_images(
     return [ImagePair(path, matches[path]) for path in result_paths]
 
 
-def check_metrics(
-    metrics: Sequence[str], *, with_references: bool, set_metrics_ok: bool = True
-) -> dict[str, tuple[bool, bool]]:
+def check_metrics(metrics: Sequence[str], *, with_references: bool) -> dict[str, tuple[bool, bool]]:
     """Checks metric names against pyiqa's list; returns `{name: (full_reference, lower_better)}`.
 
     Raises `ValueError` for an unknown name (listing close ones), a duplicate, or a full-reference metric without
@@ -289,8 +287,6 @@ def check_metrics(
         full_reference = configs[name].get("metric_mode") == "FR" or name in SET_METRICS
         if full_reference and not with_references:
             raise ValueError(f"metric {name!r} compares with references (ground truth); pass references")
-        if name in SET_METRICS and not set_metrics_ok:
-            raise ValueError(f"metric {name!r} scores a whole set, not single images")
         checked[name] = (full_reference, bool(configs[name].get("lower_better", False)))
     return checked
 
