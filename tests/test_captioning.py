@@ -71,6 +71,20 @@ def test_every_released_word_drops_its_sentence(word):
     assert remove_focus_sentences(f"A cat. It is {word.upper()} here. A dog.") == "A cat. A dog."
 
 
+def test_remove_focus_sentences_is_idempotent():
+    """A caption the filter already cleaned (as `Captioner` writes them) is left as it is when read back."""
+    rng = np.random.default_rng(0)
+    pieces = [
+        "A red car", "It is located near a tree", "The FOCUS is soft", "Two cups", " and a close-up", "a dense crowd",
+        "the sign reads OPEN", "", " ", "\n", "black and white tiles", "a positioned lamp", "a bird",
+    ]  # fmt: skip
+    marks = [".", "?", "!", "...", "?!", "", " ", "\n"]
+    for _ in range(500):
+        text = "".join(rng.choice(pieces) + rng.choice(marks) for _ in range(rng.integers(0, 8)))
+        once = remove_focus_sentences(text)
+        assert remove_focus_sentences(once) == once, text
+
+
 def test_released_settings():
     assert DEFAULT_CAPTION_PROMPT.startswith("Please describe the actual objects in the image in a very detailed")
     assert DEFAULT_CAPTION_PROMPT.endswith("Please do not include descriptions like the background is blurred.")

@@ -509,6 +509,45 @@ def test_captions_dir_gives_each_image_its_caption(upscale, prompts, tmp_path, c
     assert "b.txt" in capsys.readouterr().err  # the missing caption is a warning, not a failure
 
 
+# Written in the style of the authors' released LLaVA prompt files (not copied from them): they are not pre-filtered.
+LLAVA_STYLE_CAPTION = (
+    "The image features a red brick house with a white door. A small garden is located in front of the house, "
+    "with flowers in bloom. Two bicycles are positioned against the wall.\nThe sky above is clear and blue.\n"
+)
+FILTERED_CAPTION = "The image features a red brick house with a white door.\nThe sky above is clear and blue."
+
+
+def test_caption_files_go_through_the_released_filter_unless_verbatim(upscale, prompts, tmp_path):
+    write_image(tmp_path / "in" / "Nikon_026_LR4.png")
+    (tmp_path / "captions").mkdir()
+    (tmp_path / "captions" / "Nikon_026_LR4.txt").write_text(LLAVA_STYLE_CAPTION, encoding="utf-8")
+    captions = ["--captions-dir", tmp_path / "captions"]
+
+    assert upscale(tmp_path / "in", "-o", tmp_path / "filtered", *captions) == 0
+    assert upscale(tmp_path / "in", "-o", tmp_path / "verbatim", *captions, "--verbatim-captions") == 0
+
+    assert prompts == [FILTERED_CAPTION, LLAVA_STYLE_CAPTION.strip()]
+
+
+def test_a_caption_file_beside_the_output_is_filtered_too(upscale, caption_options, prompts, tmp_path, monkeypatch):
+    source = write_image(tmp_path / "photo.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "photo.txt").write_text(LLAVA_STYLE_CAPTION, encoding="utf-8")
+    monkeypatch.setattr(Captioner, "__init__", lambda self, *args, **kwargs: pytest.fail("loaded"))
+
+    assert upscale(source, "-o", tmp_path / "out", *caption_options) == 0
+    assert upscale(source, "-o", tmp_path / "out", "--overwrite", "--verbatim-captions", *caption_options) == 0
+
+    assert prompts == [FILTERED_CAPTION, LLAVA_STYLE_CAPTION.strip()]
+
+
+def test_verbatim_captions_without_caption_files_is_a_usage_error(tmp_path, capsys, no_loading):
+    source = write_image(tmp_path / "photo.png")
+    args = [str(source), "-o", str(tmp_path / "out"), "--prompt", "a cat", "--verbatim-captions", "--device", "cpu"]
+    assert main(args) == 2
+    assert "--verbatim-captions applies to caption files" in capsys.readouterr().err
+
+
 def test_prompt_is_used_for_every_image_and_no_caption_by_default(upscale, prompts, tmp_path):
     write_image(tmp_path / "in" / "a.png")
     write_image(tmp_path / "in" / "b.png")

@@ -39,6 +39,18 @@ print(",".join(heavy))
     assert run_python(code).stdout.strip() == ""
 
 
+def test_the_evaluate_command_help_does_not_import_torch():
+    code = """
+import contextlib, io, sys
+from diffusers_dit4sr.cli import evaluate
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    evaluate.main(["--help"])
+assert "usage: dit4sr-evaluate" in out.getvalue()
+print(",".join(sorted(name for name in ("torch", "pyiqa", "PIL", "tqdm") if name in sys.modules)))
+"""
+    assert run_python(code).stdout.strip() == ""
+
+
 def test_package_names_are_imported_on_first_use():
     code = """
 import sys
@@ -95,7 +107,7 @@ def test_the_released_settings_come_from_the_pipeline():
 def test_entry_points_resolve():
     section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
     scripts = dict(re.findall(r'^(\S+) = "(\S+)"$', section, flags=re.MULTILINE))
-    assert set(scripts) == {"dit4sr-upscale", "dit4sr-demo"}
+    assert set(scripts) == {"dit4sr-upscale", "dit4sr-evaluate", "dit4sr-demo"}
     for target in scripts.values():
         module, name = target.split(":")
         assert callable(getattr(__import__(module, fromlist=[name]), name))

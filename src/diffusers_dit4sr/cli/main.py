@@ -147,7 +147,10 @@ def run(args: argparse.Namespace, jobs: list, device, processes):
         pipeline=load_pipeline,
         settings=settings,
         captions=CaptionSource(
-            prompt=args.prompt, captions_dir=args.captions_dir, generated=args.caption_model is not None
+            prompt=args.prompt,
+            captions_dir=args.captions_dir,
+            generated=args.caption_model is not None,
+            verbatim=args.verbatim_captions,
         ),
         captioner=load_captioner if args.caption_model is not None else None,
         overwrite=args.overwrite,
@@ -200,9 +203,12 @@ def check_options(args: argparse.Namespace, device) -> None:
 
 
 def check_caption_options(args: argparse.Namespace, device) -> None:
-    """The `--caption-*` options: they need `--caption-model`, which excludes `--prompt`."""
+    """The `--caption-*` options need `--caption-model`, which excludes `--prompt`; `--verbatim-captions` needs
+    caption files."""
     from .. import runtime
 
+    if args.verbatim_captions and args.captions_dir is None and args.caption_model is None:
+        raise UsageError("--verbatim-captions applies to caption files; it needs --captions-dir or --caption-model")
     if args.caption_model is None:
         caption_options = {
             "--caption-prompt": args.caption_prompt is not None,

@@ -199,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--caption-model"
         ),
     )
+    captions.add_argument(
+        "--verbatim-captions",
+        action="store_true",
+        help=(
+            "use caption files as written; by default their sentences about focus, blur, depth or position are "
+            "dropped, as the released test script did with its prompt files"
+        ),
+    )
     add_caption_model_options(
         captions,
         caption_model_help=(

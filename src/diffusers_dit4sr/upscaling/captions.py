@@ -15,7 +15,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from ..captioning import Captioner
+from ..captioning import Captioner, remove_focus_sentences
 from ..file_utils import atomic_write_path
 from ..image_processing import load_image
 from ..runtime import CAPTION_ERRORS, one_line
@@ -40,15 +40,22 @@ class CaptionCounts:
 @dataclass(frozen=True)
 class CaptionSource:
     """Where the captions of a run come from: `prompt` for every image (`None`: no caption); else the `<stem>.txt`
-    of `captions_dir`; else, if `generated`, the caption file beside the output (`Job.caption_file`)."""
+    of `captions_dir`; else, if `generated`, the caption file beside the output (`Job.caption_file`).
+
+    Caption files go through the released `remove_focus_sentences`, as the released test script does with its prompt
+    files (the filter is idempotent: a `Captioner`-written file is unchanged); `verbatim` keeps them as written.
+    """
 
     prompt: str | None = None
     captions_dir: Path | None = None
     generated: bool = False
+    verbatim: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt is not None and self.generated:
             raise ValueError("a prompt for every image cannot be combined with generated captions")
+        if self.verbatim and self.captions_dir is None and not self.generated:
+            raise ValueError("verbatim applies to caption files: it needs a captions_dir or generated captions")
 
     def given_file(self, job: Job) -> Path | None:
         """The `<stem>.txt` of `captions_dir` for this image, if there is one."""
@@ -69,7 +76,7 @@ def read_image(path: Path) -> PIL.Image.Image:
 def read_caption(job: Job, source: CaptionSource, events: RunEvents) -> str | None:
     """The caption of one image: the prompt (or none); else its `captions_dir` file; else, with generated captions,
     its caption file beside the output (empty if its captioning failed, which was reported); else empty, with a
-    warning that the `captions_dir` file is missing."""
+    warning that the `captions_dir` file is missing. A caption file is filtered unless `source.verbatim`."""
     if source.captions_dir is None and not source.generated:
         return source.prompt
     caption_file = source.given_file(job)
@@ -82,9 +89,10 @@ def read_caption(job: Job, source: CaptionSource, events: RunEvents) -> str | No
         if not caption_file.is_file():
             return ""
     try:
-        return caption_file.read_text(encoding="utf-8").strip()
+        caption = caption_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise JobError(f"cannot read the caption {caption_file}: {error}") from error
+    return caption.strip() if source.verbatim else remove_focus_sentences(caption)
 
 
 def caption_jobs(
