@@ -34,6 +34,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .models.released import RELEASED_LR_KEY_SOURCES
+
 __all__ = [
     "RELEASED_DIT4SR_MODEL",
     "RELEASED_SD3_MODEL",
@@ -50,7 +52,9 @@ RELEASED_SD3_MODEL = "stabilityai/stable-diffusion-3.5-medium"
 """The base model whose VAE, text encoders and scheduler the released DiT4SR weights were trained with (gated)."""
 RELEASED_DIT4SR_MODEL = "acceptee/DiT4SR"
 """The repository of the released DiT4SR transformers, one per variant in `dit4sr_{variant}/transformer`."""
-RELEASED_VARIANTS = ("q", "f")
+RELEASED_VARIANTS = tuple(RELEASED_LR_KEY_SOURCES)
+"""The released DiT4SR transformers: `q` (perceptual quality, the default and the paper's model), `f` (fidelity) and
+`r1` (the authors' revision with the corrected LR attention keys)."""
 
 PAPER_URL = "https://huggingface.co/papers/2503.23580"
 ORIGINAL_CODE_URL = "https://github.com/adam-duan/DiT4SR"
@@ -61,6 +65,7 @@ MODEL_CARD_TAGS = ["diffusers", "super-resolution", "image-super-resolution", "d
 _VARIANT_DESCRIPTIONS = {
     "q": "the quality-oriented model",
     "f": "the fidelity-oriented model, which stays closer to the input image",
+    "r1": "the authors' revised model, whose LR tokens attend with their own keys as in the paper's Eq. 1",
 }
 _CITATION = """\
 @inproceedings{duan2025dit4sr,
@@ -102,7 +107,8 @@ def make_model_card(
     Args:
         repo_id (`str`): The repository (or folder) the card describes; the usage examples load it.
         base_model (`str`, defaults to `RELEASED_SD3_MODEL`): The Hub id of the model it derives from.
-        dit4sr_variant (`str`, *optional*): `"q"` or `"f"` when the pipeline holds a released DiT4SR transformer.
+        dit4sr_variant (`str`, *optional*): One of `RELEASED_VARIANTS` (`"q"`, `"f"`, `"r1"`) when the pipeline
+            holds a released DiT4SR transformer.
         description (`str`, *optional*): The opening paragraph; defaults to one describing a DiT4SR pipeline.
     """
     if dit4sr_variant is not None and dit4sr_variant not in RELEASED_VARIANTS:
