@@ -6,7 +6,7 @@ weights, an `HF_TOKEN` secret of an account that accepted the license of stabili
 Environment variables (the Space's settings) choose what it serves:
 
     DIT4SR_MODEL          a pipeline folder or Hub id written by `save_pretrained` (default: the released weights)
-    DIT4SR_VARIANT        q or f, the released model without DIT4SR_MODEL (default: q)
+    DIT4SR_VARIANT        q, f or r1, the released model without DIT4SR_MODEL (default: q)
     DIT4SR_CAPTION_MODEL  a vision-language model that fills the caption box, e.g. llava-hf/llava-1.5-13b-hf
 
 Locally, e.g. offline with the tiny random pipeline:

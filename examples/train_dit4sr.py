@@ -6,6 +6,10 @@
         --pretrained_model_name_or_path stabilityai/stable-diffusion-3.5-medium \
         --init_from_sd3 --train_data_dir /data/hr_photos --output_dir dit4sr-mine --mixed_precision fp16
 
+The authors' recipes: `--init_from_sd3` trains a new model like `dit4sr_q` and `dit4sr_f` (their
+`train_dit4sr.py`); `--init_from_sd3 --lr_key_source lr` like `dit4sr_r1` (their `train_dit4sr_r1.py`, the LR tokens
+attending with keys of their own). Without `--init_from_sd3`, training fine-tunes a released or saved transformer.
+
 Data comes either as a folder of HR photos, degraded on the accelerator at every step (Real-ESRGAN second-order
 degradation, SeeSR's parameters), or as a folder written by `examples/prepare_dataset.py` (cached LR/HR pairs,
 latents and text embeddings). See docs/training.md.
@@ -93,7 +97,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="initialize a new DiT4SR from the SD3 transformer of --pretrained_model_name_or_path",
     )
-    models.add_argument("--lr_key_source", choices=["noise", "lr"], default=None)
+    models.add_argument(
+        "--lr_key_source",
+        choices=["noise", "lr"],
+        default=None,
+        help="the LR tokens' attention keys: 'noise' as dit4sr_q/dit4sr_f were trained, 'lr' (the paper's Eq. 1) as "
+        "dit4sr_r1 was; with --init_from_sd3, 'lr' is the r1 recipe (default: the starting checkpoint's, 'noise' "
+        "with --init_from_sd3)",
+    )
     models.add_argument("--lr_attention", type=str_to_bool, default=None)
     models.add_argument("--lr_residual", type=str_to_bool, default=None)
     models.add_argument("--lr_injection", choices=["conv", "linear", "none"], default=None)
@@ -105,7 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     models.add_argument("--lora_rank", type=int, default=16)
     models.add_argument("--lora_alpha", type=int, default=None, help="defaults to --lora_rank")
-    models.add_argument("--lora_target_modules", nargs="+", default=DEFAULT_LORA_TARGETS)
+    models.add_argument(
+        "--lora_target_modules",
+        nargs="+",
+        default=None,
+        help="default: SD3's attention projections and the LR ones that the model uses (to_k_control only with LR "
+        "keys of their own, e.g. dit4sr_r1)",
+    )
 
     data = parser.add_argument_group("data")
     data.add_argument("--train_data_dir", default=None, help="folder of HR images, degraded on the fly")
@@ -205,6 +222,13 @@ def load_transformer(args: argparse.Namespace) -> DiT4SRTransformer2DModel:
     )
 
 
+def default_lora_targets(transformer: DiT4SRTransformer2DModel) -> list[str]:
+    """`DEFAULT_LORA_TARGETS`, plus `to_k_control` where the LR tokens use keys of their own (`lr_key_source="lr"`,
+    as in dit4sr_r1, or SD3 without a key norm): in the released key mode it receives no gradient."""
+    uses_lr_keys = any(".to_k_control." in name for name in transformer.lr_branch_parameters())
+    return DEFAULT_LORA_TARGETS + ["to_k_control"] * uses_lr_keys
+
+
 def select_trainable_parameters(transformer: DiT4SRTransformer2DModel, args: argparse.Namespace) -> list:
     """Freezes the transformer, then unfreezes (or adds) what `--trainable` names; returns the trainable parameters."""
     transformer.requires_grad_(False)
@@ -216,7 +240,7 @@ def select_trainable_parameters(transformer: DiT4SRTransformer2DModel, args: arg
                 r=args.lora_rank,
                 lora_alpha=args.lora_alpha or args.lora_rank,
                 init_lora_weights="gaussian",
-                target_modules=args.lora_target_modules,
+                target_modules=args.lora_target_modules or default_lora_targets(transformer),
             )
         )
         return [param for param in transformer.parameters() if param.requires_grad]
@@ -484,7 +508,8 @@ def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace, 
         )
         data = args.train_data_dir and "HR images degraded on the fly" or "a prepared dataset"
         summary = (
-            f"- started from: {start}\n- trained: `{args.trainable}`\n- data: {data}, {args.resolution} px crops\n"
+            f"- started from: {start}\n- LR attention keys: `lr_key_source={transformer.config.lr_key_source!r}`\n"
+            f"- trained: `{args.trainable}`\n- data: {data}, {args.resolution} px crops\n"
             f"- optimization steps: {global_step}, batch {args.train_batch_size} per process x "
             f"{accelerator.num_processes} process(es) x {args.gradient_accumulation_steps} accumulation, "
             f"learning rate {args.learning_rate}"

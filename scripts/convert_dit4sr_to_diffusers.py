@@ -10,7 +10,9 @@ weights came through unchanged, and can upload it to the Hub:
     python scripts/convert_dit4sr_to_diffusers.py --variant q --output_dir dit4sr-q-diffusers \
         --push_to_hub your-name/dit4sr-q-diffusers
 
-Afterwards `StableDiffusion3SRPipeline.from_pretrained("dit4sr-q-diffusers")` loads everything from one place.
+Afterwards `StableDiffusion3SRPipeline.from_pretrained("dit4sr-q-diffusers")` loads everything from one place. The
+saved transformer config records `lr_key_source` (`"noise"` for q and f, `"lr"` for r1), which the released configs
+lack, so the converted folder loads with the right attention under any name.
 `stabilityai/stable-diffusion-3.5-medium` is gated: accept its license on the Hub and `hf auth login` first.
 """
 
@@ -49,14 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dit4sr_model",
         default=RELEASED_DIT4SR_MODEL,
-        help="Hub id or folder holding the released transformers in `dit4sr_q/transformer` and "
-        "`dit4sr_f/transformer` (default: %(default)s).",
+        help="Hub id or folder holding the released transformers in `dit4sr_q/transformer`, "
+        "`dit4sr_f/transformer` and `dit4sr_r1/transformer` (default: %(default)s).",
     )
     parser.add_argument(
         "--variant",
         choices=RELEASED_VARIANTS,
         default="q",
-        help="Released transformer: `q` favours perceptual quality (the paper's results), `f` fidelity.",
+        help="Released transformer: `q` favours perceptual quality (the paper's results), `f` fidelity, `r1` is the "
+        "authors' revision with the corrected LR attention keys (default: %(default)s).",
     )
     parser.add_argument("--output_dir", required=True, help="Where to write the pipeline; must be new or empty.")
     parser.add_argument(

@@ -417,7 +417,7 @@ def test_invalid_option_values_are_rejected_by_the_parser(capsys, option, value,
     [
         ("--dtype", "fp8", "'bf16', 'fp16', 'fp32'"),
         ("--color-fix", "auto", "'adain', 'wavelet', 'none'"),
-        ("--variant", "x", "'q', 'f'"),
+        ("--variant", "x", "'q', 'f', 'r1'"),
     ],
 )
 def test_choices_are_listed_by_their_names(capsys, option, value, choices):

@@ -31,7 +31,7 @@ from diffusers_dit4sr.tiny import (
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 UNUSED_ATTN2_LAYERS = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
-RELEASED_SEEDS = {"q": 1, "f": 2}
+RELEASED_SEEDS = {"q": 1, "f": 2, "r1": 4}
 
 
 def load_script(name: str) -> ModuleType:
@@ -82,7 +82,7 @@ def released_transformer_weights(seed: int) -> tuple[dict[str, torch.Tensor], di
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> SimpleNamespace:
-    """A folder laid out like `acceptee/DiT4SR`: `dit4sr_{q,f}/transformer` with SD3 configs."""
+    """A folder laid out like `acceptee/DiT4SR`: `dit4sr_{q,f,r1}/transformer` with SD3 configs."""
     root = tmp_path_factory.mktemp("released") / "DiT4SR"
     used_weights = {}
     for variant, seed in RELEASED_SEEDS.items():
@@ -190,6 +190,24 @@ class TestConvert:
         expected = tiny_upscale(composed)
         assert expected.shape == (1, 64, 64, 3)
         np.testing.assert_array_equal(tiny_upscale(converted.pipe), expected)
+
+    def test_r1_is_converted_with_its_own_lr_keys(self, convert, sd35, released, tmp_path):
+        """The converted config records `lr_key_source="lr"`, so the folder loads as r1 under any name."""
+        output_dir = tmp_path / "my-upscaler"
+        assert convert.main([*convert_args(sd35, released, output_dir), "--variant", "r1", "--dtype", "fp32"]) == 0
+        transformer_config = json.loads((output_dir / "transformer" / "config.json").read_text())
+        assert transformer_config["lr_key_source"] == "lr"
+        assert "dit4sr-r1" in ModelCard.load(output_dir / "README.md").data.tags
+
+        pipe = StableDiffusion3SRPipeline.from_pretrained(output_dir)
+        pipe.set_progress_bar_config(disable=True)
+        assert pipe.transformer.config.lr_key_source == "lr"
+        assert_state_dicts_equal(pipe.transformer.state_dict(), released.weights["r1"])
+        composed = StableDiffusion3SRPipeline.from_released(
+            "r1", sd3_model=str(sd35.path), dit4sr_model=str(released.path)
+        )
+        composed.set_progress_bar_config(disable=True)
+        np.testing.assert_array_equal(tiny_upscale(pipe), tiny_upscale(composed))
 
     @pytest.mark.parametrize(
         "case", ["no dit4sr folder", "no such variant", "sd3 folder without pipeline", "used output"]

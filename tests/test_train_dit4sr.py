@@ -11,7 +11,7 @@ import torch
 from transformers import T5EncoderModel
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
-from diffusers_dit4sr.tiny import make_tiny_pipeline
+from diffusers_dit4sr.tiny import make_tiny_pipeline, make_tiny_transformer
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -186,6 +186,15 @@ def test_prepared_dataset_and_init_from_sd3(workspace):
     assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
     config = json.loads((workspace / "from_sd3" / "transformer" / "config.json").read_text())
     assert config["lr_key_source"] == "lr" and config["lr_injection"] == "linear"
+
+
+@pytest.mark.parametrize("lr_key_source, trains_to_k_control", [("noise", False), ("lr", True)])
+def test_default_lora_targets_include_to_k_control_only_where_it_is_used(lr_key_source, trains_to_k_control):
+    """In the released key mode (q, f) `to_k_control` has no gradient; with the LR keys of r1 it has one."""
+    transformer = make_tiny_transformer(lr_key_source=lr_key_source)
+    targets = train.default_lora_targets(transformer)
+    assert set(train.DEFAULT_LORA_TARGETS) <= set(targets)
+    assert ("to_k_control" in targets) == trains_to_k_control
 
 
 @pytest.mark.parametrize("cached_embeddings", [True, False])

@@ -26,6 +26,7 @@ __all__ = [
     "PIXEL_MULTIPLE",
     "RELEASED_DIT4SR_MODEL",
     "RELEASED_SD3_MODEL",
+    "RELEASED_LR_KEY_SOURCES",
     "RELEASED_VARIANTS",
     "SEED_RANGE",
     "color_fix_argument",
@@ -35,7 +36,11 @@ RELEASED_SD3_MODEL = "stabilityai/stable-diffusion-3.5-medium"
 """The base model whose VAE, text encoders and scheduler the released DiT4SR weights were trained with (gated)."""
 RELEASED_DIT4SR_MODEL = "acceptee/DiT4SR"
 """The repository of the released DiT4SR transformers, one per variant in `dit4sr_{variant}/transformer`."""
-RELEASED_VARIANTS = ("q", "f")
+RELEASED_LR_KEY_SOURCES = {"q": "noise", "f": "noise", "r1": "lr"}
+"""The `lr_key_source` each released variant was trained with: `q` (perceptual quality, the paper's results) and `f`
+(fidelity) reuse the noise tokens' keys; `r1` (the authors' revision with the corrected attention) uses its own."""
+RELEASED_VARIANTS = tuple(RELEASED_LR_KEY_SOURCES)
+"""The released DiT4SR transformers, in `dit4sr_{variant}/transformer` of `RELEASED_DIT4SR_MODEL`."""
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 """Image files the command line and the training data pick up (any case)."""

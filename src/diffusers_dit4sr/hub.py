@@ -58,6 +58,7 @@ MODEL_CARD_TAGS = ["diffusers", "super-resolution", "image-super-resolution", "d
 _VARIANT_DESCRIPTIONS = {
     "q": "the quality-oriented model",
     "f": "the fidelity-oriented model, which stays closer to the input image",
+    "r1": "the authors' revised model, whose LR tokens attend with their own keys as in the paper's Eq. 1",
 }
 _CITATION = """\
 @inproceedings{duan2025dit4sr,
@@ -99,7 +100,8 @@ def make_model_card(
     Args:
         repo_id (`str`): The repository (or folder) the card describes; the usage examples load it.
         base_model (`str`, defaults to `RELEASED_SD3_MODEL`): The Hub id of the model it derives from.
-        dit4sr_variant (`str`, *optional*): `"q"` or `"f"` when the pipeline holds a released DiT4SR transformer.
+        dit4sr_variant (`str`, *optional*): One of `RELEASED_VARIANTS` (`"q"`, `"f"`, `"r1"`) when the pipeline
+            holds a released DiT4SR transformer.
         description (`str`, *optional*): The opening paragraph; defaults to one describing a DiT4SR pipeline.
     """
     if dit4sr_variant is not None and dit4sr_variant not in RELEASED_VARIANTS:

@@ -220,6 +220,8 @@ class TestLoading:
 
     def test_released_checkpoint_layout(self, tmp_path):
         """A folder as published: SD3's class name in the config, unused text projections in `attn2`."""
+        folder = tmp_path / "dit4sr_q" / "transformer"
+        folder.mkdir(parents=True)
         model = tiny_model()
         state = dict(model.state_dict())
         dim = model.inner_dim
@@ -232,12 +234,12 @@ class TestLoading:
                 state[f"transformer_blocks.{i}.attn2.{norm}.weight"] = torch.randn(8, generator=generator)
         save_file(
             {name: tensor.contiguous() for name, tensor in state.items()},
-            tmp_path / "diffusion_pytorch_model.safetensors",
+            folder / "diffusion_pytorch_model.safetensors",
         )
         config = {"_class_name": "SD3Transformer2DModel", "_diffusers_version": "0.31.0", **TINY_SD35_CONFIG}
-        (tmp_path / "config.json").write_text(json.dumps(config))
+        (folder / "config.json").write_text(json.dumps(config))
 
-        loaded = DiT4SRTransformer2DModel.from_pretrained(tmp_path).eval()
+        loaded = DiT4SRTransformer2DModel.from_pretrained(folder).eval()
         assert loaded.config.lr_key_source == "noise"
         assert not any(
             ".attn2.add_" in n or ".attn2.to_add_out" in n or ".attn2.norm_added" in n for n in loaded.state_dict()

@@ -13,6 +13,7 @@ per code object, and each class has its own `forward`, so regional compilation t
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -34,11 +35,14 @@ from diffusers.utils.torch_utils import maybe_allow_in_graph
 from torch import nn
 
 from .attention_processor import DiT4SRAttention
+from .released import RELEASED_LR_KEY_SOURCES, describe_location, released_variant_in_path
 
 logger = logging.get_logger(__name__)
 
 LR_INJECTION_MODES = ("conv", "linear", "none")
 _DIT4SR_OPTIONS = ("lr_key_source", "lr_attention", "lr_residual", "lr_injection")
+# The `from_pretrained` arguments that say where the config is.
+_CONFIG_OPTIONS = ("subfolder", "revision", "cache_dir", "token", "local_files_only", "proxies", "force_download")
 
 
 class DiT4SRFeedForward(FeedForward):
@@ -423,6 +427,53 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         self.proj_out = nn.Linear(self.inner_dim, patch_size * patch_size * self.out_channels)
 
         self.gradient_checkpointing = False
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> DiT4SRTransformer2DModel:
+        r"""
+        Loads a DiT4SR transformer saved with `save_pretrained` or released by the authors, like Diffusers'
+        [`~ModelMixin.from_pretrained`] (same arguments), choosing the LR attention its weights were trained with.
+
+        Released checkpoints carry a plain SD3 config, without `lr_key_source`, although `dit4sr_q`/`dit4sr_f` need
+        `"noise"` and `dit4sr_r1` needs `"lr"`. The key source is therefore taken, in this order, from:
+
+        1. the `lr_key_source` argument, when given (it overrides the config);
+        2. the config, when it records `lr_key_source` (every folder this library writes does);
+        3. the folder's name: a folder `dit4sr_q`, `dit4sr_f` or `dit4sr_r1` in the path, Hub id or `subfolder`
+           (see [`~diffusers_dit4sr.models.released.released_variant_in_path`]).
+
+        Otherwise the checkpoint cannot be attributed and a `ValueError` says what to pass: a wrong guess would run
+        without error and give wrong images. To start a new DiT4SR from an SD3 transformer, use
+        [`~DiT4SRTransformer2DModel.from_transformer`].
+        """
+        if kwargs.get("lr_key_source") is None:
+            kwargs.pop("lr_key_source", None)
+            config = cls.load_config(
+                pretrained_model_name_or_path, **{name: kwargs[name] for name in _CONFIG_OPTIONS if name in kwargs}
+            )
+            if "lr_key_source" not in config:
+                kwargs["lr_key_source"] = cls._released_lr_key_source(
+                    pretrained_model_name_or_path, kwargs.get("subfolder")
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @staticmethod
+    def _released_lr_key_source(path: str | os.PathLike, subfolder: str | None) -> str:
+        """The key source of a config without `lr_key_source`, from the released folder it is in; else an error."""
+        variant = released_variant_in_path(path, subfolder)
+        if variant is None:
+            raise ValueError(
+                f"{describe_location(path, subfolder)} holds a transformer config without `lr_key_source` (a plain "
+                "SD3 config, as the released DiT4SR checkpoints have) in a folder not named `dit4sr_q`, `dit4sr_f` or "
+                "`dit4sr_r1`, so which LR attention its weights need cannot be told. Pass "
+                '`lr_key_source="noise"` for weights of dit4sr_q or dit4sr_f, or `lr_key_source="lr"` for dit4sr_r1. '
+                "To start a new DiT4SR from an SD3 transformer, use `DiT4SRTransformer2DModel.from_transformer`."
+            )
+        key_source = RELEASED_LR_KEY_SOURCES[variant]
+        logger.info(f"{describe_location(path, subfolder)}: released dit4sr_{variant}, lr_key_source={key_source!r}.")
+        return key_source
 
     @classmethod
     def from_transformer(cls, transformer: ModelMixin, **dit4sr_options: Any) -> DiT4SRTransformer2DModel:

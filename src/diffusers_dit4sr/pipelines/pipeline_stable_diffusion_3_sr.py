@@ -34,6 +34,7 @@ from ..image_processing import (
     upscale_lr,
 )
 from ..models import DiT4SRTransformer2DModel
+from ..models.released import RELEASED_LR_KEY_SOURCES
 from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles
 
 # Diffusers' SD3 modules import image processors for IP-Adapters that we never use; without torchvision, transformers
@@ -222,8 +223,9 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         (accept its license on the Hub, then `hf auth login` or pass `token`).
 
         Args:
-            variant (`str`, defaults to `"q"`): Which released transformer, `"q"` or `"f"` (folder
-                `dit4sr_{variant}/transformer` of `dit4sr_model`).
+            variant (`str`, defaults to `"q"`): Which released transformer (folder `dit4sr_{variant}/transformer` of
+                `dit4sr_model`): `"q"`, perceptual quality (the paper's model); `"f"`, fidelity to the input; `"r1"`,
+                the authors' revision with the corrected LR attention keys (loaded with `lr_key_source="lr"`).
             sd3_model (`str`): The SD3.5-medium pipeline.
             dit4sr_model (`str`): The repository or folder with the released transformers.
             dtype (`torch.dtype`, *optional*): Load every component in this dtype.
@@ -234,7 +236,11 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             raise ValueError(f"`variant` must be one of {RELEASED_VARIANTS}, got {variant!r}.")
         hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
         transformer = DiT4SRTransformer2DModel.from_pretrained(
-            dit4sr_model, subfolder=f"dit4sr_{variant}/transformer", dtype=dtype, **hub_options
+            dit4sr_model,
+            subfolder=f"dit4sr_{variant}/transformer",
+            lr_key_source=RELEASED_LR_KEY_SOURCES[variant],
+            dtype=dtype,
+            **hub_options,
         )
         return cls.from_pretrained(sd3_model, transformer=transformer, dtype=dtype, **hub_options, **kwargs)
 
