@@ -120,7 +120,7 @@ class TestPushPipelineToHub:
 
         folder: Path = fake_hub.uploaded
         model_index = json.loads((folder / "model_index.json").read_text())
-        assert model_index["_class_name"] == "StableDiffusion3SRPipeline"
+        assert model_index["_class_name"] == ["pipeline_dit4sr", "StableDiffusion3SRPipeline"]
         assert model_index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
         for component in (*COMPONENTS, "scheduler", "tokenizer", "tokenizer_2", "tokenizer_3"):
             assert (folder / component).is_dir(), component

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import logging as std_logging
 import math
+import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from diffusers.utils.torch_utils import empty_device_cache, randn_tensor
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from ..color import COLOR_FIX_METHODS, apply_color_fix
+from ..file_utils import atomic_write_path
 from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, push_pipeline_to_hub
 from ..image_processing import (
     MAX_OUTPUT_SIDE,
@@ -35,6 +38,7 @@ from ..image_processing import (
 )
 from ..models import DiT4SRTransformer2DModel
 from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles
+from .remote_code import local_class_name, remote_class_name, write_loader_module
 
 # Diffusers' SD3 modules import image processors for IP-Adapters that we never use; without torchvision, transformers
 # warns about them at import. Keep that noise out of every import of this library.
@@ -136,6 +140,29 @@ class _Sample:
     text: torch.Tensor
     """`(rows, tokens, width)`: the negative row, then the positive one, with guidance; the positive row without."""
     pooled_text: torch.Tensor
+
+
+TileSize = tuple[int, int]
+"""A tile's `(height, width)` in latents."""
+
+
+@dataclass
+class _TileBatchPlan:
+    """
+    How many tiles of each size go through the transformer per call, for one `__call__`: planned for each group of
+    samples that share their timesteps (`sizes`). With `tile_batch_size="auto"` (`adaptive`), an out-of-memory error
+    halves a size's batch, and the halved batch caps that size for the rest of the call (`caps`).
+    """
+
+    adaptive: bool
+    sizes: dict[TileSize, int] = field(default_factory=dict)
+    caps: dict[TileSize, int] = field(default_factory=dict)
+
+    def halve(self, size: TileSize) -> int:
+        """Halves the batch of `size` (rounding up) and caps it there; returns the new batch."""
+        halved = (self.sizes[size] + 1) // 2
+        self.sizes[size] = self.caps[size] = halved
+        return halved
 
 
 @dataclass
@@ -253,6 +280,33 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             The commit information (a `str` holding the commit URL).
         """
         return push_pipeline_to_hub(self, repo_id, **kwargs)
+
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
+        r"""
+        Writes `model_index.json` and, beside it, the loader module `pipeline_dit4sr.py` that its `_class_name`
+        names, so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` finds this class (see
+        [`~diffusers_dit4sr.pipelines.remote_code`]). [`~DiffusionPipeline.save_pretrained`] calls it after the
+        components; the arguments are [`~ConfigMixin.save_config`]'s.
+        """
+        if isinstance(remote_class_name(type(self)), list):
+            write_loader_module(save_directory)
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Writes `model_index.json` (atomically), its `_class_name` as `["pipeline_dit4sr", "StableDiffusion3SRPipeline"]`."""
+        config = json.loads(self.to_json_string())
+        config["_class_name"] = remote_class_name(type(self))
+        with atomic_write_path(json_file_path) as path:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
+        """
+        Reads `model_index.json` (Diffusers' `load_config` and `download` both read it here) with the loader
+        module's `_class_name` taken as this class's name: Diffusers would otherwise import the loader module and
+        require `trust_remote_code`, which loading with this class needs no more than folders saved without it.
+        """
+        return local_class_name(super()._dict_from_json_file(json_file))
 
     @property
     def pixel_multiple(self) -> int:
@@ -629,18 +683,22 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         return plan_tiles(height, width, tile_size, overlap)
 
     def _predict_velocities(
-        self, samples: list[_Sample], timestep: torch.Tensor, lr_injection_scale: float
+        self,
+        samples: list[_Sample],
+        timestep: torch.Tensor,
+        lr_injection_scale: float,
+        tile_batches: _TileBatchPlan,
     ) -> list[torch.Tensor]:
         """
         The guided velocity of each sample's whole latent. The tiles of all samples form one queue; tiles of one
-        size go through the transformer `self._tile_batch_sizes[size]` at a time, each with its own sample's text,
-        and each sample's tiles are then blended back into one latent.
+        size go through the transformer `tile_batches.sizes[size]` at a time, each with its own sample's text, and
+        each sample's tiles are then blended back into one latent.
 
         With `tile_batch_size="auto"` a batch that still runs out of accelerator memory makes its size retry at half
         the batch, which caps that size's batches for the rest of the call.
         """
         queue = [(sample, tile) for sample in samples for tile in sample.tiles]
-        positions_by_size: dict[tuple[int, int], list[int]] = {}
+        positions_by_size: dict[TileSize, list[int]] = {}
         for position, (_, tile) in enumerate(queue):
             positions_by_size.setdefault((tile.height, tile.width), []).append(position)
         tile_velocities: list[torch.Tensor | None] = [None] * len(queue)
@@ -648,14 +706,17 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             while True:
                 try:
                     velocities = self._guided_tile_velocities(
-                        [queue[position] for position in positions], size, timestep, lr_injection_scale
+                        [queue[position] for position in positions],
+                        size,
+                        timestep,
+                        lr_injection_scale,
+                        batch_size=tile_batches.sizes[size],
                     )
                     break
                 except torch.OutOfMemoryError:
-                    if not self._adaptive_tile_batch or self._tile_batch_sizes[size] == 1:
+                    if not tile_batches.adaptive or tile_batches.sizes[size] == 1:
                         raise
-                    halved = (self._tile_batch_sizes[size] + 1) // 2
-                    self._tile_batch_sizes[size] = self._tile_batch_caps[size] = halved
+                    halved = tile_batches.halve(size)
                     logger.warning(f"Out of memory: retrying {size[0]}x{size[1]}-latent tiles {halved} at a time.")
                     empty_device_cache()
                     if self.transformer.is_cache_enabled:
@@ -678,13 +739,13 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     def _guided_tile_velocities(
         self,
         queue: list[tuple[_Sample, Tile]],
-        size: tuple[int, int],
+        size: TileSize,
         timestep: torch.Tensor,
         lr_injection_scale: float,
+        batch_size: int,
     ) -> list[torch.Tensor]:
-        """Classifier-free-guided velocity `(C, h, w)` of each queued tile, `self._tile_batch_sizes[size]` per call."""
+        """Classifier-free-guided velocity `(C, h, w)` of each queued tile of `size`, `batch_size` per call."""
         velocities = []
-        batch_size = self._tile_batch_sizes[size]
         guidance_copies = 2 if self.do_classifier_free_guidance else 1
         for batch_index, start in enumerate(range(0, len(queue), batch_size)):
             batch = queue[start : start + batch_size]
@@ -732,9 +793,12 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         return math.ceil(num_tiles / math.ceil(num_tiles / fitting))
 
     def _plan_tile_batches(
-        self, samples: list[_Sample], tile_batch_size: int | str, device: torch.device
-    ) -> dict[tuple[int, int], int]:
-        """Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue."""
+        self, samples: list[_Sample], tile_batch_size: int | str, caps: dict[TileSize, int], device: torch.device
+    ) -> dict[TileSize, int]:
+        """
+        Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue, within
+        the `caps` that earlier out-of-memory retries of the call set.
+        """
         counts = Counter((tile.height, tile.width) for sample in samples for tile in sample.tiles)
         if tile_batch_size != "auto":
             return dict.fromkeys(counts, tile_batch_size)
@@ -742,7 +806,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         sizes = {
             size: self._fitting_tile_batch_size(count, *size, text_tokens, device) for size, count in counts.items()
         }
-        return {size: min(batch, self._tile_batch_caps.get(size, batch)) for size, batch in sizes.items()}
+        return {size: min(batch, caps.get(size, batch)) for size, batch in sizes.items()}
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -833,27 +897,27 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         images = to_rgb_tensors(image)
         num_images = len(images)
         self.check_inputs(
-            num_images,
-            prompt,
-            negative_prompt,
-            prompt_embeds,
-            pooled_prompt_embeds,
-            negative_prompt_embeds,
-            negative_pooled_prompt_embeds,
-            num_images_per_prompt,
-            max_sequence_length,
-            upscale,
-            process_size,
-            num_inference_steps,
-            guidance_scale,
-            strength,
-            lr_injection_scale,
-            tile_size,
-            tile_overlap,
-            tile_batch_size,
-            color_fix,
-            output_type,
-            callback_on_step_end_tensor_inputs,
+            num_images=num_images,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+            num_images_per_prompt=num_images_per_prompt,
+            max_sequence_length=max_sequence_length,
+            upscale=upscale,
+            process_size=process_size,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            strength=strength,
+            lr_injection_scale=lr_injection_scale,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            tile_batch_size=tile_batch_size,
+            color_fix=color_fix,
+            output_type=output_type,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         multiple = self.pixel_multiple
         plans = [plan_sizes(*lr.shape[-2:], upscale, process_size, multiple) for lr in images]
@@ -887,8 +951,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         self._guidance_scale = guidance_scale
         self._joint_attention_kwargs = joint_attention_kwargs
         self._interrupt = False
-        self._adaptive_tile_batch = tile_batch_size == "auto"
-        self._tile_batch_caps: dict[tuple[int, int], int] = {}  # set by out-of-memory retries of "auto"
+        tile_batches = _TileBatchPlan(adaptive=tile_batch_size == "auto")
         device = self._execution_device
 
         # Encoded once per distinct prompt; output image `n` reads row `n`, its image's row or row 0.
@@ -972,14 +1035,14 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 if strength < 1:
                     for sample in group:
                         sample.latents = self.scheduler.scale_noise(sample.lr_latents, timesteps[:1], sample.latents)
-                self._tile_batch_sizes = self._plan_tile_batches(group, tile_batch_size, device)
+                tile_batches.sizes = self._plan_tile_batches(group, tile_batch_size, tile_batches.caps, device)
                 if self.transformer.is_cache_enabled:
                     self.transformer._reset_stateful_cache()
                 for step, timestep in enumerate(timesteps):
                     if self.interrupt:
                         continue
                     self._current_timestep = timestep
-                    velocities = self._predict_velocities(group, timestep, lr_injection_scale)
+                    velocities = self._predict_velocities(group, timestep, lr_injection_scale, tile_batches)
                     self._scheduler_step(group, velocities, timestep)
                     if callback_on_step_end is not None:
                         for sample in group:
