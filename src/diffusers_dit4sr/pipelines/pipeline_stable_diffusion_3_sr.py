@@ -267,8 +267,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         r"""
-        Uploads the pipeline to the Hub with a model card that shows how to load it with this library (Diffusers'
-        generic card points to `DiffusionPipeline.from_pretrained`, which cannot find this class).
+        Uploads the pipeline (what `save_pretrained` writes) to the Hub with a model card that shows how to load it
+        with this library's class and with Diffusers' `DiffusionPipeline` (Diffusers' generic card names neither).
 
         Args:
             repo_id (`str`): The repository, `namespace/name`; created if it does not exist.
