@@ -142,23 +142,19 @@ class _Sample:
     pooled_text: torch.Tensor
 
 
-TileSize = tuple[int, int]
-"""A tile's `(height, width)` in latents."""
-
-
 @dataclass
 class _TileBatchPlan:
     """
-    How many tiles of each size go through the transformer per call, for one `__call__`: planned for each group of
-    samples that share their timesteps (`sizes`). With `tile_batch_size="auto"` (`adaptive`), an out-of-memory error
+    How many tiles of each size (latent height, width) go through the transformer per call, for one `__call__`:
+    planned for each group of samples that share their timesteps (`sizes`). With `tile_batch_size="auto"` (`adaptive`), an out-of-memory error
     halves a size's batch, and the halved batch caps that size for the rest of the call (`caps`).
     """
 
     adaptive: bool
-    sizes: dict[TileSize, int] = field(default_factory=dict)
-    caps: dict[TileSize, int] = field(default_factory=dict)
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+    caps: dict[tuple[int, int], int] = field(default_factory=dict)
 
-    def halve(self, size: TileSize) -> int:
+    def halve(self, size: tuple[int, int]) -> int:
         """Halves the batch of `size` (rounding up) and caps it there; returns the new batch."""
         halved = (self.sizes[size] + 1) // 2
         self.sizes[size] = self.caps[size] = halved
@@ -293,7 +289,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
-        """Writes `model_index.json` (atomically), its `_class_name` as `["pipeline_dit4sr", "StableDiffusion3SRPipeline"]`."""
+        """Writes `model_index.json` atomically; `_class_name` names this class through the loader module."""
         config = json.loads(self.to_json_string())
         config["_class_name"] = remote_class_name(type(self))
         with atomic_write_path(json_file_path) as path:
@@ -303,8 +299,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
         """
         Reads `model_index.json` (Diffusers' `load_config` and `download` both read it here) with the loader
-        module's `_class_name` taken as this class's name: Diffusers would otherwise import the loader module and
-        require `trust_remote_code`, which loading with this class needs no more than folders saved without it.
+        module's `_class_name` taken as this class's name. Diffusers would otherwise import the loader module, and
+        only with `trust_remote_code`; this class needs no code from the folder.
         """
         return local_class_name(super()._dict_from_json_file(json_file))
 
@@ -425,6 +421,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
 
     def check_inputs(
         self,
+        *,
         num_images: int,
         prompt: str | list[str] | None,
         negative_prompt: str | list[str] | None,
@@ -698,7 +695,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         the batch, which caps that size's batches for the rest of the call.
         """
         queue = [(sample, tile) for sample in samples for tile in sample.tiles]
-        positions_by_size: dict[TileSize, list[int]] = {}
+        positions_by_size: dict[tuple[int, int], list[int]] = {}
         for position, (_, tile) in enumerate(queue):
             positions_by_size.setdefault((tile.height, tile.width), []).append(position)
         tile_velocities: list[torch.Tensor | None] = [None] * len(queue)
@@ -739,7 +736,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     def _guided_tile_velocities(
         self,
         queue: list[tuple[_Sample, Tile]],
-        size: TileSize,
+        size: tuple[int, int],
         timestep: torch.Tensor,
         lr_injection_scale: float,
         batch_size: int,
@@ -793,8 +790,12 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         return math.ceil(num_tiles / math.ceil(num_tiles / fitting))
 
     def _plan_tile_batches(
-        self, samples: list[_Sample], tile_batch_size: int | str, caps: dict[TileSize, int], device: torch.device
-    ) -> dict[TileSize, int]:
+        self,
+        samples: list[_Sample],
+        tile_batch_size: int | str,
+        caps: dict[tuple[int, int], int],
+        device: torch.device,
+    ) -> dict[tuple[int, int], int]:
         """
         Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue, within
         the `caps` that earlier out-of-memory retries of the call set.
