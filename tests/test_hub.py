@@ -33,6 +33,7 @@ from diffusers_dit4sr.hub import (
     make_model_card,
     push_pipeline_to_hub,
 )
+from diffusers_dit4sr.pipelines.remote_code import LOADER_SOURCE
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
 from .utils import dns_failure, hub_http_error, wrapped
@@ -87,6 +88,9 @@ class TestModelCard:
         assert "pip install diffusers-dit4sr" in text
         assert "from diffusers_dit4sr import StableDiffusion3SRPipeline" in text
         assert f'StableDiffusion3SRPipeline.from_pretrained("{REPO_ID}", dtype=torch.bfloat16)' in text
+        assert "from diffusers import DiffusionPipeline" in text
+        assert f'DiffusionPipeline.from_pretrained("{REPO_ID}", trust_remote_code=True, dtype=torch.bfloat16)' in text
+        assert "`pipeline_dit4sr.py`" in text
         assert "pipe(image=" in text and "prompt=" in text
         assert f"dit4sr-upscale photo.png --model {REPO_ID}" in text
         assert PAPER_URL in text and "ICCV 2025" in text
@@ -120,8 +124,14 @@ class TestPushPipelineToHub:
 
         folder: Path = fake_hub.uploaded
         model_index = json.loads((folder / "model_index.json").read_text())
-        assert model_index["_class_name"] == "StableDiffusion3SRPipeline"
+        assert model_index["_class_name"] == ["pipeline_dit4sr", "StableDiffusion3SRPipeline"]
         assert model_index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
+        assert (folder / "pipeline_dit4sr.py").read_text(encoding="utf-8") == LOADER_SOURCE
+        assert sorted(path.name for path in folder.iterdir() if path.is_file()) == [
+            "README.md",
+            "model_index.json",
+            "pipeline_dit4sr.py",
+        ]
         for component in (*COMPONENTS, "scheduler", "tokenizer", "tokenizer_2", "tokenizer_3"):
             assert (folder / component).is_dir(), component
         for component in COMPONENTS:

@@ -146,7 +146,8 @@ class TestConvert:
     def test_writes_one_complete_pipeline_folder(self, converted):
         folder = converted.path
         model_index = json.loads((folder / "model_index.json").read_text())
-        assert model_index["_class_name"] == "StableDiffusion3SRPipeline"
+        assert model_index["_class_name"] == ["pipeline_dit4sr", "StableDiffusion3SRPipeline"]
+        assert (folder / "pipeline_dit4sr.py").is_file()  # what DiffusionPipeline.from_pretrained imports
         assert model_index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
         transformer_config = json.loads((folder / "transformer" / "config.json").read_text())
         assert transformer_config["_class_name"] == "DiT4SRTransformer2DModel"

@@ -1,9 +1,10 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Sharing DiT4SR pipelines on the Hugging Face Hub: a model card that says how to use them, and `push_to_hub`.
 
-Diffusers' own `push_to_hub` writes a generic card that points users to `DiffusionPipeline.from_pretrained`, which
-cannot load a pipeline class from outside diffusers. Ours tells them to install this library and to load the
-repository with `StableDiffusion3SRPipeline`.
+Diffusers' own `push_to_hub` writes a generic card that says nothing of this library. Ours tells users to install it
+and shows both ways to load the pipeline: `StableDiffusion3SRPipeline.from_pretrained`, and Diffusers' generic
+`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`, which the saved loader module `pipeline_dit4sr.py`
+serves (`diffusers_dit4sr.pipelines.remote_code`).
 
 Downloading, for programs that load models (the `dit4sr-upscale` command): `hub_unreachable_reason` asks the Hub
 once, with a short timeout, whether it can be reached at all, and `describe_hub_error` turns what a failed
@@ -95,7 +96,8 @@ def make_model_card(
 
     Its metadata makes the Hub list the repository as a Diffusers image-to-image model derived from `base_model`, under
     the Stability AI Community License that the SD3.5 components carry; its text says what DiT4SR is and shows how to
-    load the repository with this library and with the `dit4sr-upscale` command.
+    load the repository with this library's class, with Diffusers' `DiffusionPipeline` (`trust_remote_code=True`,
+    which imports our class through the repository's `pipeline_dit4sr.py`) and with the `dit4sr-upscale` command.
 
     Args:
         repo_id (`str`): The repository (or folder) the card describes; the usage examples load it.
@@ -149,6 +151,17 @@ pipe = StableDiffusion3SRPipeline.from_pretrained("{repo_id}", dtype=torch.bfloa
 image = pipe(image=Image.open("photo.png"), prompt="a red brick house by a lake", upscale=4).images[0]
 image.save("photo_x4.png")
 ```
+
+Diffusers' generic loader gives the same pipeline when diffusers-dit4sr is installed:
+
+```python
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True, dtype=torch.bfloat16)
+```
+
+`trust_remote_code=True` lets Diffusers import this repository's `pipeline_dit4sr.py`, whose only code imports
+`StableDiffusion3SRPipeline` from the installed library; the first way needs no such permission.
 
 From the command line:
 
@@ -234,8 +247,9 @@ def push_pipeline_to_hub(
     model_card: ModelCard | None = None,
 ) -> str:
     r"""
-    Uploads a pipeline to the Hub as one commit: every component, `model_index.json` and our model card as
-    `README.md` (in place of diffusers' generic card, which would point users to a loader that cannot find our class).
+    Uploads a pipeline to the Hub as one commit: what `save_pretrained` writes (every component, `model_index.json`
+    and, for a `StableDiffusion3SRPipeline`, the loader module `pipeline_dit4sr.py`) and our model card as `README.md`
+    (in place of diffusers' generic card, which says nothing of this library).
 
     Args:
         pipeline ([`~diffusers.DiffusionPipeline`]): The pipeline, usually a `StableDiffusion3SRPipeline`.

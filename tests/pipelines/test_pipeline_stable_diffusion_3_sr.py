@@ -182,6 +182,31 @@ class TestTiling:
         assert len(batch_sizes) == 3 + 8 * FAST["num_inference_steps"]
         torch.testing.assert_close(result, expected, **ROUND_OFF)
 
+    def test_tile_batch_plan_stays_in_the_call(self, pipe, monkeypatch):
+        images = [random_image(20, 36), random_image(20, 36, seed=1)]  # 8 tiles each
+        upscale(pipe, images, num_inference_steps=1)
+        attributes = set(vars(pipe))
+        original = type(pipe.transformer).forward
+        batch_sizes = []
+
+        def limited_memory(self, *args, **kwargs):
+            batch_sizes.append(kwargs["hidden_states"].shape[0])
+            if batch_sizes[-1] > 4:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return original(self, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(type(pipe.transformer), "forward", limited_memory)
+            upscale(pipe, images, tile_batch_size="auto", num_inference_steps=1)
+        assert batch_sizes[:4] == [32, 16, 8, 4]
+        assert set(vars(pipe)) == attributes and not [name for name in attributes if "tile" in name]
+
+        # The next call plans all 16 tiles at once again: the retry's cap did not outlive its call.
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        upscale(pipe, images, tile_batch_size="auto", num_inference_steps=1)
+        assert [kwargs["hidden_states"].shape[0] for _, kwargs in spy.calls] == [32]
+        assert set(vars(pipe)) == attributes
+
     def test_auto_tile_batch_takes_all_tiles_when_they_fit(self, pipe, monkeypatch):
         spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
         upscale(pipe, random_image(20, 36), tile_batch_size="auto", num_inference_steps=1)
@@ -691,7 +716,7 @@ class TestSaveLoad:
     def test_round_trip_gives_identical_images(self, pipe, tmp_path):
         pipe.save_pretrained(tmp_path)
         index = json.loads((tmp_path / "model_index.json").read_text())
-        assert index["_class_name"] == "StableDiffusion3SRPipeline"
+        assert index["_class_name"] == ["pipeline_dit4sr", "StableDiffusion3SRPipeline"]
         assert index["transformer"] == ["diffusers_dit4sr.models.transformer_dit4sr", "DiT4SRTransformer2DModel"]
         loaded = StableDiffusion3SRPipeline.from_pretrained(tmp_path)
         loaded.set_progress_bar_config(disable=True)

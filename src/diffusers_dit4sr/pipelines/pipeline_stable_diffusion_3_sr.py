@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import logging as std_logging
 import math
+import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from diffusers.utils.torch_utils import empty_device_cache, randn_tensor
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from ..color import COLOR_FIX_METHODS, apply_color_fix
+from ..file_utils import atomic_write_path
 from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, push_pipeline_to_hub
 from ..image_processing import (
     MAX_OUTPUT_SIDE,
@@ -36,6 +39,7 @@ from ..image_processing import (
 from ..models import DiT4SRTransformer2DModel
 from ..models.released import RELEASED_LR_KEY_SOURCES
 from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles
+from .remote_code import local_class_name, remote_class_name, write_loader_module
 
 # Diffusers' SD3 modules import image processors for IP-Adapters that we never use; without torchvision, transformers
 # warns about them at import. Keep that noise out of every import of this library.
@@ -137,6 +141,25 @@ class _Sample:
     text: torch.Tensor
     """`(rows, tokens, width)`: the negative row, then the positive one, with guidance; the positive row without."""
     pooled_text: torch.Tensor
+
+
+@dataclass
+class _TileBatchPlan:
+    """
+    How many tiles of each size (latent height, width) go through the transformer per call, for one `__call__`:
+    planned for each group of samples that share their timesteps (`sizes`). With `tile_batch_size="auto"` (`adaptive`), an out-of-memory error
+    halves a size's batch, and the halved batch caps that size for the rest of the call (`caps`).
+    """
+
+    adaptive: bool
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+    caps: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def halve(self, size: tuple[int, int]) -> int:
+        """Halves the batch of `size` (rounding up) and caps it there; returns the new batch."""
+        halved = (self.sizes[size] + 1) // 2
+        self.sizes[size] = self.caps[size] = halved
+        return halved
 
 
 @dataclass
@@ -246,8 +269,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         r"""
-        Uploads the pipeline to the Hub with a model card that shows how to load it with this library (Diffusers'
-        generic card points to `DiffusionPipeline.from_pretrained`, which cannot find this class).
+        Uploads the pipeline (what `save_pretrained` writes) to the Hub with a model card that shows how to load it
+        with this library's class and with Diffusers' `DiffusionPipeline` (Diffusers' generic card names neither).
 
         Args:
             repo_id (`str`): The repository, `namespace/name`; created if it does not exist.
@@ -259,6 +282,33 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             The commit information (a `str` holding the commit URL).
         """
         return push_pipeline_to_hub(self, repo_id, **kwargs)
+
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
+        r"""
+        Writes `model_index.json` and, beside it, the loader module `pipeline_dit4sr.py` that its `_class_name`
+        names, so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` finds this class (see
+        [`~diffusers_dit4sr.pipelines.remote_code`]). [`~DiffusionPipeline.save_pretrained`] calls it after the
+        components; the arguments are [`~ConfigMixin.save_config`]'s.
+        """
+        if isinstance(remote_class_name(type(self)), list):
+            write_loader_module(save_directory)
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Writes `model_index.json` atomically; `_class_name` names this class through the loader module."""
+        config = json.loads(self.to_json_string())
+        config["_class_name"] = remote_class_name(type(self))
+        with atomic_write_path(json_file_path) as path:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
+        """
+        Reads `model_index.json` (Diffusers' `load_config` and `download` both read it here) with the loader
+        module's `_class_name` taken as this class's name. Diffusers would otherwise import the loader module, and
+        only with `trust_remote_code`; this class needs no code from the folder.
+        """
+        return local_class_name(super()._dict_from_json_file(json_file))
 
     @property
     def pixel_multiple(self) -> int:
@@ -377,6 +427,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
 
     def check_inputs(
         self,
+        *,
         num_images: int,
         prompt: str | list[str] | None,
         negative_prompt: str | list[str] | None,
@@ -635,12 +686,16 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         return plan_tiles(height, width, tile_size, overlap)
 
     def _predict_velocities(
-        self, samples: list[_Sample], timestep: torch.Tensor, lr_injection_scale: float
+        self,
+        samples: list[_Sample],
+        timestep: torch.Tensor,
+        lr_injection_scale: float,
+        tile_batches: _TileBatchPlan,
     ) -> list[torch.Tensor]:
         """
         The guided velocity of each sample's whole latent. The tiles of all samples form one queue; tiles of one
-        size go through the transformer `self._tile_batch_sizes[size]` at a time, each with its own sample's text,
-        and each sample's tiles are then blended back into one latent.
+        size go through the transformer `tile_batches.sizes[size]` at a time, each with its own sample's text, and
+        each sample's tiles are then blended back into one latent.
 
         With `tile_batch_size="auto"` a batch that still runs out of accelerator memory makes its size retry at half
         the batch, which caps that size's batches for the rest of the call.
@@ -654,14 +709,17 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             while True:
                 try:
                     velocities = self._guided_tile_velocities(
-                        [queue[position] for position in positions], size, timestep, lr_injection_scale
+                        [queue[position] for position in positions],
+                        size,
+                        timestep,
+                        lr_injection_scale,
+                        batch_size=tile_batches.sizes[size],
                     )
                     break
                 except torch.OutOfMemoryError:
-                    if not self._adaptive_tile_batch or self._tile_batch_sizes[size] == 1:
+                    if not tile_batches.adaptive or tile_batches.sizes[size] == 1:
                         raise
-                    halved = (self._tile_batch_sizes[size] + 1) // 2
-                    self._tile_batch_sizes[size] = self._tile_batch_caps[size] = halved
+                    halved = tile_batches.halve(size)
                     logger.warning(f"Out of memory: retrying {size[0]}x{size[1]}-latent tiles {halved} at a time.")
                     empty_device_cache()
                     if self.transformer.is_cache_enabled:
@@ -687,10 +745,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         size: tuple[int, int],
         timestep: torch.Tensor,
         lr_injection_scale: float,
+        batch_size: int,
     ) -> list[torch.Tensor]:
-        """Classifier-free-guided velocity `(C, h, w)` of each queued tile, `self._tile_batch_sizes[size]` per call."""
+        """Classifier-free-guided velocity `(C, h, w)` of each queued tile of `size`, `batch_size` per call."""
         velocities = []
-        batch_size = self._tile_batch_sizes[size]
         guidance_copies = 2 if self.do_classifier_free_guidance else 1
         for batch_index, start in enumerate(range(0, len(queue), batch_size)):
             batch = queue[start : start + batch_size]
@@ -738,9 +796,16 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         return math.ceil(num_tiles / math.ceil(num_tiles / fitting))
 
     def _plan_tile_batches(
-        self, samples: list[_Sample], tile_batch_size: int | str, device: torch.device
+        self,
+        samples: list[_Sample],
+        tile_batch_size: int | str,
+        caps: dict[tuple[int, int], int],
+        device: torch.device,
     ) -> dict[tuple[int, int], int]:
-        """Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue."""
+        """
+        Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue, within
+        the `caps` that earlier out-of-memory retries of the call set.
+        """
         counts = Counter((tile.height, tile.width) for sample in samples for tile in sample.tiles)
         if tile_batch_size != "auto":
             return dict.fromkeys(counts, tile_batch_size)
@@ -748,7 +813,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         sizes = {
             size: self._fitting_tile_batch_size(count, *size, text_tokens, device) for size, count in counts.items()
         }
-        return {size: min(batch, self._tile_batch_caps.get(size, batch)) for size, batch in sizes.items()}
+        return {size: min(batch, caps.get(size, batch)) for size, batch in sizes.items()}
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -839,27 +904,27 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         images = to_rgb_tensors(image)
         num_images = len(images)
         self.check_inputs(
-            num_images,
-            prompt,
-            negative_prompt,
-            prompt_embeds,
-            pooled_prompt_embeds,
-            negative_prompt_embeds,
-            negative_pooled_prompt_embeds,
-            num_images_per_prompt,
-            max_sequence_length,
-            upscale,
-            process_size,
-            num_inference_steps,
-            guidance_scale,
-            strength,
-            lr_injection_scale,
-            tile_size,
-            tile_overlap,
-            tile_batch_size,
-            color_fix,
-            output_type,
-            callback_on_step_end_tensor_inputs,
+            num_images=num_images,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+            num_images_per_prompt=num_images_per_prompt,
+            max_sequence_length=max_sequence_length,
+            upscale=upscale,
+            process_size=process_size,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            strength=strength,
+            lr_injection_scale=lr_injection_scale,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            tile_batch_size=tile_batch_size,
+            color_fix=color_fix,
+            output_type=output_type,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         multiple = self.pixel_multiple
         plans = [plan_sizes(*lr.shape[-2:], upscale, process_size, multiple) for lr in images]
@@ -893,8 +958,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         self._guidance_scale = guidance_scale
         self._joint_attention_kwargs = joint_attention_kwargs
         self._interrupt = False
-        self._adaptive_tile_batch = tile_batch_size == "auto"
-        self._tile_batch_caps: dict[tuple[int, int], int] = {}  # set by out-of-memory retries of "auto"
+        tile_batches = _TileBatchPlan(adaptive=tile_batch_size == "auto")
         device = self._execution_device
 
         # Encoded once per distinct prompt; output image `n` reads row `n`, its image's row or row 0.
@@ -978,14 +1042,14 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 if strength < 1:
                     for sample in group:
                         sample.latents = self.scheduler.scale_noise(sample.lr_latents, timesteps[:1], sample.latents)
-                self._tile_batch_sizes = self._plan_tile_batches(group, tile_batch_size, device)
+                tile_batches.sizes = self._plan_tile_batches(group, tile_batch_size, tile_batches.caps, device)
                 if self.transformer.is_cache_enabled:
                     self.transformer._reset_stateful_cache()
                 for step, timestep in enumerate(timesteps):
                     if self.interrupt:
                         continue
                     self._current_timestep = timestep
-                    velocities = self._predict_velocities(group, timestep, lr_injection_scale)
+                    velocities = self._predict_velocities(group, timestep, lr_injection_scale, tile_batches)
                     self._scheduler_step(group, velocities, timestep)
                     if callback_on_step_end is not None:
                         for sample in group:
