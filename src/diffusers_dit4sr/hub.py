@@ -155,13 +155,15 @@ image.save("photo_x4.png")
 Diffusers' generic loader gives the same pipeline when diffusers-dit4sr is installed:
 
 ```python
+import diffusers_dit4sr.pipelines  # noqa: F401 (registers the library's components with Diffusers)
 from diffusers import DiffusionPipeline
 
 pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True, dtype=torch.bfloat16)
 ```
 
 `trust_remote_code=True` lets Diffusers import this repository's `pipeline_dit4sr.py`, whose only code imports
-`StableDiffusion3SRPipeline` from the installed library; the first way needs no such permission.
+`StableDiffusion3SRPipeline` from the installed library; the first way needs no such permission. Diffusers checks a
+repository's components before it reads that file, hence the import first.
 
 From the command line:
 

@@ -159,15 +159,6 @@ def fake_hub(monkeypatch, saved):
 
 
 class TestHubRepository:
-    @pytest.mark.xfail(
-        strict=True,
-        raises=ValueError,
-        reason=(
-            "Diffusers' `download` accepts a component library only if it is in LOADABLE_CLASSES, a diffusers "
-            "pipeline module or a `<component>/<module>.py` file of the repository; our transformer's "
-            "`diffusers_dit4sr.models.transformer_dit4sr` is none of them (not caused by the loader module)"
-        ),
-    )
     def test_both_loaders_load_a_hub_repository(self, fake_hub):
         assert f"{LOADER_MODULE}.py" in fake_hub.files
         ours = StableDiffusion3SRPipeline.from_pretrained(REPO_ID)

@@ -39,7 +39,7 @@ from ..image_processing import (
 from ..models import DiT4SRTransformer2DModel
 from ..models.released import RELEASED_LR_KEY_SOURCES
 from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles
-from .remote_code import local_class_name, remote_class_name, write_loader_module
+from .remote_code import local_class_name, register_component_libraries, remote_class_name, write_loader_module
 
 # Diffusers' SD3 modules import image processors for IP-Adapters that we never use; without torchvision, transformers
 # warns about them at import. Keep that noise out of every import of this library.
@@ -53,6 +53,8 @@ finally:
     transformers.utils.logging.set_verbosity(_verbosity)
 
 logger = logging.get_logger(__name__)
+
+register_component_libraries()  # Hub repositories of our pipelines download with Diffusers' own code
 _sd3_logger = logging.get_logger(StableDiffusion3Pipeline.__module__)
 
 DEFAULT_ADDED_PROMPT = (

@@ -10,6 +10,10 @@ and imports that file when the caller passes `trust_remote_code=True`. So a save
 Diffusers also takes that list form as remote code when `StableDiffusion3SRPipeline.from_pretrained` loads the folder,
 and refuses it without `trust_remote_code`. Our class needs no code from the folder, so it reads the list that names
 it as its plain class name (`local_class_name`), and loads both these folders and those written before the loader.
+
+Diffusers' Hub download accepts a component only if its library is one it knows (`LOADABLE_CLASSES`), and our
+transformer is recorded by its own module path; `register_component_libraries` adds that module to the libraries
+Diffusers knows (loaded with `ModelMixin`'s methods, as every Diffusers model), once this library is imported.
 """
 
 from __future__ import annotations
@@ -19,7 +23,18 @@ from typing import Any
 
 from ..file_utils import atomic_write_path
 
-__all__ = ["LOADER_MODULE", "LOADER_SOURCE", "local_class_name", "remote_class_name", "write_loader_module"]
+__all__ = [
+    "COMPONENT_LIBRARIES",
+    "LOADER_MODULE",
+    "LOADER_SOURCE",
+    "local_class_name",
+    "register_component_libraries",
+    "remote_class_name",
+    "write_loader_module",
+]
+
+COMPONENT_LIBRARIES = ("diffusers_dit4sr.models.transformer_dit4sr",)
+"""The modules `model_index.json` records for our components (their paths are public API)."""
 
 PIPELINE_CLASS_NAME = "StableDiffusion3SRPipeline"
 LOADER_MODULE = "pipeline_dit4sr"
@@ -68,3 +83,12 @@ def write_loader_module(save_directory: str | os.PathLike) -> None:
     """Writes the loader module into `save_directory` (created if needed), atomically."""
     with atomic_write_path(os.path.join(save_directory, f"{LOADER_MODULE}.py")) as path:
         path.write_text(LOADER_SOURCE, encoding="utf-8")
+
+
+def register_component_libraries() -> None:
+    """Lets Diffusers download a Hub repository whose components live in `COMPONENT_LIBRARIES`: its download refuses
+    a component library it does not know, even one it would then load (our models are `ModelMixin`s)."""
+    from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
+
+    for library in COMPONENT_LIBRARIES:
+        LOADABLE_CLASSES.setdefault(library, {"ModelMixin": ["save_pretrained", "from_pretrained"]})
