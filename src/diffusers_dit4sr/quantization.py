@@ -182,11 +182,6 @@ def pipeline_quantization_config(
     return PipelineQuantizationConfig(quant_mapping=mapping)
 
 
-def is_quantized(module: torch.nn.Module) -> bool:
-    """Whether `module` was loaded with a Diffusers or Transformers quantization config."""
-    return getattr(module, "hf_quantizer", None) is not None or getattr(module, "is_quantized", False)
-
-
 def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes of a module's parameters and buffers as stored, counting quantized tensors by their inner data."""
 
