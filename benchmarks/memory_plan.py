@@ -10,7 +10,10 @@ prompt, the VAE encode of the output-sized LR image, one transformer call with t
 `tile_batch_size="auto"` picks on a card of `--gpu-memory-gib`, and the VAE decode.
 
 Two placements: everything on the GPU, and `enable_model_cpu_offload()`, where a phase holds the models the offload
-hooks leave on the GPU (the transformer phase keeps the VAE, which encoded the LR image just before). Not counted:
+hooks leave on the GPU (the transformer phase keeps the VAE, which encoded the LR image just before).
+`--quantize PRESET` predicts the weights of a quantization preset (`diffusers_dit4sr.quantization`): each `nn.Linear`
+weight of the quantized components takes the preset's bytes per element (1 for int8/float8, 0.5 for NF4; scales not
+counted), everything else the load dtype. Not counted:
 the CUDA context, allocator fragmentation, kernel workspaces and the small tensors that live across phases (prompt
 embeddings, latents); `bench_pipeline.py` measures the real peaks.
 """
@@ -28,6 +31,12 @@ from bench_transformer import DTYPES, PRESETS, RESULTS_DIR, machine_info, write_
 from live_memory import LiveTensorBytes, output_only_attention, weight_bytes
 
 from diffusers_dit4sr.pipelines import pipeline_stable_diffusion_3_sr as pipeline_module
+from diffusers_dit4sr.quantization import (
+    QUANTIZABLE_COMPONENTS,
+    QUANTIZATION_PRESETS,
+    WEIGHT_BYTES_PER_ELEMENT,
+    resolve_components,
+)
 
 GIB = 2**30
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -99,6 +108,13 @@ def auto_tile_batch(pipe, job: dict, card_bytes: int, resident_bytes: int, guida
         )
 
 
+def quantized_weight_bytes(module: torch.nn.Module, preset: str, dtype: torch.dtype) -> int:
+    """Predicted bytes of `module` with its `nn.Linear` weights quantized by `preset`."""
+    linear_elements = sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, torch.nn.Linear))
+    bytes_per_element = WEIGHT_BYTES_PER_ELEMENT[QUANTIZATION_PRESETS[preset].weights]
+    return int(weight_bytes(module) - linear_elements * (dtype.itemsize - bytes_per_element))
+
+
 def plan(args: argparse.Namespace) -> dict:
     dtype = DTYPES[args.dtype]
     pipe = build_pipeline(args.preset, torch.device("meta"), dtype)
@@ -106,6 +122,9 @@ def plan(args: argparse.Namespace) -> dict:
         pipe.enable_vae_tiling()
     job = plan_job(pipe, args)
     weights = {name: weight_bytes(getattr(pipe, name)) for name in (*TEXT_ENCODERS, "transformer", "vae")}
+    if args.quantize != "none":
+        for name in resolve_components(args.quantize, args.quantize_components):
+            weights[name] = quantized_weight_bytes(getattr(pipe, name), args.quantize, dtype)
     rows_per_tile = 2 if args.guidance > 1 else 1
     card = int(args.gpu_memory_gib * GIB)
     components = component_activations(pipe, job, dtype)
@@ -140,6 +159,7 @@ def plan(args: argparse.Namespace) -> dict:
         }
     return {
         "benchmark": "memory_plan",
+        "kind": "prediction (no GPU run)",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(torch.device("cpu")),
         "settings": {key: value for key, value in vars(args).items() if key != "output"} | job,
@@ -151,6 +171,7 @@ def plan(args: argparse.Namespace) -> dict:
 
 def print_plan(result: dict) -> None:
     card = result["settings"]["gpu_memory_gib"]
+    print(f"Predicted (not measured) GPU memory, quantization: {result['settings']['quantize']}")
     for placement, planned in result["placements"].items():
         print(
             f"{placement}: tile batch {planned['tile_batch']} of {result['settings']['tiles']} on a {card:g} GiB card; "
@@ -170,6 +191,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_job_arguments(parser)
     parser.add_argument("--gpu-memory-gib", type=float, default=12.0, help="card size that `auto` plans for")
     parser.add_argument("--vae-tiling", action="store_true", help="pipe.enable_vae_tiling()")
+    parser.add_argument(
+        "--quantize", choices=["none", *sorted(QUANTIZATION_PRESETS)], default="none", help="quantization preset"
+    )
+    parser.add_argument(
+        "--quantize-components",
+        nargs="+",
+        choices=QUANTIZABLE_COMPONENTS,
+        default=None,
+        help="components the preset quantizes (default: the preset's)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     return parser.parse_args(argv)
 
@@ -180,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     print_plan(result)
     output = args.output or RESULTS_DIR / (
         f"memory_plan_{args.preset}_{args.lr_size}to{result['settings']['output_size'][0]}px_{args.dtype}"
-        f"_{args.gpu_memory_gib:g}gib{'_vae_tiling' * args.vae_tiling}.json"
+        f"_{args.gpu_memory_gib:g}gib{'_vae_tiling' * args.vae_tiling}"
+        f"{'' if args.quantize == 'none' else '_' + args.quantize}.json"
     )
     write_json_atomically(output, result)
     print(f"wrote {output}")

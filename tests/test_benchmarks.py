@@ -173,6 +173,22 @@ def test_memory_plan_adds_weights_and_counted_activations(tmp_path, gpu_memory_g
     assert offload["vae_encode"]["models"] == ["vae"]  # the text encoders are unloaded before it
 
 
+def test_memory_plan_predicts_quantized_weights(tmp_path):
+    """int8 halves the bf16 linear weights of the transformer and T5 and leaves the other components alone."""
+    memory_plan = import_benchmark("memory_plan")
+    job = ["--preset", "tiny", "--lr-size", "40", "--process-size", "0", "--tile-size", "64", "--tile-overlap", "32"]
+    plain = memory_plan.main([*job, "--output", str(tmp_path / "plain.json")])
+    int8 = memory_plan.main([*job, "--quantize", "int8", "--output", str(tmp_path / "int8.json")])
+    assert plain["kind"] == int8["kind"] == "prediction (no GPU run)" and int8["settings"]["quantize"] == "int8"
+    pipe = memory_plan.build_pipeline("tiny", torch.device("meta"), torch.bfloat16)
+    for name in ("transformer", "text_encoder_3"):
+        module = getattr(pipe, name)
+        linear = sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, torch.nn.Linear))
+        assert (plain["weights_gib"][name] - int8["weights_gib"][name]) * 2**30 == pytest.approx(linear)
+    for name in ("text_encoder", "text_encoder_2", "vae"):
+        assert int8["weights_gib"][name] == plain["weights_gib"][name]
+
+
 def test_gpu_script_runs_end_to_end_on_a_small_job(tmp_path):
     """`run_gpu_benchmarks.sh` with the tiny preset on the CPU: the device call should not be where its bugs show."""
     steps = "environment|transformer-eager|transformer-numerics|pipeline"  # compilation is tested on its own

@@ -550,11 +550,18 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         model to round-off. The folded copies are computed now: after changing weights, fuse again; for training,
         call [`~DiT4SRTransformer2DModel.unfuse_lr_projections`] (the folded copies receive no gradients). With group
         offloading, fuse first, then call `enable_group_offload`: the folded copies are buffers of the attention
-        modules and are offloaded with them.
+        modules and are offloaded with them. Quantized models refuse: see `diffusers_dit4sr.quantization`.
         """
         if getattr(self, "_hf_peft_config_loaded", False):
             raise ValueError(
                 "`fuse_lr_projections` would bypass the LoRA adapters of the projections; fuse or unload them first."
+            )
+        if getattr(self, "hf_quantizer", None) is not None:
+            # The folding multiplies full-precision weights; quantized ones would have to be dequantized into
+            # full-precision copies, undoing the memory the quantization saved.
+            raise ValueError(
+                "`fuse_lr_projections` needs full-precision weights; this transformer is quantized "
+                f"({self.hf_quantizer.quantization_config.quant_method}). Load it without quantization to fuse."
             )
         if _is_group_offload_enabled(self):
             # The offloaded weights are not where the folding reads them (on disk they are placeholders), and the

@@ -17,7 +17,7 @@ import PIL.Image
 import torch
 import transformers.utils.logging
 from accelerate.hooks import CpuOffload
-from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, PipelineQuantizationConfig
 from diffusers.loaders import SD3LoraLoaderMixin
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.torch_utils import empty_device_cache, randn_tensor
@@ -240,6 +240,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         token: str | bool | None = None,
         cache_dir: str | None = None,
         local_files_only: bool = False,
+        quantization_config: PipelineQuantizationConfig | None = None,
         **kwargs: Any,
     ) -> StableDiffusion3SRPipeline:
         r"""
@@ -255,19 +256,36 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             dit4sr_model (`str`): The repository or folder with the released transformers.
             dtype (`torch.dtype`, *optional*): Load every component in this dtype.
             token, cache_dir, local_files_only: Hub options for both downloads.
+            quantization_config (`PipelineQuantizationConfig`, *optional*): Quantizes the components it names,
+                the transformer included (see [`~diffusers_dit4sr.quantization.pipeline_quantization_config`]).
             **kwargs: Passed to [`~DiffusionPipeline.from_pretrained`] of the SD3.5 pipeline.
         """
         if variant not in RELEASED_VARIANTS:
             raise ValueError(f"`variant` must be one of {RELEASED_VARIANTS}, got {variant!r}.")
         hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        # The transformer comes from another repository, so `from_pretrained` below would not quantize it: resolve
+        # its config the way Diffusers does for each component it loads.
+        transformer_quantization = (
+            quantization_config._resolve_quant_config(is_diffusers=True, module_name="transformer")
+            if quantization_config is not None
+            else None
+        )
         transformer = DiT4SRTransformer2DModel.from_pretrained(
             dit4sr_model,
             subfolder=f"dit4sr_{variant}/transformer",
             lr_key_source=RELEASED_LR_KEY_SOURCES[variant],
             dtype=dtype,
+            quantization_config=transformer_quantization,
             **hub_options,
         )
-        return cls.from_pretrained(sd3_model, transformer=transformer, dtype=dtype, **hub_options, **kwargs)
+        return cls.from_pretrained(
+            sd3_model,
+            transformer=transformer,
+            dtype=dtype,
+            quantization_config=quantization_config,
+            **hub_options,
+            **kwargs,
+        )
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         r"""

@@ -1,0 +1,194 @@
+"""Named quantization presets for small GPUs, as Diffusers `PipelineQuantizationConfig`s.
+
+The preset names and components are plain data, importable without torch, so a CLI can list them in `--help`
+instantly; the backends are imported only when a config is built or a preset is checked.
+
+Every backend Diffusers supports quantizes `nn.Linear` layers only. In the DiT4SR transformer this includes the LR
+stream's `*_control` projections (same shapes as the SD3 projections they follow, about a sixth of a block's weights,
+so keeping them in high precision would cost memory for layers that quantize like the others), while the depthwise
+LR-injection convolution (`control_conv`), the patch embeddings and the norms stay in the load dtype.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import PipelineQuantizationConfig
+
+QUANTIZABLE_COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+@dataclass(frozen=True)
+class QuantizationPreset:
+    """One named recipe: a backend, its weight format and the components it quantizes by default."""
+
+    name: str
+    backend: str
+    package: str
+    weights: str
+    components: tuple[str, ...]
+    description: str
+    needs_cuda: bool = False
+    min_compute_capability: tuple[int, int] | None = None
+    dtype: str | None = None
+    serializable: bool = True
+
+
+QUANTIZATION_PRESETS = {
+    preset.name: preset
+    for preset in (
+        QuantizationPreset(
+            name="int8",
+            backend="torchao",
+            package="torchao",
+            weights="int8",
+            components=("transformer", "text_encoder_3"),
+            description="torchao int8 weight-only for the transformer and T5 (bfloat16 compute)",
+            dtype="bfloat16",
+        ),
+        QuantizationPreset(
+            name="float8",
+            backend="torchao",
+            package="torchao",
+            weights="float8",
+            components=("transformer", "text_encoder_3"),
+            description="torchao float8 weight-only for the transformer and T5 (GPUs of compute capability 8.9+)",
+            min_compute_capability=(8, 9),
+            dtype="bfloat16",
+        ),
+        QuantizationPreset(
+            name="int8-quanto",
+            backend="quanto",
+            package="optimum.quanto",
+            weights="int8",
+            components=("transformer", "text_encoder_3"),
+            description="optimum-quanto int8 weights for the transformer and T5 (cannot be saved)",
+            serializable=False,
+        ),
+        QuantizationPreset(
+            name="nf4-t5",
+            backend="bitsandbytes_4bit",
+            package="bitsandbytes",
+            weights="nf4",
+            components=("text_encoder_3",),
+            description="bitsandbytes 4-bit NF4 for T5 only (CUDA GPUs)",
+            needs_cuda=True,
+        ),
+    )
+}
+# Bytes each quantized `nn.Linear` weight element takes (scales and block statistics excluded).
+WEIGHT_BYTES_PER_ELEMENT = {"int8": 1.0, "float8": 1.0, "nf4": 0.5}
+
+
+def _preset(name: str) -> QuantizationPreset:
+    if name not in QUANTIZATION_PRESETS:
+        raise ValueError(f"`preset` must be one of {sorted(QUANTIZATION_PRESETS)}, got {name!r}.")
+    return QUANTIZATION_PRESETS[name]
+
+
+def resolve_components(preset: str, components: list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The components `preset` quantizes: `components` when given (checked), else the preset's default."""
+    if components is None:
+        return _preset(preset).components
+    unknown = [name for name in components if name not in QUANTIZABLE_COMPONENTS]
+    if unknown or not components:
+        raise ValueError(
+            f"`components` must be a non-empty list of {QUANTIZABLE_COMPONENTS}, got {list(components)!r}."
+        )
+    return tuple(dict.fromkeys(components))
+
+
+def check_quantization(
+    preset: str,
+    device: str | torch.device | None = None,
+    components: list[str] | tuple[str, ...] | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> None:
+    """Raises a ValueError naming the missing package or requirement if `preset` cannot run here, before loading.
+
+    Args:
+        preset: A name of `QUANTIZATION_PRESETS`.
+        device: Where the pipeline will run (`"cuda"`, `"cuda:1"`, `"cpu"`, ...); `None` skips the device checks.
+        components: Components to quantize (default: the preset's).
+        dtype: The load dtype; presets that compute in bfloat16 refuse another one.
+    """
+    spec = _preset(preset)
+    resolve_components(preset, components)
+    if importlib.util.find_spec(spec.package.split(".")[0]) is None or importlib.util.find_spec(spec.package) is None:
+        distribution = "optimum-quanto" if spec.backend == "quanto" else spec.package
+        raise ValueError(
+            f"Quantization preset {preset!r} needs the `{distribution}` package: `pip install {distribution}`."
+        )
+    if dtype is not None and spec.dtype is not None and str(dtype).removeprefix("torch.") != spec.dtype:
+        raise ValueError(
+            f"Quantization preset {preset!r} computes in {spec.dtype} ({spec.backend} loads its layers so); "
+            f"got dtype {dtype}."
+        )
+    if device is None:
+        return
+    import torch
+
+    device = torch.device(device)
+    if spec.needs_cuda and device.type != "cuda":
+        raise ValueError(
+            f"Quantization preset {preset!r} needs a CUDA GPU (Diffusers quantizes with {spec.package} only on CUDA); "
+            f"got device {device}."
+        )
+    if device.type == "cuda" and spec.min_compute_capability is not None:
+        if not torch.cuda.is_available():
+            raise ValueError(f"Quantization preset {preset!r} was asked for device {device}, but CUDA is unavailable.")
+        capability = torch.cuda.get_device_capability(device)
+        if capability < spec.min_compute_capability:
+            needed = ".".join(map(str, spec.min_compute_capability))
+            raise ValueError(
+                f"Quantization preset {preset!r} needs a GPU of compute capability {needed} or higher; "
+                f"{device} has {capability[0]}.{capability[1]}."
+            )
+
+
+def _backend_configs(spec: QuantizationPreset) -> tuple[Any, Any]:
+    """The Diffusers config (for the transformer) and the Transformers config (for the text encoders) of `spec`."""
+    import diffusers
+    import transformers
+
+    if spec.backend == "torchao":
+        from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
+
+        weights = {"int8": Int8WeightOnlyConfig, "float8": Float8WeightOnlyConfig}[spec.weights]
+        return diffusers.TorchAoConfig(weights()), transformers.TorchAoConfig(weights())
+    if spec.backend == "quanto":
+        return diffusers.QuantoConfig(weights_dtype=spec.weights), transformers.QuantoConfig(weights=spec.weights)
+    options = {"load_in_4bit": True, "bnb_4bit_quant_type": spec.weights}
+    return diffusers.BitsAndBytesConfig(**options), transformers.BitsAndBytesConfig(**options)
+
+
+def pipeline_quantization_config(
+    preset: str, components: list[str] | tuple[str, ...] | None = None
+) -> PipelineQuantizationConfig:
+    """A `PipelineQuantizationConfig` quantizing `components` (default: the preset's) with `preset`'s backend.
+
+    Pass it as `quantization_config` to `StableDiffusion3SRPipeline.from_released` or `from_pretrained`.
+    """
+    from diffusers import PipelineQuantizationConfig
+
+    spec = _preset(preset)
+    components = resolve_components(preset, components)
+    diffusers_config, transformers_config = _backend_configs(spec)
+    mapping = {name: diffusers_config if name == "transformer" else transformers_config for name in components}
+    return PipelineQuantizationConfig(quant_mapping=mapping)
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers as stored, counting quantized tensors by their inner data."""
+
+    def stored_bytes(tensor) -> int:
+        if hasattr(tensor, "__tensor_flatten__"):
+            names, _ = tensor.__tensor_flatten__()
+            return sum(stored_bytes(getattr(tensor, name)) for name in names)
+        return tensor.numel() * tensor.element_size()
+
+    return sum(stored_bytes(tensor) for tensor in [*module.parameters(), *module.buffers()])
