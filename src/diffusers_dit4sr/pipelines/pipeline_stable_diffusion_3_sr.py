@@ -22,7 +22,13 @@ from diffusers.utils.torch_utils import empty_device_cache, randn_tensor
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from ..color import COLOR_FIX_METHODS, apply_color_fix
-from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, push_pipeline_to_hub
+from ..hub import (
+    RELEASED_DIT4SR_MODEL,
+    RELEASED_SD3_MODEL,
+    RELEASED_VARIANTS,
+    explain_hub_errors,
+    push_pipeline_to_hub,
+)
 from ..image_processing import (
     MAX_OUTPUT_SIDE,
     ImageInput,
@@ -238,14 +244,22 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             dtype (`torch.dtype`, *optional*): Load every component in this dtype.
             token, cache_dir, local_files_only: Hub options for both downloads.
             **kwargs: Passed to [`~DiffusionPipeline.from_pretrained`] of the SD3.5 pipeline.
+
+        Raises:
+            [`~diffusers_dit4sr.hub.HubLoadError`] (an `OSError`): a download failed; its message names the
+                repository and the cause (offline mode, no network, a gated repository without access, an unknown
+                repository, a missing file) and the fix.
         """
         if variant not in RELEASED_VARIANTS:
             raise ValueError(f"`variant` must be one of {RELEASED_VARIANTS}, got {variant!r}.")
         hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
-        transformer = DiT4SRTransformer2DModel.from_pretrained(
-            dit4sr_model, subfolder=f"dit4sr_{variant}/transformer", dtype=dtype, **hub_options
-        )
-        return cls.from_pretrained(sd3_model, transformer=transformer, dtype=dtype, **hub_options, **kwargs)
+        subfolder = f"dit4sr_{variant}/transformer"
+        with explain_hub_errors(f"the DiT4SR transformer {subfolder} of {dit4sr_model}", dit4sr_model):
+            transformer = DiT4SRTransformer2DModel.from_pretrained(
+                dit4sr_model, subfolder=subfolder, dtype=dtype, **hub_options
+            )
+        with explain_hub_errors(f"the VAE, text encoders and scheduler of {sd3_model}", sd3_model):
+            return cls.from_pretrained(sd3_model, transformer=transformer, dtype=dtype, **hub_options, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         r"""
