@@ -12,8 +12,8 @@ format is described in `docs/data.md`.
 
 Sample `i` depends only on the settings and on `i` (its crop, flip and degradation draws come from generators seeded
 with `derive_seed(seed, i, stream)`), and each sample file is written atomically, so an interrupted run resumes where
-it stopped when started again with the same arguments. Unreadable images are reported, skipped, and make the exit
-code 1.
+it stopped when started again with the same arguments (other settings: one line and exit code 2). Unreadable
+images are reported, skipped, and make the exit code 1.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The package first: it imports diffusers' SD3 pipelines with transformers' warnings about torchvision silenced.
+import diffusers_dit4sr  # noqa: F401
+
+# isort: split
 import PIL.Image
 import safetensors.torch
 import torch
@@ -332,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         total = min(total, args.max_samples)
 
     info = dataset_info(args, images)
-    check_resumable(output_dir, info)
+    try:
+        check_resumable(output_dir, info)
+    except ValueError as error:
+        print(f"prepare_dataset.py: error: {error}", file=sys.stderr)
+        return 2
     samples_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*output_dir.glob(".*.tmp"), *samples_dir.glob(".*.tmp")]:  # left by a killed run
         stale.unlink()

@@ -22,7 +22,9 @@ import logging
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -207,6 +209,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.trainable == "lora" and args.lora_rank < 1:
         parser.error("--lora_rank must be >= 1")
     return args
+
+
+def usage_error(accelerator: Accelerator, message: str) -> NoReturn:
+    """Stops like argparse does (one line, exit code 2), for a setting found unusable after parsing."""
+    if accelerator.is_main_process:
+        print(f"train_dit4sr.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_setup(accelerator: Accelerator, args: argparse.Namespace, num_samples: int) -> None:
+    """Refuses, before any model loads, what would fail later: fp16 on the CPU (its convolutions have no half
+    kernels) and fewer samples than one batch across the processes (no batch is left after `drop_last`)."""
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        usage_error(accelerator, "--mixed_precision fp16 does not run on the CPU; use bf16 or no")
+    needed = args.train_batch_size * accelerator.num_processes
+    if num_samples < needed:
+        source = "--train_data_dir" if args.prepared_data_dir is None else "--prepared_data_dir"
+        usage_error(
+            accelerator,
+            f"{source} holds {num_samples} sample(s), fewer than one batch: --train_batch_size "
+            f"{args.train_batch_size} x {accelerator.num_processes} process(es) = {needed}; lower --train_batch_size",
+        )
 
 
 def load_transformer(args: argparse.Namespace) -> DiT4SRTransformer2DModel:
@@ -544,6 +568,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
 
+    dataset = make_dataset(args)
+    check_setup(accelerator, args, len(dataset))
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     transformer = load_transformer(args)
     pipeline = StableDiffusion3SRPipeline.from_pretrained(
@@ -557,7 +583,6 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     for component in (pipeline.vae, *text_encoders):
         component.requires_grad_(False).to(accelerator.device, dtype=weight_dtype)
-    dataset = make_dataset(args)
     validation_prompt_embeddings = None
     if isinstance(dataset, PreparedDataset) and dataset.has_text_embeddings:
         # Captions come cached, so the text encoders (T5-XXL alone is 8.6 GiB in bf16) only serve the validation

@@ -22,12 +22,14 @@ from huggingface_hub.errors import (
 )
 from safetensors.torch import load_file
 
-from diffusers_dit4sr import StableDiffusion3SRPipeline, hub
+from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline, hub
 from diffusers_dit4sr.hub import (
     RELEASED_DIT4SR_MODEL,
     RELEASED_SD3_MODEL,
     SD35_LICENSE_URL,
+    HubLoadError,
     describe_hub_error,
+    explain_hub_errors,
     hub_offline_mode,
     hub_unreachable_reason,
     make_model_card,
@@ -264,3 +266,79 @@ def test_hub_unreachable_reason_does_not_ask_in_offline_mode(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "get_session", lambda: pytest.fail("asked the Hub in offline mode"))
     assert hub_unreachable_reason() is None
+
+
+# --- from_released: the cause of a failed download in the exception Python callers get ----------------------------
+
+
+def fail_with(error: BaseException):
+    def load(*args, **kwargs):
+        raise error
+
+    return load
+
+
+@pytest.mark.parametrize(
+    "make_error, expected",
+    [
+        (
+            lambda: wrapped(LocalEntryNotFoundError("not cached"), OfflineModeIsEnabled("offline mode is enabled")),
+            ["HF_HUB_OFFLINE=1 is set", f"{RELEASED_DIT4SR_MODEL} is not (fully) in the local Hugging Face cache"],
+        ),
+        (
+            lambda: wrapped(LocalEntryNotFoundError("not cached"), dns_failure()),
+            [f"DNS lookup of {HOST} failed", f"{RELEASED_DIT4SR_MODEL} is not (fully) in the local"],
+        ),
+        (
+            lambda: wrapped(hub_http_error(RepositoryNotFoundError, 404)),
+            [f"the Hub has no repository {RELEASED_DIT4SR_MODEL}"],
+        ),
+        (
+            lambda: wrapped(
+                hub_http_error(RemoteEntryNotFoundError, 404, "https://hf.co/x/resolve/main/dit4sr_q/config.json")
+            ),
+            ["a file that", "is missing on the Hub (https://hf.co/x/resolve/main/dit4sr_q/config.json)"],
+        ),
+    ],
+)
+def test_from_released_names_the_cause_of_a_failed_transformer_download(monkeypatch, online, make_error, expected):
+    error = make_error()
+    monkeypatch.setattr(DiT4SRTransformer2DModel, "from_pretrained", fail_with(error))
+    with pytest.raises(HubLoadError) as raised:
+        StableDiffusion3SRPipeline.from_released()
+    message = str(raised.value)
+    assert message.startswith(f"cannot load the DiT4SR transformer dit4sr_q/transformer of {RELEASED_DIT4SR_MODEL}: ")
+    for part in expected:
+        assert part in message
+    assert "config.json." not in message and "\n" not in message  # not the wrapper's misleading sentence
+    assert isinstance(raised.value, OSError) and raised.value.__cause__ is error
+
+
+def test_from_released_names_the_gated_sd3_repository(monkeypatch, online):
+    monkeypatch.setattr(DiT4SRTransformer2DModel, "from_pretrained", lambda *args, **kwargs: "transformer")
+    gated = hub_http_error(GatedRepoError, 403)
+    gated.repo_id = RELEASED_SD3_MODEL
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "from_pretrained", fail_with(wrapped(gated)))
+    with pytest.raises(HubLoadError, match=f"{RELEASED_SD3_MODEL} is a gated repository") as raised:
+        StableDiffusion3SRPipeline.from_released()
+    assert str(raised.value).startswith(f"cannot load the VAE, text encoders and scheduler of {RELEASED_SD3_MODEL}")
+    assert raised.value.what.endswith(RELEASED_SD3_MODEL) and "hf auth login" in raised.value.cause
+
+
+def test_from_released_without_the_files_in_the_cache(tmp_path, online):
+    # Really asks huggingface_hub, offline: nothing is cached in an empty cache folder and downloads are off.
+    with pytest.raises(HubLoadError) as raised:
+        StableDiffusion3SRPipeline.from_released(
+            dit4sr_model="me/not-cached", cache_dir=str(tmp_path), local_files_only=True
+        )
+    assert "me/not-cached is not (fully) in the local Hugging Face cache" in str(raised.value)
+
+
+def test_explain_hub_errors_leaves_other_errors_alone(online):
+    with pytest.raises(KeyError, match="transformer"):
+        with explain_hub_errors("the pipeline", "me/x"):
+            raise KeyError("transformer")
+    with pytest.raises(OSError, match="not a saved pipeline") as raised:
+        with explain_hub_errors("the pipeline", "me/x"):
+            raise OSError("not a saved pipeline")
+    assert not isinstance(raised.value, HubLoadError)

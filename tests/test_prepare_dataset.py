@@ -5,6 +5,8 @@ import importlib.util
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -214,8 +216,27 @@ def test_resume_recreates_only_missing_samples(workspace, script, tmp_path):
 
 
 def test_resume_refuses_other_settings(workspace, script):
-    with pytest.raises(ValueError, match="seed"):
-        run(script, *workspace.cached, "--seed", 4, "--output_dir", workspace.root / "out")
+    result = run(script, *workspace.cached, "--seed", 4, "--output_dir", workspace.root / "out")
+    assert result.code == 2
+    assert result.stderr == (
+        f"prepare_dataset.py: error: {workspace.root / 'out'} was prepared with other settings or source images "
+        "(seed differ); resume with the same arguments and images, or use another --output_dir.\n"
+    )
+
+
+def test_example_scripts_import_without_torchvision_warnings():
+    # A fresh process, as a user starts them: transformers warns about torchvision once, when diffusers' SD3
+    # pipelines are first imported (the package silences it; torchvision is not installed here).
+    code = (
+        "import importlib.util, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    spec = importlib.util.spec_from_file_location('script', path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+    )
+    scripts = [str(SCRIPT.parent / name) for name in ("prepare_dataset.py", "train_dit4sr.py")]
+    completed = subprocess.run([sys.executable, "-c", code, *scripts], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    assert "torchvision" not in completed.stderr
 
 
 def test_captions_none_without_models(workspace, script, tmp_path):

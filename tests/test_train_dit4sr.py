@@ -8,6 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from transformers import T5EncoderModel
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
@@ -283,6 +284,36 @@ def test_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as error:
         train.parse_args(argv)
     assert error.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_fewer_photos_than_a_batch_stop_before_any_model_loads(workspace, monkeypatch, capsys, tmp_path):
+    # docs/training.md's fine-tuning command on 7 photos with the default batch of 8 used to divide by zero.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(7):
+        PIL.Image.new("RGB", (80, 72), (index, 0, 0)).save(photos / f"photo{index}.png")
+    monkeypatch.setattr(train, "load_transformer", lambda args: pytest.fail("loaded a model"))
+    argv = ["--pretrained_model_name_or_path", str(workspace / "tiny"), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as error:
+        train.main([*argv, "--train_data_dir", str(photos), "--report_to", "none"])
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and err.count("\n") == 1
+    assert err == (
+        "train_dit4sr.py: error: --train_data_dir holds 7 sample(s), fewer than one batch: --train_batch_size 8 x "
+        "1 process(es) = 8; lower --train_batch_size\n"
+    )
+
+
+def test_fp16_on_the_cpu_is_a_usage_error(workspace, monkeypatch, capsys):
+    monkeypatch.setattr(train, "load_transformer", lambda args: pytest.fail("loaded a model"))
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # as `accelerate launch --cpu`
+    # A fresh accelerate state for this test only: an initialized one refuses another mixed precision.
+    monkeypatch.setattr(AcceleratorState, "_shared_state", {})
+    with pytest.raises(SystemExit) as error:
+        run(workspace, "fp16", "--mixed_precision", "fp16")
+    err = capsys.readouterr().err
+    assert error.value.code == 2
+    assert err == "train_dit4sr.py: error: --mixed_precision fp16 does not run on the CPU; use bf16 or no\n"
 
 
 def test_push_to_hub_uploads_weights_with_a_model_card(workspace, monkeypatch):

@@ -10,6 +10,7 @@ Downloading, for programs that load models (the `dit4sr-upscale` command): `hub_
 once, with a short timeout, whether it can be reached at all, and `describe_hub_error` turns what a failed
 `from_pretrained` raised (diffusers and transformers wrap the Hub's exceptions in `OSError`s whose messages can
 mislead, like "does not appear to have a file named config.json" when offline) into one sentence naming the cause.
+`explain_hub_errors` re-raises such a failure as a `HubLoadError` carrying that sentence, for Python callers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 from diffusers import DiffusionPipeline
@@ -38,10 +40,12 @@ from huggingface_hub.errors import (
 from .constants import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
 
 __all__ = [
+    "HubLoadError",
     "RELEASED_DIT4SR_MODEL",
     "RELEASED_SD3_MODEL",
     "RELEASED_VARIANTS",
     "describe_hub_error",
+    "explain_hub_errors",
     "hub_offline_mode",
     "hub_unreachable_reason",
     "make_model_card",
@@ -389,6 +393,38 @@ def describe_hub_error(error: BaseException, what: str) -> str | None:
     if invalid is not None:
         return f"{what} is neither an existing folder nor a valid Hub id (namespace/name): {_one_line(invalid)}"
     return None
+
+
+class HubLoadError(OSError):
+    """Loading `what` failed because of the Hub; `cause` is `describe_hub_error`'s sentence (its reason and fix).
+
+    An `OSError`, like the errors of `from_pretrained` it replaces (which stay its `__cause__`)."""
+
+    def __init__(self, what: str, cause: str) -> None:
+        super().__init__(f"cannot load {what}: {cause}.")
+        self.what, self.cause = what, cause
+
+
+@contextmanager
+def explain_hub_errors(what: str, repos: str) -> Iterator[None]:
+    """
+    Re-raises an exception of loading `what` (from the repositories or folders `repos`, for the message) whose cause
+    is the Hub as a [`HubLoadError`] naming that cause (offline mode, no network, a gated or unknown repository, a
+    missing file...), instead of the misleading message diffusers and transformers wrap it in. Other exceptions
+    pass unchanged.
+
+        with explain_hub_errors("the DiT4SR transformer", "acceptee/DiT4SR"):
+            transformer = DiT4SRTransformer2DModel.from_pretrained("acceptee/DiT4SR", subfolder=...)
+    """
+    try:
+        yield
+    except HubLoadError:
+        raise
+    except Exception as error:
+        cause = describe_hub_error(error, repos)
+        if cause is None:
+            raise
+        raise HubLoadError(what, cause) from error
 
 
 def _exception_chain(error: BaseException) -> Iterator[BaseException]:

@@ -8,6 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import transformers.utils.logging
 from accelerate.hooks import UserCpuOffloadHook
 from diffusers import (
     FasterCacheConfig,
@@ -622,6 +623,20 @@ class TestDiffusersConformance:
         from_embeddings = upscale(no_text, image, negative_prompt=None, **embeddings)
         torch.testing.assert_close(from_embeddings, upscale(pipe, image, prompt="a red brick house"), **ROUND_OFF)
 
+    def test_encode_prompt_is_inference_only_and_equals_the_calls_embeddings(self, pipe):
+        # As docs/usage.md shows it: outside `torch.no_grad()`. With autograd on, the text encoders used to run other
+        # kernels than in `__call__` (3.9e-6 apart) and kept their activations.
+        encoded = pipe.encode_prompt(prompt="a red brick house")
+        assert not any(tensor.requires_grad for tensor in encoded)
+        with torch.no_grad():
+            in_call = pipe.encode_prompt(prompt="a red brick house")
+        for tensor, expected in zip(encoded, in_call, strict=True):
+            assert torch.equal(tensor, expected)
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        image = random_image(11, 13)
+        from_embeddings = upscale(pipe, image, **dict(zip(names, encoded, strict=True)))
+        assert torch.equal(from_embeddings, upscale(pipe, image, prompt="a red brick house"))
+
     def test_encode_prompt_defaults_are_the_pipelines(self):
         call = inspect.signature(StableDiffusion3SRPipeline.__call__).parameters
         encode = inspect.signature(StableDiffusion3SRPipeline.encode_prompt).parameters
@@ -740,6 +755,9 @@ class TestErrors:
             ({"strength": 1.5}, "strength"),
             ({"tile_overlap": 64}, "tile_overlap"),
             ({"tile_size": 50}, "tile_size"),
+            # Worded as the CLI's `--tile-size` error: 0 is no "untiled" setting.
+            ({"tile_size": 0}, r"`tile_size` must be a positive multiple of 16 pixels, got 0"),
+            ({"tile_overlap": -16}, r"`tile_overlap` must be a non-negative multiple of 16 pixels, got -16"),
             ({"tile_overlap": 20}, "tile_overlap"),
             ({"tile_batch_size": 0}, "tile_batch_size"),
             ({"tile_batch_size": "max"}, "tile_batch_size"),
@@ -800,11 +818,17 @@ class TestErrors:
     def test_prompt_truncation_is_warned_once_per_pipeline(self, caplog):
         pipe = make_tiny_pipeline()
         pipe.set_progress_bar_config(disable=True)
-        with caplog.at_level("WARNING"):
-            upscale(pipe, random_image(11, 13), num_inference_steps=1)
-            upscale(pipe, random_image(11, 13), num_inference_steps=1)
+        transformers.utils.logging.enable_propagation()  # to caplog's handler
+        try:
+            with caplog.at_level("WARNING"):
+                upscale(pipe, random_image(11, 13), num_inference_steps=1)
+                upscale(pipe, random_image(11, 13), num_inference_steps=1)
+        finally:
+            transformers.utils.logging.disable_propagation()
         cut = [record for record in caplog.records if "truncated" in record.getMessage()]
         assert len(cut) == 1 and "once per pipeline" in cut[0].getMessage()
+        # Nor do the tokenizers add "Token indices sequence length is longer than ..." (once per CLIP tokenizer).
+        assert not [record for record in caplog.records if "Token indices" in record.getMessage()]
 
     @pytest.mark.parametrize(
         "image, match",

@@ -25,7 +25,13 @@ from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderMo
 
 from ..color import COLOR_FIX_METHODS, apply_color_fix
 from ..file_utils import atomic_write_path
-from ..hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS, push_pipeline_to_hub
+from ..hub import (
+    RELEASED_DIT4SR_MODEL,
+    RELEASED_SD3_MODEL,
+    RELEASED_VARIANTS,
+    explain_hub_errors,
+    push_pipeline_to_hub,
+)
 from ..image_processing import (
     MAX_OUTPUT_SIDE,
     ImageInput,
@@ -56,6 +62,10 @@ logger = logging.get_logger(__name__)
 
 register_component_libraries()  # Hub repositories of our pipelines download with Diffusers' own code
 _sd3_logger = logging.get_logger(StableDiffusion3Pipeline.__module__)
+# Each tokenizer warns once that an untruncated prompt exceeds its length (SD3 tokenizes it again untruncated to say
+# what was cut); this pipeline's own truncation warning says it already.
+_tokenizer_logger = transformers.utils.logging.get_logger("transformers.tokenization_utils_base")
+_TOKENIZER_LENGTH_WARNING = "Token indices sequence length is longer than the specified maximum sequence length"
 
 DEFAULT_ADDED_PROMPT = (
     "Cinematic, hyper sharpness, highly detailed, perfect without deformations, camera, hyper detailed photo - "
@@ -113,14 +123,19 @@ def _bytes_off_device(module: torch.nn.Module, device: torch.device) -> int:
 
 
 class _CollectWarnings(std_logging.Filter):
-    """Keeps the records a logger would print (SD3's per-call truncation warnings) instead of printing them."""
+    """Keeps the records a logger would print (SD3's per-call truncation warnings) instead of printing them; with
+    `prefix`, only those whose message starts with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         super().__init__()
+        self.prefix = prefix
         self.messages: list[str] = []
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        self.messages.append(record.getMessage())
+        message = record.getMessage()
+        if not message.startswith(self.prefix):
+            return True
+        self.messages.append(message)
         return False
 
 
@@ -259,6 +274,11 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             quantization_config (`PipelineQuantizationConfig`, *optional*): Quantizes the components it names,
                 the transformer included (see [`~diffusers_dit4sr.quantization.pipeline_quantization_config`]).
             **kwargs: Passed to [`~DiffusionPipeline.from_pretrained`] of the SD3.5 pipeline.
+
+        Raises:
+            [`~diffusers_dit4sr.hub.HubLoadError`] (an `OSError`): a download failed; its message names the
+                repository and the cause (offline mode, no network, a gated repository without access, an unknown
+                repository, a missing file) and the fix.
         """
         if variant not in RELEASED_VARIANTS:
             raise ValueError(f"`variant` must be one of {RELEASED_VARIANTS}, got {variant!r}.")
@@ -270,22 +290,25 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             if quantization_config is not None
             else None
         )
-        transformer = DiT4SRTransformer2DModel.from_pretrained(
-            dit4sr_model,
-            subfolder=f"dit4sr_{variant}/transformer",
-            lr_key_source=RELEASED_LR_KEY_SOURCES[variant],
-            dtype=dtype,
-            quantization_config=transformer_quantization,
-            **hub_options,
-        )
-        return cls.from_pretrained(
-            sd3_model,
-            transformer=transformer,
-            dtype=dtype,
-            quantization_config=quantization_config,
-            **hub_options,
-            **kwargs,
-        )
+        subfolder = f"dit4sr_{variant}/transformer"
+        with explain_hub_errors(f"the DiT4SR transformer {subfolder} of {dit4sr_model}", dit4sr_model):
+            transformer = DiT4SRTransformer2DModel.from_pretrained(
+                dit4sr_model,
+                subfolder=subfolder,
+                lr_key_source=RELEASED_LR_KEY_SOURCES[variant],
+                dtype=dtype,
+                quantization_config=transformer_quantization,
+                **hub_options,
+            )
+        with explain_hub_errors(f"the VAE, text encoders and scheduler of {sd3_model}", sd3_model):
+            return cls.from_pretrained(
+                sd3_model,
+                transformer=transformer,
+                dtype=dtype,
+                quantization_config=quantization_config,
+                **hub_options,
+                **kwargs,
+            )
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         r"""
@@ -368,6 +391,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     def disable_vae_tiling(self) -> None:
         self.vae.disable_tiling()
 
+    @torch.no_grad()
     def encode_prompt(
         self,
         prompt: str | list[str] | None = None,
@@ -391,7 +415,9 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         r"""
         SD3's `encode_prompt` (same arguments and return order) with this pipeline's defaults: the released negative
         prompt and T5 length, and `added_prompt` appended to every caption as `__call__` does. Embeddings encoded
-        here and passed to `__call__` therefore give the image that the same `prompt` gives.
+        here and passed to `__call__` therefore give the image that the same `prompt` gives. Inference only, like
+        `__call__` (`torch.no_grad()`): no activations are kept for autograd, and the text encoders run the same
+        kernels as in `__call__`, so the embeddings are equal to its own.
 
         Args:
             prompt (`str` or `list[str]`, *optional*): Captions; `None` is the empty caption.
@@ -409,8 +435,9 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             prompt = self._expand_prompts(prompt, added_prompt)
             prompt_2 = None if prompt_2 is None else self._expand_prompts(prompt_2, added_prompt)
             prompt_3 = None if prompt_3 is None else self._expand_prompts(prompt_3, added_prompt)
-        truncations = _CollectWarnings()
+        truncations, tokenizer_warnings = _CollectWarnings(), _CollectWarnings(_TOKENIZER_LENGTH_WARNING)
         _sd3_logger.addFilter(truncations)
+        _tokenizer_logger.addFilter(tokenizer_warnings)
         try:
             prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
                 StableDiffusion3Pipeline.encode_prompt(
@@ -435,6 +462,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             )
         finally:
             _sd3_logger.removeFilter(truncations)
+            _tokenizer_logger.removeFilter(tokenizer_warnings)
         if truncations.messages and not getattr(self, "_warned_truncation", False):
             # SD3 warns for each cut prompt on every call; once per pipeline says it all.
             self._warned_truncation = True
@@ -507,11 +535,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 f"{type(self.scheduler).__name__} lacks; use a FlowMatch* scheduler or `strength=1`."
             )
         multiple = self.pixel_multiple
-        for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value % multiple:
-                raise ValueError(f"`{name}` must be a non-negative multiple of {multiple} pixels, got {value!r}.")
-        if tile_size == 0:
-            raise ValueError("`tile_size` must be positive.")
+        for name, value, minimum in (("tile_size", tile_size, 1), ("tile_overlap", tile_overlap, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value % multiple:
+                expected = "a positive" if minimum else "a non-negative"
+                raise ValueError(f"`{name}` must be {expected} multiple of {multiple} pixels, got {value!r}.")
         if tile_overlap >= tile_size:
             raise ValueError(f"`tile_overlap` ({tile_overlap}) must be smaller than `tile_size` ({tile_size}).")
         max_tile = self.transformer.config.pos_embed_max_size * multiple
@@ -896,9 +923,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             strength (`float`, defaults to 1.0): 1.0 starts from pure noise; below 1 the LR latent is noised to this
                 level and only the remaining steps run (img2img style).
             lr_injection_scale (`float`, defaults to 1.2): Strength of the LR injection (released inference: 1.2).
-            tile_size (`int`, defaults to 512): Side of the denoising tiles in output pixels (multiple of 16).
-                Images whose area fits one tile are not tiled.
-            tile_overlap (`int`, defaults to 192): Overlap of neighbouring tiles in output pixels (multiple of 16).
+            tile_size (`int`, defaults to 512): Side of the denoising tiles in output pixels (a positive multiple
+                of 16; there is no "untiled" value). Images whose area fits one tile are not tiled.
+            tile_overlap (`int`, defaults to 192): Overlap of neighbouring tiles in output pixels (a multiple of 16
+                below `tile_size`; 0: tiles meet edge to edge).
             tile_batch_size (`int` or `"auto"`, defaults to `"auto"`): How many tiles go through the transformer
                 together (twice as many rows with guidance). `"auto"` takes as many tiles as the available
                 accelerator memory holds (by [`~DiT4SRTransformer2DModel.estimate_activation_memory`]; all tiles on
