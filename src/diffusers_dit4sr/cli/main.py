@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Parsed: now the libraries (torch, diffusers) are worth their import time.
+    if not args.debug:
+        from ..backend_logging import quiet_backend_imports
+
+        quiet_backend_imports()
     from .. import runtime, upscaling
     from ..distributed import ONE_PROCESS, Processes
 
