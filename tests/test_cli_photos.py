@@ -164,3 +164,18 @@ def test_sixteen_bits_for_a_jpeg_is_a_usage_error_before_loading(tmp_path, monke
         f"dit4sr-upscale: error: {tmp_path / 'photo.jpg'}: `bit_depth` 16 needs a PNG or TIFF file, not JPEG."
     )
     assert not (tmp_path / "photo.jpg").exists()
+
+
+def test_an_output_that_cannot_hold_the_metadata_fails_alone(upscale, model_dir, tmp_path, capsys):
+    exif = camera_exif(orientation=1)
+    exif[TAGS.ImageDescription] = "x" * 70_000  # a JPEG's EXIF segment holds at most 64 KB
+    source = tmp_path / "annotated.png"
+    PIL.Image.fromarray(random_pixels(8, 12, 3)).save(source, exif=exif)
+
+    code = main([str(source), "-o", str(tmp_path / "annotated.jpg"), "--model", str(model_dir), *FAST_OPTIONS])
+
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out.strip() == "0 upscaled, 0 skipped (exist), 1 failed"
+    assert f"cannot write {tmp_path / 'annotated.jpg'}: EXIF data is too long" in captured.err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["annotated.png"]  # no temporary file left
+    upscale(source, "-o", tmp_path / "shared.jpg", "--strip-metadata")  # without the EXIF, it fits
