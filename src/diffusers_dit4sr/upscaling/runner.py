@@ -3,7 +3,8 @@
 
 Existing outputs are skipped (unless `overwrite`), inputs that cannot work are reported before any model loads,
 every image is upscaled with its noise seeded afresh (so a result depends neither on the other images nor on how
-they were batched) and written atomically, a failure is reported and the other images go on, and a run killed
+they were batched) and written atomically with what its photo had besides colour (alpha, colour profile, EXIF,
+16 bits: `photo.save_upscaled`), a failure is reported and the other images go on, and a run killed
 half-way resumes where it stopped (its temporary files are removed). With a captioner, every pending image is
 captioned first (the caption saved as `<output name>.txt`, reused on later runs) and the captioner is freed before
 the SR pipeline loads. Started by a launcher (`processes`), each process does its share of the images and every
@@ -155,7 +156,8 @@ def upscale_files(
         raise_errors: raise the first failure instead of reporting it and going on.
 
     Inputs and outputs that cannot work (no images, two inputs for one output, an output folder that cannot be
-    written) raise a `jobs.PlanError` (a `ValueError`) before anything is done.
+    written, an output format without `settings.bit_depth`) raise a `jobs.PlanError` (a `ValueError`) before anything
+    is done. Each result keeps what its photo had besides colour (`photo.save_upscaled`).
     """
     settings = settings or UpscaleSettings()
     jobs = plan_jobs(find_images(list(inputs)), output)
