@@ -10,10 +10,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
+import PIL.ImageCms
+import png
 import pytest
 import torch
 
 gr = pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e '.[demo]'")
+
+from gradio.data_classes import ImageData  # noqa: E402
 
 from diffusers_dit4sr.captioning import Captioner  # noqa: E402
 from diffusers_dit4sr.cli.main import main as upscale_main  # noqa: E402
@@ -76,7 +80,8 @@ def test_output_size_follows_the_scale(handlers, scale):
     size = round(SAMPLE_SIZE[0] * scale), round(SAMPLE_SIZE[1] * scale)
     with PIL.Image.open(path) as result:
         assert result.format == "PNG" and result.size == size
-    assert after == path and Path(path).name == f"sample_lr_dit4sr_x{scale:g}.png"
+    assert Path(path).name == f"sample_lr_dit4sr_x{scale:g}.png"
+    np.testing.assert_array_equal(np.asarray(after), pixels(path))  # an opaque 8-bit photo: the preview is the PNG
     assert f"{size[0]} × {size[1]} px" in info and "1 step in" in info and seed == 0
     with PIL.Image.open(SAMPLE) as lr:  # "before" is the bicubic enlargement to the same size
         np.testing.assert_array_equal(np.asarray(before), np.asarray(lr.convert("RGB").resize(size, BICUBIC)))
@@ -104,6 +109,39 @@ def test_page_gives_the_image_dit4sr_upscale_gives(handlers, model_dir, tmp_path
     assert upscale_main([*argv, "--prompt", "a cat", "--scale", "2", "--seed", "3", "--steps", "1"]) == 0
     difference = np.abs(pixels(page[1]).astype(int) - pixels(str(target)))
     assert difference.max() <= 1 and difference.mean() < 1e-3  # the same image, to float round-off
+
+
+def test_the_download_keeps_alpha_profile_and_sixteen_bits_and_the_slider_shows_opaque_previews(pipe, tmp_path):
+    profile = PIL.ImageCms.ImageCmsProfile(PIL.ImageCms.createProfile("sRGB")).tobytes()
+    rgba = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
+    rgba[..., 3] = 0
+    rgba[3:9, 2:7, 3] = 255
+    source = tmp_path / "logo.png"
+    PIL.Image.fromarray(rgba, "RGBA").save(source, icc_profile=profile)
+    # Gradio hands the handlers the uploaded file's own path, so nothing of it is lost on the way.
+    image_box = next(block for block in build_demo(pipe).blocks.values() if block.elem_id == "lr-image")
+    assert image_box.preprocess(ImageData(path=str(source), orig_name="logo.png")) == str(source)
+
+    handlers = DemoHandlers(pipe)  # its folder of results lives as long as it does
+    (before, after), path, info, seed = upscale(handlers, image=source, scale=2)
+
+    with PIL.Image.open(path) as result:
+        assert (result.mode, result.size, result.info["icc_profile"]) == ("RGBA", (20, 24), profile)
+        alpha = np.asarray(result)[..., 3]
+    assert alpha.min() == 0 and alpha.max() == 255 and alpha[10:14, 8:10].min() == 255
+    assert before.mode == after.mode == "RGB" and before.size == after.size == (20, 24)
+    with PIL.Image.open(path) as result:  # the preview is the result's colour, without its alpha
+        np.testing.assert_array_equal(np.asarray(after), np.asarray(result)[..., :3])
+
+    deep = tmp_path / "scan.png"
+    with deep.open("wb") as file:
+        rows, cols = np.mgrid[0:12, 0:30]
+        png.Writer(10, 12, greyscale=False, bitdepth=16).write(file, (rows * 5000 + cols * 700).astype(np.uint16))
+    path = upscale(handlers, image=deep, scale=2)[1]
+    with open(path, "rb") as file:
+        width, height, pixel_rows, png_info = png.Reader(file=file).asDirect()
+        samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in pixel_rows])
+    assert (width, height, png_info["bitdepth"]) == (20, 24, 16) and len(np.unique(samples)) > 256
 
 
 def test_progress_is_reported_once_per_step(handlers):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import png
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.cli.main import main as upscale_main
 from diffusers_dit4sr.file_utils import temporary_path
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
-from diffusers_dit4sr.upscaling import Job, PlanError, RunEvents, save_output
+from diffusers_dit4sr.upscaling import Job, PlanError, RunEvents
 from diffusers_dit4sr.upscaling.jobs import plan_batches
 
 FAST = UpscaleSettings(scale=2, steps=1, tile_size=64, tile_overlap=32, process_size=64)
@@ -200,15 +201,47 @@ def test_inputs_and_outputs_that_cannot_work_raise_before_anything_is_done(tmp_p
         UpscaleSettings(tile_size=64, tile_overlap=64)
     with pytest.raises(ValueError, match="color_fix must be one of adain, wavelet, none"):
         UpscaleSettings(color_fix="auto")
+    with pytest.raises(PlanError, match=r"a\.jpg: `bit_depth` 16 needs a PNG or TIFF file, not JPEG"):
+        upscale_files(
+            [tmp_path / "in" / "a.png"],
+            tmp_path / "out" / "a.jpg",
+            pipeline=no_loading,
+            settings=UpscaleSettings(bit_depth=16),
+        )
+    with pytest.raises(PlanError, match="`bit_depth` must be 8, 16 or 'auto', got 12"):
+        upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=no_loading, settings=UpscaleSettings(bit_depth=12))
     assert not (tmp_path / "out").exists()
 
 
-def test_save_output_writes_atomically_in_the_format_of_the_extension(tmp_path):
-    image = PIL.Image.new("RGB", (8, 6), (200, 10, 10))
-    save_output(image, image.resize((16, 12)), tmp_path / "x.jpg")
-    with PIL.Image.open(tmp_path / "x.jpg") as written:
-        assert (written.format, written.size) == ("JPEG", (16, 12))
-    assert os.listdir(tmp_path) == ["x.jpg"]
+def test_photos_keep_alpha_and_sixteen_bits_through_batches(pipe, tmp_path):
+    """One call for three photos of one size (8-bit RGBA, 16-bit RGB, 8-bit RGB): each keeps what it had."""
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "in" / "c.png", size=(10, 12))
+    PIL.Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8), "RGBA").save(tmp_path / "in" / "a.png")
+    deep = rng.integers(0, 65536, (12, 10 * 3), dtype=np.uint16)
+    with (tmp_path / "in" / "b.png").open("wb") as file:
+        png.Writer(10, 12, greyscale=False, bitdepth=16).write(file, deep)
+    calls = []
+    original_call = StableDiffusion3SRPipeline.__call__
+
+    def spy(self, image, **kwargs):
+        calls.append(len(image))
+        return original_call(self, image, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StableDiffusion3SRPipeline, "__call__", spy)
+        settings = UpscaleSettings(scale=2, steps=1, tile_size=64, tile_overlap=32, process_size=64, batch_size=3)
+        counts = upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=pipe, settings=settings)
+    assert (counts.upscaled, calls) == (3, [3])
+    with PIL.Image.open(tmp_path / "out" / "a.png") as image:
+        assert (image.mode, image.size) == ("RGBA", (20, 24))
+    with (tmp_path / "out" / "b.png").open("rb") as file:
+        width, height, rows, info = png.Reader(file=file).asDirect()
+        samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    assert (width, height, info["bitdepth"], info["planes"]) == (20, 24, 16, 3)
+    assert len(np.unique(samples)) > 256
+    with PIL.Image.open(tmp_path / "out" / "c.png") as image:
+        assert (image.mode, image.size) == ("RGB", (20, 24))
 
 
 def test_plan_batches_follows_the_order_of_each_batchs_first_image():

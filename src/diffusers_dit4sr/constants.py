@@ -7,6 +7,7 @@ their single source.
 """
 
 __all__ = [
+    "BIT_DEPTHS",
     "COLOR_FIXES",
     "DEFAULT_CAPTION_MAX_NEW_TOKENS",
     "DEFAULT_CAPTION_MODEL",
@@ -48,6 +49,8 @@ OUTPUT_SUFFIXES = (*IMAGE_EXTENSIONS, ".txt")
 """What folder jobs write into output folders: images and caption files (for the stale temporary file clean-up)."""
 DEFAULT_OUTPUT_DIR = "dit4sr_outputs"
 """Where `dit4sr-upscale` writes without `-o`."""
+BIT_DEPTHS = ("auto", 8, 16)
+"""Bit depths a result can be saved with: `"auto"` is 16 for inputs of more than 8 bits where the format allows."""
 MAX_OUTPUT_SIDE = 16384
 """Largest output side in pixels the pipeline accepts (tiled denoising and VAE tiling keep memory bounded)."""
 PIXEL_MULTIPLE = 16

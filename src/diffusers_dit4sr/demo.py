@@ -41,7 +41,8 @@ from .constants import (
     RELEASED_SD3_MODEL,
     color_fix_argument,
 )
-from .image_processing import load_image, pil_bicubic_resize, plan_sizes, to_rgb_tensors
+from .image_processing import pil_bicubic_resize, plan_sizes, to_rgb_tensors
+from .photo import Photo, read_photo, save_upscaled
 from .pipelines import StableDiffusion3SRPipeline
 from .runtime import CAPTION_ERRORS, one_line
 
@@ -87,7 +88,8 @@ class DemoHandlers:
         max_output_side: largest output side made, in pixels (at most the pipeline's `MAX_OUTPUT_SIDE`).
 
     Invalid requests raise `gr.Error`, which Gradio shows in the page. Each result is written as a PNG to a
-    temporary folder, replacing the previous one (Gradio keeps its own copy in its cache).
+    temporary folder, replacing the previous one (Gradio keeps its own copy in its cache), with what the photo had
+    besides colour (`photo.save_upscaled`: alpha, colour profile, EXIF, XMP, DPI, 16 bits).
     """
 
     def __init__(
@@ -116,7 +118,7 @@ class DemoHandlers:
         """The captioner's description of the photo (the caption box's new text)."""
         if self.captioner is None:
             raise _user_error("No captioner is configured: start the demo with --caption-model to fill the caption.")
-        image = self._read(image_path)
+        image = _eight_bit(self._read(image_path).pixels)
         with self._lock:
             try:
                 return self.captioner(image)[0]
@@ -139,10 +141,11 @@ class DemoHandlers:
     ) -> tuple[tuple[PIL.Image.Image, str] | None, str | None, str, int]:
         """Upscales the photo; returns the before/after pair, the result's PNG path, a line about it and the seed.
 
-        The "before" image is the photo bicubic-upscaled to the output size. `progress` is called after every
-        denoising step. A stopped run returns no images and says after how many steps it stopped.
+        The pair is opaque 8-bit RGB: the photo bicubic-upscaled to the output size, and the result; the PNG keeps
+        the photo's alpha, profile, metadata and bit depth. `progress` is called after every denoising step. A
+        stopped run returns no images and says after how many steps it stopped.
         """
-        image = self._read(image_path)
+        photo = self._read(image_path)
         scale = _number("Scale", scale, minimum=0, inclusive=False)
         steps = _integer("Steps", steps, minimum=1)
         guidance = _number("Guidance", guidance)
@@ -152,7 +155,7 @@ class DemoHandlers:
             color_fix = color_fix_argument(color_fix)
         except ValueError:
             raise _user_error(f"Color fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}.") from None
-        output_height, output_width = self._check_sizes(image, scale)
+        output_height, output_width = self._check_sizes(photo, scale)
 
         session = _session_of(request)
         steps_done = 0
@@ -171,7 +174,7 @@ class DemoHandlers:
             start = time.perf_counter()
             try:
                 result = self.pipe(
-                    image=image,
+                    image=photo.pixels,
                     prompt=(caption or "").strip() or None,
                     upscale=scale,
                     num_inference_steps=steps,
@@ -182,6 +185,7 @@ class DemoHandlers:
                     tile_overlap=min(RELEASED["tile_overlap"], tile_size // 32 * 16),
                     generator=torch.Generator(device=self.pipe._execution_device).manual_seed(seed),
                     callback_on_step_end=on_step_end,
+                    output_type="np",  # float: 16-bit photos are saved from it
                 ).images[0]
             except torch.cuda.OutOfMemoryError as error:
                 raise gr.Error(
@@ -194,63 +198,65 @@ class DemoHandlers:
             seconds = time.perf_counter() - start
             if self.pipe.interrupt and steps_done < self.pipe.num_timesteps:
                 return None, None, f"Stopped after {steps_done} of {self.pipe.num_timesteps} steps.", seed
-            path = self._save(result, Path(image_path).stem, scale)
+            path = self._save(photo, result, Path(image_path).stem, scale)
 
-        before = _bicubic(image, (output_height, output_width))
+        before = _bicubic(photo.pixels, (output_height, output_width))
+        width, height = photo.size
         info = (
-            f"**{output_width} × {output_height} px** (×{scale:g} from {image.width} × {image.height} px), "
+            f"**{output_width} × {output_height} px** (×{scale:g} from {width} × {height} px), "
             f"{steps} step{'s' if steps != 1 else ''} in {seconds:.1f} s, seed {seed}"
         )
-        return (before, str(path)), str(path), info, seed
+        return (before, _eight_bit(result)), str(path), info, seed
 
     def stop(self, request: gr.Request | None = None) -> None:
         """Interrupts the running upscale after its current step, if it is the caller's (their session's) own."""
         if self._running_session is not None and self._running_session == _session_of(request):
             self._stop.set()
 
-    def _read(self, image_path: str | None) -> PIL.Image.Image:
+    def _read(self, image_path: str | None) -> Photo:
         if not image_path:
             raise _user_error("Upload a photo first.")
         try:
-            image = load_image(image_path)
+            photo = read_photo(image_path)
         except ValueError as error:
             raise _user_error(f"Cannot read this file as an image: {one_line(error)}") from error
-        if max(image.size) > self.max_input_side:
+        if max(photo.size) > self.max_input_side:
             raise _user_error(
-                f"The photo is {image.width} × {image.height} px; this demo accepts photos up to "
+                f"The photo is {photo.size[0]} × {photo.size[1]} px; this demo accepts photos up to "
                 f"{self.max_input_side} px a side. Downscale it first."
             )
-        return image
+        return photo
 
-    def _check_sizes(self, image: PIL.Image.Image, scale: float) -> tuple[int, int]:
+    def _check_sizes(self, photo: Photo, scale: float) -> tuple[int, int]:
         """The output's (height, width), which must fit `max_output_side`.
 
         So must the photo's enlargement to the process size, which small scales make huge (x0.01 would enlarge it
         100-fold before the model works at 512 px).
         """
-        plan = plan_sizes(image.height, image.width, scale, PROCESS_SIZE, self.pipe.pixel_multiple)
+        input_width, input_height = photo.size
+        plan = plan_sizes(input_height, input_width, scale, PROCESS_SIZE, self.pipe.pixel_multiple)
         height, width = plan.output_size
         if max(height, width) > self.max_output_side:
             raise _user_error(
-                f"×{scale:g} of {image.width} × {image.height} px makes {width} × {height} px; this demo makes "
+                f"×{scale:g} of {input_width} × {input_height} px makes {width} × {height} px; this demo makes "
                 f"images up to {self.max_output_side} px a side. Lower the scale."
             )
         enlarged_height, enlarged_width = plan.enlarged_size
         if max(enlarged_height, enlarged_width) > self.max_output_side:
             raise _user_error(
-                f"×{scale:g} is too small for {image.width} × {image.height} px: the photo would first be enlarged to "
+                f"×{scale:g} is too small for {input_width} × {input_height} px: the photo would first be enlarged to "
                 f"{enlarged_width} × {enlarged_height} px so that the model works at {PROCESS_SIZE} px, and this demo "
                 f"enlarges up to {self.max_output_side} px a side. Raise the scale."
             )
         return height, width
 
-    def _save(self, image: PIL.Image.Image, stem: str, scale: float) -> Path:
-        """Writes the result as a PNG in a fresh folder and deletes the previous result's."""
+    def _save(self, photo: Photo, result: np.ndarray, stem: str, scale: float) -> Path:
+        """Writes the result of `photo` as a PNG in a fresh folder, with the photo's alpha, profile, metadata and
+        bit depth, and deletes the previous result's."""
         if self._last_result is not None:
             shutil.rmtree(self._last_result.parent, ignore_errors=True)
         folder = Path(tempfile.mkdtemp(dir=self._results.name))
-        path = folder / f"{stem}_dit4sr_x{scale:g}.png"
-        image.save(path)
+        path = save_upscaled(photo, result, folder / f"{stem}_dit4sr_x{scale:g}.png")
         self._last_result = path
         return path
 
@@ -277,7 +283,7 @@ def build_demo(
                 image = gr.Image(
                     label="Low-resolution photo",
                     type="filepath",
-                    image_mode=None,  # the file as uploaded: `load_image` applies EXIF and reads 16-bit images
+                    image_mode=None,  # the uploaded file's own path: `read_photo` keeps its alpha, profile, EXIF, bits
                     sources=["upload", "clipboard"],
                     height=240,
                     elem_id="lr-image",
@@ -388,13 +394,20 @@ def _integer(name: str, value: float | None, minimum: int, maximum: float = math
     return int(number)
 
 
-def _bicubic(image: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
-    """The photo bicubic-resized to `size` (height, width) as 8-bit RGB, with the kernel the pipeline enlarges it with."""
-    if image.mode == "RGB":
-        return image.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
-    gray = to_rgb_tensors(image)[0]  # 16-bit or float, read at full precision
-    resized = pil_bicubic_resize(gray[None], size)[0]
-    return PIL.Image.fromarray((resized.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+def _bicubic(pixels: PIL.Image.Image | np.ndarray, size: tuple[int, int]) -> PIL.Image.Image:
+    """A photo's `pixels` bicubic-resized to `size` (height, width) as 8-bit RGB, with the kernel the pipeline
+    enlarges them with."""
+    if isinstance(pixels, PIL.Image.Image):
+        return pixels.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
+    rgb = to_rgb_tensors(pixels)[0]  # 16-bit or float, read at full precision
+    return _eight_bit(pil_bicubic_resize(rgb[None], size)[0].permute(1, 2, 0).numpy())
+
+
+def _eight_bit(pixels: PIL.Image.Image | np.ndarray) -> PIL.Image.Image:
+    """An RGB image, or a float `(H, W, 3)` array in [0, 1] as one (rounded as the pipeline's "pil" output is)."""
+    if isinstance(pixels, PIL.Image.Image):
+        return pixels
+    return PIL.Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8))
 
 
 def build_parser() -> argparse.ArgumentParser:

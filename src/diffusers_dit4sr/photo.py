@@ -37,6 +37,7 @@ import png
 import tifffile
 import torch
 
+from .constants import BIT_DEPTHS
 from .file_utils import atomic_write_path
 from .image_processing import HIGH_PRECISION_MODES, pil_bicubic_resize
 
@@ -52,8 +53,6 @@ __all__ = [
     "upscaled_photo",
 ]
 
-BIT_DEPTHS = ("auto", 8, 16)
-"""Bit depths a result can be saved with: `"auto"` is 16 for inputs of more than 8 bits where the format allows."""
 SAVE_FORMATS = {
     ".png": "PNG",
     ".jpg": "JPEG",

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             device = runtime.resolve_device(args.device, processes, option="--device")
             check_options(args, device)
             jobs = upscaling.jobs.plan_jobs(upscaling.jobs.find_images(args.inputs), args.output)
-            upscaling.jobs.check_outputs(jobs, args.output)
+            upscaling.jobs.check_outputs(jobs, args.output, bit_depth=args.bit_depth)
         except ValueError as error:
             raise UsageError(str(error)) from None
         check_models(args)
@@ -145,6 +145,8 @@ def run(args: argparse.Namespace, jobs: list, device, processes):
         tile_overlap=args.tile_overlap,
         tile_batch_size=args.tile_batch_size,
         batch_size=args.batch_size,
+        bit_depth=args.bit_depth,
+        strip_metadata=args.strip_metadata,
     )
     return run_jobs(
         jobs,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..constants import (
+    BIT_DEPTHS,
     COLOR_FIXES,
     DEFAULT_CAPTION_MAX_NEW_TOKENS,
     DEFAULT_CAPTION_MODEL,
@@ -293,6 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument(
+        "--bit-depth",
+        type=_bit_depth,
+        choices=BIT_DEPTHS,
+        default="auto",
+        help=(
+            "bits a sample of the outputs: 'auto' is 16 for 16-bit and float inputs where the format has 16 bits "
+            "(PNG, TIFF), else 8 (default: %(default)s)"
+        ),
+    )
+    outputs.add_argument(
+        "--strip-metadata",
+        action="store_true",
+        help="write no EXIF and no XMP (camera, date, GPS, ...); the colour profile and DPI stay",
+    )
+
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping")
     behaviour.add_argument(
@@ -366,6 +384,11 @@ def _nearby_multiples(value: int, smallest: int) -> str:
     below = value // PIXEL_MULTIPLE * PIXEL_MULTIPLE
     candidates = [str(multiple) for multiple in (below, below + PIXEL_MULTIPLE) if multiple >= smallest]
     return "e.g. " + (" or ".join(candidates) or str(smallest))
+
+
+def _bit_depth(text: str) -> int | str:
+    """'8' and '16' as numbers, as `BIT_DEPTHS` holds them; `choices` checks the value."""
+    return int(text) if text.isdigit() else text
 
 
 def _non_empty(text: str) -> str:

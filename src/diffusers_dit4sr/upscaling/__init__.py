@@ -2,13 +2,12 @@
 """Folder jobs: upscale files and folders with skipping, atomic writes, resuming, captions and several processes.
 
 `upscale_files` is the entry point (`docs/api.md`); `jobs` plans and checks the work, `captions` reads, generates
-and reuses captions, `outputs` writes the results, `runner` runs it all and `events` is how a run reports.
+and reuses captions, `outputs` cleans up after killed runs, `runner` runs it all and `events` is how a run reports.
 """
 
 from .captions import CaptionCounts, CaptionSource
 from .events import RunEvents
 from .jobs import Job, JobError, PlanError
-from .outputs import save_output
 from .runner import RunCounts, UpscaleSettings, run_jobs, upscale_files
 
 __all__ = [
@@ -21,6 +20,5 @@ __all__ = [
     "RunEvents",
     "UpscaleSettings",
     "run_jobs",
-    "save_output",
     "upscale_files",
 ]

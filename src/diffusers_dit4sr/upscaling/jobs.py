@@ -14,6 +14,7 @@ import PIL.ExifTags
 import PIL.Image
 
 from ..constants import DEFAULT_OUTPUT_DIR, IMAGE_EXTENSIONS, MAX_OUTPUT_SIDE
+from ..photo import check_save_options
 from ..runtime import one_line
 
 __all__ = [
@@ -107,14 +108,20 @@ def plan_jobs(images: list[Path], output: str | os.PathLike | None) -> list[Job]
     return jobs
 
 
-def check_outputs(jobs: list[Job], output: str | os.PathLike | None) -> None:
-    """Where the outputs go must be a writable folder (or be creatable in one), and not where the inputs are.
+def check_outputs(jobs: list[Job], output: str | os.PathLike | None, *, bit_depth: int | str = "auto") -> None:
+    """Where the outputs go must be a writable folder (or be creatable in one), and not where the inputs are; each
+    output's format must take `bit_depth` (`photo.check_save_options`: 16 bits need PNG or TIFF).
 
     Checked before the model loads: otherwise a read-only output folder would only show after every image was
     denoised. An output folder that holds an input is refused: its outputs would replace inputs (`photo.png`), be
     skipped as existing, or be taken for inputs by the next run. A single output file (`-o photo_x4.png`) may sit
     beside its input, but not replace it.
     """
+    for job in jobs:
+        try:
+            check_save_options(job.target, bit_depth=bit_depth)
+        except ValueError as error:
+            raise PlanError(f"{job.target}: {error}") from None
     sources = {job.source.resolve(): job.source for job in jobs}
     folders = sorted({job.target.parent for job in jobs})
     if not names_output_file(output):

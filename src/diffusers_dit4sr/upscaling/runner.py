@@ -3,7 +3,8 @@
 
 Existing outputs are skipped (unless `overwrite`), inputs that cannot work are reported before any model loads,
 every image is upscaled with its noise seeded afresh (so a result depends neither on the other images nor on how
-they were batched) and written atomically, a failure is reported and the other images go on, and a run killed
+they were batched) and written atomically with what its photo had besides colour (alpha, colour profile, EXIF,
+16 bits: `photo.save_upscaled`), a failure is reported and the other images go on, and a run killed
 half-way resumes where it stopped (its temporary files are removed). With a captioner, every pending image is
 captioned first (the caption saved as `<output name>.txt`, reused on later runs) and the captioner is freed before
 the SR pipeline loads. Started by a launcher (`processes`), each process does its share of the images and every
@@ -18,18 +19,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import PIL.Image
+import numpy as np
 import torch
 
 from ..captioning import Captioner
 from ..constants import SEED_RANGE, color_fix_argument
 from ..distributed import ONE_PROCESS, Processes
+from ..photo import Photo, read_photo, save_upscaled
 from ..pipelines import StableDiffusion3SRPipeline
-from ..runtime import LoadError
-from .captions import CaptionCounts, CaptionSource, caption_jobs, read_caption, read_image
+from ..runtime import LoadError, one_line
+from .captions import CaptionCounts, CaptionSource, caption_jobs, read_caption
 from .events import RunEvents
 from .jobs import Job, JobError, check_outputs, find_images, plan_batches, plan_jobs, screen_image
-from .outputs import remove_stale_outputs, save_output
+from .outputs import remove_stale_outputs
 
 __all__ = ["RunCounts", "UpscaleSettings", "run_jobs", "upscale_files"]
 
@@ -42,11 +44,12 @@ _RELEASED = {
 
 @dataclass(frozen=True)
 class UpscaleSettings:
-    """How each image is upscaled (the pipeline's arguments, by default the released ones) and batched.
+    """How each image is upscaled (the pipeline's arguments, by default the released ones), batched and saved.
 
     `seed` seeds every image's noise afresh; `color_fix` is one of `constants.COLOR_FIXES` (`"none"`: no correction);
     `batch_size` images of one input size go through one pipeline call, with results equal to one image at a time to
-    float round-off.
+    float round-off. `bit_depth` (one of `constants.BIT_DEPTHS`, checked with the outputs by `jobs.check_outputs`)
+    and `strip_metadata` are how results are saved (`photo.save_upscaled`).
     """
 
     scale: float = _RELEASED["upscale"]
@@ -59,6 +62,8 @@ class UpscaleSettings:
     tile_overlap: int = _RELEASED["tile_overlap"]
     tile_batch_size: int | str = _RELEASED["tile_batch_size"]
     batch_size: int = 1
+    bit_depth: int | str = "auto"
+    strip_metadata: bool = False
 
     def __post_init__(self) -> None:
         color_fix_argument(self.color_fix)
@@ -151,10 +156,12 @@ def upscale_files(
         raise_errors: raise the first failure instead of reporting it and going on.
 
     Inputs and outputs that cannot work (no images, two inputs for one output, an output folder that cannot be
-    written) raise a `jobs.PlanError` (a `ValueError`) before anything is done.
+    written, an output format without `settings.bit_depth`) raise a `jobs.PlanError` (a `ValueError`) before anything
+    is done. Each result keeps what its photo had besides colour (`photo.save_upscaled`).
     """
+    settings = settings or UpscaleSettings()
     jobs = plan_jobs(find_images(list(inputs)), output)
-    check_outputs(jobs, output)
+    check_outputs(jobs, output, bit_depth=settings.bit_depth)
     source = CaptionSource(
         prompt=prompt,
         captions_dir=Path(captions_dir) if captions_dir is not None else None,
@@ -163,7 +170,7 @@ def upscale_files(
     return run_jobs(
         jobs,
         pipeline=pipeline,
-        settings=settings or UpscaleSettings(),
+        settings=settings,
         captions=source,
         captioner=captioner,
         overwrite=overwrite,
@@ -292,10 +299,10 @@ def _upscale_all(
 
 @dataclass(frozen=True)
 class _Input:
-    """One job's decoded image and caption, ready for the pipeline."""
+    """One job's decoded photo and caption, ready for the pipeline."""
 
     job: Job
-    image: PIL.Image.Image
+    photo: Photo
     caption: str | None
 
 
@@ -312,7 +319,9 @@ def _process_batch(
     failures, inputs = [], []
     for job in batch:
         try:
-            inputs.append(_Input(job, read_image(job.source), read_caption(job, captions, events)))
+            inputs.append(_Input(job, read_photo(job.source), read_caption(job, captions, events)))
+        except ValueError as error:  # an image that cannot be decoded
+            failures.append(JobError(one_line(error)))
         except JobError as error:
             failures.append(error)
     if inputs:
@@ -339,18 +348,25 @@ def _upscale_and_write(
     failures = []
     for item, result in zip(inputs, results, strict=True):
         try:
-            save_output(item.image, result, item.job.target)
-        except OSError as error:
-            failures.append(JobError(f"cannot write {item.job.target}: {error}"))
+            save_upscaled(
+                item.photo,
+                result,
+                item.job.target,
+                bit_depth=settings.bit_depth,
+                strip_metadata=settings.strip_metadata,
+            )
+        except (OSError, ValueError) as error:  # e.g. a full disk, or EXIF too large for a JPEG
+            failures.append(JobError(f"cannot write {item.job.target}: {one_line(error)}"))
     return failures
 
 
 def _upscale(
     pipe: StableDiffusion3SRPipeline, inputs: list[_Input], settings: UpscaleSettings, events: RunEvents
-) -> list[PIL.Image.Image]:
-    """The images of `inputs` through one pipeline call, each with its own noise seeded afresh with the seed, so
+) -> np.ndarray | list[np.ndarray]:
+    """The photos of `inputs` through one pipeline call, each with its own noise seeded afresh with the seed, so
     that a result depends neither on the order nor on the other images of the call; `events.step` is called after
-    every denoising step. A failure is a `JobError` naming the files."""
+    every denoising step. Returns the float outputs, `(H, W, 3)` each (16-bit files are computed from them). A
+    failure is a `JobError` naming the files."""
     device = pipe._execution_device
     generators = [torch.Generator(device=device).manual_seed(settings.seed) for _ in inputs]
 
@@ -361,10 +377,10 @@ def _upscale(
     names = ", ".join(str(item.job.source) for item in inputs)
     try:
         return pipe(
-            image=[item.image for item in inputs],
+            image=[item.photo.pixels for item in inputs],
             prompt=[item.caption or "" for item in inputs],
             generator=generators,
-            output_type="pil",
+            output_type="np",
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=[],
             **settings.pipeline_arguments(),
