@@ -111,6 +111,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     models.add_argument("--lr_residual", type=str_to_bool, default=None)
     models.add_argument("--lr_injection", choices=["conv", "linear", "none"], default=None)
     models.add_argument(
+        "--lr_injection_scale",
+        type=float,
+        default=1.2,
+        help="strength of the LR injection in the training forward pass; the authors' released model code (r1 "
+        "included) multiplies it by 1.2 in training as at inference, although a comment there says 1.0 was meant "
+        "for training (default: 1.2, as released)",
+    )
+    models.add_argument(
         "--trainable",
         choices=["lr_branch", "full", "lora"],
         default="lr_branch",
@@ -391,6 +399,7 @@ def flow_matching_loss(
         encoder_hidden_states=inputs["prompt_embeds"],
         pooled_projections=inputs["pooled_prompt_embeds"],
         timestep=timesteps,
+        lr_injection_scale=args.lr_injection_scale,
         return_dict=False,
     )[0]
     if args.precondition_outputs:

@@ -84,6 +84,22 @@ def test_released_recipe_trains_only_the_lr_branch(workspace):
     assert changed == trained
 
 
+@pytest.mark.parametrize("extra, expected", [((), 1.2), (("--lr_injection_scale", "1.0"), 1.0)])
+def test_the_training_forward_injects_as_the_released_code(workspace, monkeypatch, extra, expected):
+    """The released model code multiplies the LR injection by 1.2 in training as at inference."""
+    scales = []
+    forward = DiT4SRTransformer2DModel.forward
+
+    def recording_forward(self, *args, **kwargs):
+        if self.training:
+            scales.append(kwargs["lr_injection_scale"])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiT4SRTransformer2DModel, "forward", recording_forward)
+    run(workspace, f"injection_{expected}", "--max_train_steps", "1", "--checkpointing_steps", "100", *extra)
+    assert scales == [expected]
+
+
 def test_resume_continues_to_the_same_parameters(workspace):
     # Two batches per epoch: resuming after step 1 continues mid-epoch (the next batch), then crosses an epoch.
     run(workspace, "straight", "--max_train_steps", "3", "--checkpointing_steps", "1")
