@@ -17,6 +17,8 @@ from diffusers_dit4sr.cli.main import main
 from diffusers_dit4sr.image_processing import pil_bicubic_resize
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
+from .utils import camera_exif
+
 FAST_OPTIONS = [
     "--steps", "1", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
     "--tile-size", "64", "--tile-overlap", "32", "--process-size", "64", "--quiet",
@@ -45,15 +47,6 @@ def upscale(model_dir, capsys):
 
 def random_pixels(height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
-
-
-def camera_exif(orientation: int) -> PIL.Image.Exif:
-    exif = PIL.Image.Exif()
-    exif[TAGS.Make] = "Canon"
-    exif[TAGS.Model] = "EOS R5"
-    exif[TAGS.Orientation] = orientation
-    exif.get_ifd(PIL.ExifTags.IFD.Exif)[TAGS.DateTimeOriginal] = "2021:06:05 14:03:02"
-    return exif
 
 
 def test_transparency_is_kept(upscale, tmp_path):

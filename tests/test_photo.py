@@ -19,6 +19,8 @@ from diffusers_dit4sr.photo import (
 )
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
+from .utils import camera_exif
+
 TAGS = PIL.ExifTags.Base
 SRGB = PIL.ImageCms.ImageCmsProfile(PIL.ImageCms.createProfile("sRGB")).tobytes()
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
@@ -38,15 +40,6 @@ def output_like(photo, scale: int = 2) -> np.ndarray:
     tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     size = (pixels.shape[0] * scale, pixels.shape[1] * scale)
     return pil_bicubic_resize(tensor, size)[0].permute(1, 2, 0).numpy()
-
-
-def camera_exif(orientation: int) -> PIL.Image.Exif:
-    exif = PIL.Image.Exif()
-    exif[TAGS.Make] = "Canon"
-    exif[TAGS.Model] = "EOS R5"
-    exif[TAGS.Orientation] = orientation
-    exif.get_ifd(PIL.ExifTags.IFD.Exif)[TAGS.DateTimeOriginal] = "2021:06:05 14:03:02"
-    return exif
 
 
 def expected_alpha(alpha: np.ndarray, size: tuple[int, int], levels: int = 255) -> np.ndarray:

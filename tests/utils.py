@@ -5,6 +5,8 @@ import socket
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+import PIL.ExifTags
+import PIL.Image
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
@@ -40,3 +42,16 @@ def dns_failure() -> ConnectionError:
     error = ConnectionError("[Errno -2] Name or service not known")
     error.__cause__ = socket.gaierror(-2, "Name or service not known")
     return error
+
+
+# --- Photos -----------------------------------------------------------------------------------------------------------
+
+
+def camera_exif(orientation: int) -> PIL.Image.Exif:
+    """EXIF as a camera writes it: make, model, orientation and the date taken (in the Exif sub-IFD)."""
+    exif = PIL.Image.Exif()
+    exif[PIL.ExifTags.Base.Make] = "Canon"
+    exif[PIL.ExifTags.Base.Model] = "EOS R5"
+    exif[PIL.ExifTags.Base.Orientation] = orientation
+    exif.get_ifd(PIL.ExifTags.IFD.Exif)[PIL.ExifTags.Base.DateTimeOriginal] = "2021:06:05 14:03:02"
+    return exif
