@@ -794,7 +794,7 @@ def test_an_unreachable_hub_still_loads_cached_models(model_dir, tmp_path, monke
     monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: reason)
     loads = []
 
-    def load_pipeline(model, variant, dtype, local_files_only=False):
+    def load_pipeline(model, variant, dtype, local_files_only=False, quantization_config=None):
         loads.append((model, local_files_only))
         return StableDiffusion3SRPipeline.from_pretrained(model_dir)  # as if the released weights were cached
 
