@@ -3,6 +3,8 @@
 import contextlib
 import importlib.util
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -31,10 +33,12 @@ from diffusers_dit4sr.cli.main import main
 from diffusers_dit4sr.cli.options import build_parser
 from diffusers_dit4sr.constants import DEFAULT_OUTPUT_DIR, SEED_RANGE
 from diffusers_dit4sr.file_utils import temporary_path
+from diffusers_dit4sr.quantization import QUANTIZATION_PRESETS
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 
 from .utils import dns_failure, hub_http_error, wrapped
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST_OPTIONS = [
     "--steps", "1", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
     "--tile-size", "64", "--tile-overlap", "32", "--process-size", "64", "--quiet",
@@ -647,6 +651,43 @@ def test_quantization_choices_are_listed_by_their_names(capsys, option, value, c
     assert f"argument {option}: invalid choice: '{value}' (choose from {choices})" in " ".join(
         capsys.readouterr().err.split()
     )
+
+
+def small_gpu_commands() -> list[list[str]]:
+    """The arguments of the `dit4sr-upscale` commands in docs/usage.md's "Small GPUs" section."""
+    section = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8").split("### Small GPUs")[1].split("\n### ")[0]
+    return [shlex.split(command)[1:] for command in re.findall(r"`(dit4sr-upscale [^`]*)`", section)]
+
+
+def test_the_docs_have_small_gpu_commands():
+    assert len(small_gpu_commands()) >= 4 and any("--cpu-offload" in command for command in small_gpu_commands())
+
+
+@pytest.mark.parametrize("command", small_gpu_commands(), ids=" ".join)
+def test_the_small_gpu_commands_of_the_docs_pass_the_checks_on_a_gpu(command, tmp_path, monkeypatch, capsys):
+    # A CUDA machine of compute capability 8.6 (an RTX 3060, 12 GB), up to loading, which is stopped.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    loads = []
+
+    def load(model, variant, dtype, local_files_only=False, quantization_config=None):
+        loads.append((dtype, quantization_config))
+        raise OSError("stopped before loading")
+
+    monkeypatch.setattr(runtime, "load_pipeline", load)
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "in.png")
+
+    assert main(command) == 1  # checked (no usage error), then the stopped loading is reported
+    assert "stopped before loading" in capsys.readouterr().err
+    ((dtype, config),) = loads
+    assert dtype == torch.bfloat16
+    if "--quantize" in command:
+        preset = QUANTIZATION_PRESETS[command[command.index("--quantize") + 1]]
+        assert sorted(config.quant_mapping) == sorted(preset.components)
+    else:
+        assert config is None
 
 
 # --- Captions and seeds ----------------------------------------------------------------------------------------
