@@ -1,7 +1,10 @@
 """`dit4sr-upscale` end to end, in-process, with the real tiny pipeline saved to a folder (offline, CPU)."""
 
 import contextlib
+import importlib.util
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -30,10 +33,12 @@ from diffusers_dit4sr.cli.main import main
 from diffusers_dit4sr.cli.options import build_parser
 from diffusers_dit4sr.constants import DEFAULT_OUTPUT_DIR, SEED_RANGE
 from diffusers_dit4sr.file_utils import temporary_path
+from diffusers_dit4sr.quantization import QUANTIZATION_PRESETS
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 
 from .utils import dns_failure, hub_http_error, wrapped
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST_OPTIONS = [
     "--steps", "1", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
     "--tile-size", "64", "--tile-overlap", "32", "--process-size", "64", "--quiet",
@@ -408,8 +413,9 @@ def test_invalid_option_values_are_rejected_by_the_parser(capsys, option, value,
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"{option}: {message}" in err and "argument " in err  # "argument -o/--output: ..." for -o
-    assert "_positive" not in err and "invalid" not in err  # no internal function names
-    assert "int value" not in err and "float" not in err  # nor Python's type names
+    line = err.strip().splitlines()[-1]  # the usage before it lists `--quantize float8`
+    assert "_positive" not in line and "invalid" not in line  # no internal function names
+    assert "int value" not in line and "float" not in line  # nor Python's type names
 
 
 @pytest.mark.parametrize(
@@ -492,6 +498,197 @@ def test_an_unusable_attention_backend_is_one_clear_error(upscale, tmp_path, cap
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "cannot prepare the pipeline" in err and "xformers" in err
     assert not (tmp_path / "out").exists()
+
+
+# --- Quantization (the presets themselves: test_quantization.py) -----------------------------------------------
+
+QUANTIZED_OPTIONS = [
+    "--steps", "1", "--scale", "2", "--device", "cpu",
+    "--tile-size", "64", "--tile-overlap", "32", "--process-size", "64", "--quiet",
+]  # fmt: skip
+"""`FAST_OPTIONS` without `--dtype`: the int8 preset's default, bf16, applies."""
+
+
+@pytest.fixture
+def loaded_pipelines(monkeypatch) -> list:
+    """Every pipeline the CLI loads (loaded for real)."""
+    pipes = []
+    original_load = runtime.load_pipeline
+
+    def load(*args, **kwargs):
+        pipes.append(original_load(*args, **kwargs))
+        return pipes[-1]
+
+    monkeypatch.setattr(runtime, "load_pipeline", load)
+    return pipes
+
+
+def quantized_components(pipe) -> list[str]:
+    """The components with torchao int8 `nn.Linear` weights (transformers keeps a text encoder's output projection)."""
+    return [
+        name
+        for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+        if any(
+            type(layer.weight).__name__ == "Int8Tensor"
+            for layer in getattr(pipe, name).modules()
+            if isinstance(layer, torch.nn.Linear)
+        )
+    ]
+
+
+def test_quantize_loads_a_model_folder_quantized_in_bf16_and_upscales(model_dir, loaded_pipelines, tmp_path):
+    source = write_image(tmp_path / "a.png")
+    args = [str(source), "-o", str(tmp_path / "out.png"), "--model", str(model_dir), "--quantize", "int8"]
+
+    assert main([*args, *QUANTIZED_OPTIONS]) == 0
+
+    (pipe,) = loaded_pipelines
+    assert quantized_components(pipe) == ["transformer", "text_encoder_3"]  # the preset's
+    assert (
+        pipe.transformer.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+    )  # the preset's dtype on the CPU
+    assert image_size(tmp_path / "out.png") == (40, 56)
+
+
+def test_quantize_components_reach_the_released_weights(model_dir, loaded_pipelines, tmp_path, monkeypatch):
+    # The released weights, composed by `from_released` from local folders in place of the Hub's.
+    dit4sr_dir = tmp_path / "dit4sr"
+    StableDiffusion3SRPipeline.from_pretrained(model_dir).transformer.save_pretrained(
+        dit4sr_dir / "dit4sr_q/transformer"
+    )
+    from_released = StableDiffusion3SRPipeline.from_released.__func__
+
+    def from_local_folders(cls, variant="q", **kwargs):
+        return from_released(cls, variant, sd3_model=str(model_dir), dit4sr_model=str(dit4sr_dir), **kwargs)
+
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "from_released", classmethod(from_local_folders))
+    source = write_image(tmp_path / "a.png")
+    options = ["--quantize", "int8", *QUANTIZED_OPTIONS, "--quantize-components", "transformer", "text_encoder"]
+
+    assert main([str(source), "-o", str(tmp_path / "out.png"), *options]) == 0
+
+    (pipe,) = loaded_pipelines
+    assert quantized_components(pipe) == ["transformer", "text_encoder"]
+    assert image_size(tmp_path / "out.png") == (40, 56)
+
+
+def refuse_float8_on_an_8_6_gpu(monkeypatch) -> None:
+    """Pretends CUDA has one GPU of compute capability 8.6 (an RTX 3090), below float8's 8.9."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+
+
+def without_optimum(monkeypatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "optimum" else real_find_spec(name, *args)
+    )
+
+
+@pytest.mark.parametrize(
+    "options, message, setup",
+    [
+        (
+            ["--quantize-components", "transformer"],
+            "--quantize-components picks what --quantize quantizes; it needs --quantize",
+            None,
+        ),
+        (
+            ["--quantize", "int8", "--dtype", "fp32"],
+            "--quantize int8: Quantization preset 'int8' computes in bfloat16",
+            None,
+        ),
+        (
+            ["--quantize", "float8", "--dtype", "fp16"],
+            "--quantize float8: Quantization preset 'float8' computes in bfloat16",
+            None,
+        ),
+        (["--quantize", "nf4-t5"], "--quantize nf4-t5: Quantization preset 'nf4-t5' needs a CUDA GPU", None),
+        (
+            ["--quantize", "int8", "--fuse-lr-projections"],
+            "--fuse-lr-projections folds full-precision weights; it cannot be combined with --quantize",
+            None,
+        ),
+        (
+            ["--quantize", "int8-quanto"],
+            "--quantize int8-quanto: Quantization preset 'int8-quanto' needs the `optimum-quanto` package: `pip install optimum-quanto`",
+            without_optimum,
+        ),
+        (
+            ["--quantize", "float8", "--device", "cuda"],
+            "--quantize float8: Quantization preset 'float8' needs a GPU of compute capability 8.9 or higher; cuda has 8.6",
+            refuse_float8_on_an_8_6_gpu,
+        ),
+    ],
+)
+def test_quantization_that_cannot_run_is_a_usage_error_before_loading(
+    options, message, setup, tmp_path, monkeypatch, capsys, no_loading
+):
+    if setup is not None:
+        setup(monkeypatch)
+    source = write_image(tmp_path / "a.png")
+    model = fake_pipeline_dir(tmp_path / "m")
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(model), "--device", "cpu", *options]) == 2
+
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"dit4sr-upscale: error: {message}")
+    assert err.startswith("usage: dit4sr-upscale") and err.count("error:") == 1
+    assert no_loading == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "option, value, choices",
+    [
+        ("--quantize", "int4", "'none', 'int8', 'float8', 'int8-quanto', 'nf4-t5'"),
+        ("--quantize-components", "vae", "'transformer', 'text_encoder', 'text_encoder_2', 'text_encoder_3'"),
+    ],
+)
+def test_quantization_choices_are_listed_by_their_names(capsys, option, value, choices):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["photo.png", option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: invalid choice: '{value}' (choose from {choices})" in " ".join(
+        capsys.readouterr().err.split()
+    )
+
+
+def small_gpu_commands() -> list[list[str]]:
+    """The arguments of the `dit4sr-upscale` commands in docs/usage.md's "Small GPUs" section."""
+    section = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8").split("### Small GPUs")[1].split("\n### ")[0]
+    return [shlex.split(command)[1:] for command in re.findall(r"`(dit4sr-upscale [^`]*)`", section)]
+
+
+def test_the_docs_have_small_gpu_commands():
+    assert len(small_gpu_commands()) >= 4 and any("--cpu-offload" in command for command in small_gpu_commands())
+
+
+@pytest.mark.parametrize("command", small_gpu_commands(), ids=" ".join)
+def test_the_small_gpu_commands_of_the_docs_pass_the_checks_on_a_gpu(command, tmp_path, monkeypatch, capsys):
+    # A CUDA machine of compute capability 8.6 (an RTX 3060, 12 GB), up to loading, which is stopped.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    loads = []
+
+    def load(model, variant, dtype, local_files_only=False, quantization_config=None):
+        loads.append((dtype, quantization_config))
+        raise OSError("stopped before loading")
+
+    monkeypatch.setattr(runtime, "load_pipeline", load)
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "in.png")
+
+    assert main(command) == 1  # checked (no usage error), then the stopped loading is reported
+    assert "stopped before loading" in capsys.readouterr().err
+    ((dtype, config),) = loads
+    assert dtype == torch.bfloat16
+    if "--quantize" in command:
+        preset = QUANTIZATION_PRESETS[command[command.index("--quantize") + 1]]
+        assert sorted(config.quant_mapping) == sorted(preset.components)
+    else:
+        assert config is None
 
 
 # --- Captions and seeds ----------------------------------------------------------------------------------------
@@ -794,7 +991,7 @@ def test_an_unreachable_hub_still_loads_cached_models(model_dir, tmp_path, monke
     monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: reason)
     loads = []
 
-    def load_pipeline(model, variant, dtype, local_files_only=False):
+    def load_pipeline(model, variant, dtype, local_files_only=False, quantization_config=None):
         loads.append((model, local_files_only))
         return StableDiffusion3SRPipeline.from_pretrained(model_dir)  # as if the released weights were cached
 

@@ -266,6 +266,16 @@ def test_main_serves_the_given_pipeline(model_dir, launches, monkeypatch):
     assert demo.analytics_enabled is False and events_by_name(demo)["upscale"][0].concurrency_limit == 1
 
 
+def test_main_serves_a_quantized_pipeline(model_dir, launches):
+    options = ["--quantize", "int8", "--quantize-components", "transformer"]
+    assert main(["--model", str(model_dir), "--device", "cpu", *options]) == 0
+    ((demo, _),) = launches
+    pipe = events_by_name(demo)["upscale"][0].fn.__self__.pipe
+    assert type(pipe.transformer.transformer_blocks[0].attn.to_q.weight).__name__ == "Int8Tensor"
+    assert type(pipe.text_encoder_3.encoder.block[0].layer[0].SelfAttention.q.weight) is torch.nn.Parameter
+    assert pipe.transformer.dtype == torch.bfloat16  # the preset's dtype, without --dtype
+
+
 def test_main_loads_the_captioner(model_dir, launches, tmp_path):
     captioner_dir = save_tiny_captioner(tmp_path / "captioner")
     assert main(["--model", str(model_dir), "--device", "cpu", "--caption-model", str(captioner_dir)]) == 0
@@ -283,6 +293,15 @@ def test_main_loads_the_captioner(model_dir, launches, tmp_path):
         (["--max-output-side", str(MAX_OUTPUT_SIDE + 1)], "--max-output-side must be in"),
         (["--port", "0"], "--port must be in"),
         (["--device", "cuda:7"], "--device cuda:7"),
+        (["--quantize-components", "transformer"], "--quantize-components picks what --quantize quantizes"),
+        (
+            ["--quantize", "int8", "--dtype", "fp32", "--device", "cpu"],
+            "--quantize int8: Quantization preset 'int8' computes in bfloat16",
+        ),
+        (
+            ["--quantize", "nf4-t5", "--device", "cpu"],
+            "--quantize nf4-t5: Quantization preset 'nf4-t5' needs a CUDA GPU",
+        ),
     ],
 )
 def test_main_rejects_bad_options(argv, message, launches, capsys):

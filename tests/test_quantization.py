@@ -159,6 +159,7 @@ def test_from_released_quantizes_the_transformer_and_t5(tiny_dir, tmp_path):
         pipe.transformer.fuse_lr_projections()
 
 
+@pytest.mark.slow
 def test_caching_hooks_and_regional_compile_run_quantized(tiny_dir, reference):
     pipe = StableDiffusion3SRPipeline.from_pretrained(
         tiny_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config("int8", components=["transformer"])
@@ -177,6 +178,7 @@ def test_caching_hooks_and_regional_compile_run_quantized(tiny_dir, reference):
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 def test_torchao_pipeline_saves_and_loads_back(tiny_dir, reference, tmp_path):
     pipe = StableDiffusion3SRPipeline.from_pretrained(
         tiny_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config("int8")

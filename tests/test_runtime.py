@@ -43,3 +43,25 @@ def test_devices_and_dtypes_are_checked_with_the_option_name():
 def test_one_line():
     assert runtime.one_line(ValueError("two\n  lines")) == "two lines"
     assert runtime.one_line(KeyError()) == "KeyError"
+
+
+def test_a_quantization_preset_sets_the_default_dtype():
+    cpu = torch.device("cpu")
+    assert runtime.pipeline_dtype(None, cpu, "int8") == torch.bfloat16  # torchao's presets compute in bf16
+    assert runtime.pipeline_dtype("fp32", cpu, "int8") == torch.float32  # an explicit dtype wins (and is refused)
+    assert runtime.pipeline_dtype(None, cpu, "int8-quanto") == torch.float32  # quanto takes any: the device's default
+    assert runtime.pipeline_dtype(None, cpu) == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"quantization": "nf4-t5"}, "needs a CUDA GPU"),
+        ({"quantization": "int8", "dtype": torch.float32}, "computes in bfloat16"),
+        ({"quantization_components": ["transformer"]}, "`quantization_components` needs a `quantization` preset"),
+    ],
+)
+def test_open_pipeline_refuses_quantization_that_cannot_run_before_loading(options, message, monkeypatch):
+    monkeypatch.setattr(runtime, "load_pipeline", lambda *args, **kwargs: pytest.fail("loaded"))
+    with pytest.raises(ValueError, match=message):
+        runtime.open_pipeline("a-folder", device=torch.device("cpu"), **options)

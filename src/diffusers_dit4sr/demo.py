@@ -29,7 +29,7 @@ import torch
 
 from . import runtime
 from .captioning import Captioner
-from .cli.options import add_caption_model_options, add_model_options
+from .cli.options import add_caption_model_options, add_model_options, quantization_preset
 from .constants import (
     COLOR_FIXES,
     DEFAULT_CAPTION_MODEL,
@@ -189,7 +189,8 @@ class DemoHandlers:
                 ).images[0]
             except torch.cuda.OutOfMemoryError as error:
                 raise gr.Error(
-                    "Out of GPU memory: lower the scale or the tile size, or restart the demo with --cpu-offload."
+                    "Out of GPU memory: lower the scale or the tile size, or restart the demo with --cpu-offload or "
+                    "--quantize int8 (docs/usage.md, Small GPUs)."
                 ) from error
             except (ValueError, TypeError) as error:
                 raise gr.Error(f"Cannot upscale this photo: {one_line(error)}") from error
@@ -459,7 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_options(args: argparse.Namespace, device: torch.device) -> None:
     """Option combinations that cannot work, caught before the slow model loading: a `ValueError` says which."""
-    runtime.check_model_options(model=args.model, variant=args.variant, cpu_offload=args.cpu_offload, device=device)
+    runtime.check_model_options(
+        model=args.model,
+        variant=args.variant,
+        cpu_offload=args.cpu_offload,
+        device=device,
+        dtype=args.dtype,
+        quantization=quantization_preset(args),
+        quantization_components=args.quantize_components,
+    )
     if args.caption_8bit:
         if args.caption_model is None:
             raise ValueError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
@@ -502,7 +511,14 @@ def serve(args: argparse.Namespace, device: torch.device) -> int:
             )
         print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
         pipe = runtime.open_pipeline(
-            args.model, variant=args.variant, device=device, dtype=dtype, hub=hub, cpu_offload=args.cpu_offload
+            args.model,
+            variant=args.variant,
+            device=device,
+            dtype=args.dtype,
+            quantization=quantization_preset(args),
+            quantization_components=args.quantize_components,
+            hub=hub,
+            cpu_offload=args.cpu_offload,
         )
     except runtime.LoadError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

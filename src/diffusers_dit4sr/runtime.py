@@ -3,9 +3,10 @@
 page and the demo's Space (`examples/app.py`).
 
 `resolve_device` and `resolve_dtype` say where and in which precision; `open_pipeline` and `open_captioner` ask the
-Hub whether it can be reached (`check_hub_access`), load, prepare (`prepare_pipeline`: offloading, attention backend,
-fused projections, compilation, VAE tiling) and turn any failure into a `LoadError` whose message is one line that
-names the cause and the fix (`describe_load_error`). `one_line` is the one place an exception becomes one line.
+Hub whether it can be reached (`check_hub_access`), load (quantized with a preset of `quantization`, if asked),
+prepare (`prepare_pipeline`: offloading, attention backend, fused projections, compilation, VAE tiling) and turn any
+failure into a `LoadError` whose message is one line that names the cause and the fix (`describe_load_error`).
+`one_line` is the one place an exception becomes one line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import diffusers.utils.logging
 import huggingface_hub.utils
@@ -30,6 +32,10 @@ from .constants import DEFAULT_CAPTION_MODEL, RELEASED_DIT4SR_MODEL, RELEASED_SD
 from .devices import DTYPES, resolve_device, resolve_dtype
 from .hub import describe_hub_error, hub_offline_mode, hub_unreachable_reason
 from .pipelines import StableDiffusion3SRPipeline
+from .quantization import QUANTIZATION_PRESETS, check_quantization, pipeline_quantization_config
+
+if TYPE_CHECKING:
+    from diffusers import PipelineQuantizationConfig
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -48,6 +54,7 @@ __all__ = [
     "one_line",
     "open_captioner",
     "open_pipeline",
+    "pipeline_dtype",
     "prepare_pipeline",
     "quiet_libraries",
     "quiet_loading",
@@ -99,13 +106,37 @@ def check_attention_backend(name: str | None) -> None:
         )
 
 
-def check_model_options(*, model: str | None, variant: str | None, cpu_offload: bool, device: torch.device) -> None:
-    """A `ValueError` for model options that contradict each other: a released `variant` with a `model`, or
-    `cpu_offload` without a GPU."""
+def check_model_options(
+    *,
+    model: str | None,
+    variant: str | None,
+    cpu_offload: bool,
+    device: torch.device,
+    dtype: str | torch.dtype | None = None,
+    quantization: str | None = None,
+    quantization_components: list[str] | tuple[str, ...] | None = None,
+) -> None:
+    """A `ValueError` for model options that contradict each other or cannot run here: a released `variant` with a
+    `model`, `cpu_offload` without a GPU, `quantization_components` without a `quantization` preset, or a preset that
+    cannot run on `device` in `dtype` (`quantization.check_quantization`: a missing package, a GPU too old, no CUDA,
+    another dtype than the preset's)."""
     if model is not None and variant is not None:
         raise ValueError("--variant picks one of the released models; it cannot be combined with --model")
     if cpu_offload and device.type == "cpu":
         raise ValueError("--cpu-offload moves models to a GPU while they run; it needs a GPU --device")
+    if quantization is None:
+        if quantization_components is not None:
+            raise ValueError("--quantize-components picks what --quantize quantizes; it needs --quantize")
+        return
+    try:
+        check_quantization(
+            quantization,
+            device=device,
+            components=quantization_components,
+            dtype=pipeline_dtype(dtype, device, quantization),
+        )
+    except ValueError as error:
+        raise ValueError(f"--quantize {quantization}: {error}") from None
 
 
 def check_caption_8bit(device: torch.device) -> None:
@@ -192,16 +223,30 @@ def check_hub_access(*sources: str | None) -> HubAccess:
     return HubAccess(unreachable=hub_unreachable_reason())
 
 
+def pipeline_dtype(
+    dtype: str | torch.dtype | None, device: torch.device, quantization: str | None = None
+) -> torch.dtype:
+    """The precision a pipeline loads in: `dtype` (`resolve_dtype`); without one, the dtype the `quantization` preset
+    computes in (bf16 for torchao's), else the device's default."""
+    preset = QUANTIZATION_PRESETS.get(quantization) if quantization is not None else None
+    if dtype is None and preset is not None and preset.dtype is not None:
+        return getattr(torch, preset.dtype)
+    return resolve_dtype(dtype, device)
+
+
 def load_pipeline(
-    model: str | None, variant: str | None, dtype: torch.dtype, local_files_only: bool = False
+    model: str | None,
+    variant: str | None,
+    dtype: torch.dtype,
+    local_files_only: bool = False,
+    quantization_config: PipelineQuantizationConfig | None = None,
 ) -> StableDiffusion3SRPipeline:
     """A converted pipeline from `model`, or the released weights (`variant`, default q) composed with
-    SD3.5-medium."""
+    SD3.5-medium; `quantization_config` quantizes the components it names in either case."""
+    options = {"dtype": dtype, "local_files_only": local_files_only, "quantization_config": quantization_config}
     if model is not None:
-        return StableDiffusion3SRPipeline.from_pretrained(model, dtype=dtype, local_files_only=local_files_only)
-    return StableDiffusion3SRPipeline.from_released(
-        variant=variant or "q", dtype=dtype, local_files_only=local_files_only
-    )
+        return StableDiffusion3SRPipeline.from_pretrained(model, **options)
+    return StableDiffusion3SRPipeline.from_released(variant=variant or "q", **options)
 
 
 def describe_load_error(model: str | None, error: BaseException, hub: HubAccess | None = None) -> str:
@@ -303,7 +348,9 @@ def open_pipeline(
     *,
     variant: str | None = None,
     device: torch.device,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
+    quantization: str | None = None,
+    quantization_components: list[str] | tuple[str, ...] | None = None,
     hub: HubAccess | None = None,
     cpu_offload: bool = False,
     attention_backend: str | None = None,
@@ -313,14 +360,30 @@ def open_pipeline(
 ) -> StableDiffusion3SRPipeline:
     """Loads the pipeline (`model`, or the released `variant`) and prepares it on `device` (`prepare_pipeline`).
 
-    Any failure raises a `LoadError` with one line saying why (a broken folder fails in many ways: bad JSON,
-    truncated weights, an unknown class, no components); `debug` lets the library's own exception through and shows
-    the libraries' warnings. `hub`: from `check_hub_access` (default: the Hub is used normally).
+    `quantization` names a preset of `quantization.QUANTIZATION_PRESETS` that quantizes `quantization_components`
+    (default: the preset's) while loading; `dtype` defaults to the preset's (`pipeline_dtype`). A preset that cannot
+    run here raises a `ValueError` before loading (`check_quantization`). Any failure to load raises a `LoadError`
+    with one line saying why (a broken folder fails in many ways: bad JSON, truncated weights, an unknown class, no
+    components); `debug` lets the library's own exception through and shows the libraries' warnings. `hub`: from
+    `check_hub_access` (default: the Hub is used normally).
     """
     hub = hub or HubAccess()
+    dtype = pipeline_dtype(dtype, device, quantization)
+    quantization_config = None
+    if quantization is not None:
+        check_quantization(quantization, device=device, components=quantization_components, dtype=dtype)
+        quantization_config = pipeline_quantization_config(quantization, quantization_components)
+    elif quantization_components is not None:
+        raise ValueError("`quantization_components` needs a `quantization` preset.")
     try:
         with quiet_loading(debug):
-            pipe = load_pipeline(model, variant, resolve_dtype(dtype, device), local_files_only=hub.local_files_only)
+            pipe = load_pipeline(
+                model,
+                variant,
+                dtype,
+                local_files_only=hub.local_files_only,
+                quantization_config=quantization_config,
+            )
     except Exception as error:
         if debug:
             raise

@@ -2,7 +2,8 @@
 """The command line of `dit4sr-upscale` (`build_parser`) and the option groups it shares with `dit4sr-demo`
 (`add_model_options`, `add_caption_model_options`).
 
-Only argparse and the torch-free `constants` are imported here, so `--help` and `--version` answer at once. The
+Only argparse and the torch-free `constants` and `quantization` are imported here, so `--help` and `--version` answer
+at once. The
 defaults of the upscaling options are read from the source of `StableDiffusion3SRPipeline.__call__` (without
 importing it), so that the pipeline stays their single source. Option types raise `ArgumentTypeError` for every bad
 value: for a `ValueError`, argparse would name the function.
@@ -33,14 +34,25 @@ from ..constants import (
     RELEASED_VARIANTS,
     SEED_RANGE,
 )
+from ..quantization import QUANTIZABLE_COMPONENTS, QUANTIZATION_PRESETS
 
-__all__ = ["PROG", "add_caption_model_options", "add_model_options", "build_parser", "pipeline_call_defaults"]
+__all__ = [
+    "NO_QUANTIZATION",
+    "PROG",
+    "add_caption_model_options",
+    "add_model_options",
+    "build_parser",
+    "pipeline_call_defaults",
+    "quantization_preset",
+]
 
 PROG = "dit4sr-upscale"
 GATED_HINT = (
     f"{RELEASED_SD3_MODEL} is gated: accept its license on https://huggingface.co/{RELEASED_SD3_MODEL}, "
     "then log in with `hf auth login` (formerly `huggingface-cli login`)"
 )
+NO_QUANTIZATION = "none"
+"""The `--quantize` choice that loads the weights as they are."""
 _PIPELINE_SOURCE = Path(__file__).parents[1] / "pipelines" / "pipeline_stable_diffusion_3_sr.py"
 
 
@@ -69,8 +81,9 @@ def _version() -> str:
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, several_processes: bool = False) -> argparse._ArgumentGroup:
-    """The "model" group: `--model`, `--variant`, `--dtype`, `--device`, `--cpu-offload`; returns the group.
-    `several_processes`: the program runs under `accelerate launch` / `torchrun` too."""
+    """The "model" group: `--model`, `--variant`, `--dtype`, `--device`, `--cpu-offload`, `--quantize`,
+    `--quantize-components`; returns the group. `several_processes`: the program runs under `accelerate launch` /
+    `torchrun` too."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
@@ -82,7 +95,13 @@ def add_model_options(parser: argparse.ArgumentParser, *, several_processes: boo
         "--variant", choices=RELEASED_VARIANTS, help="which released DiT4SR model, without --model (default: q)"
     )
     model.add_argument(
-        "--dtype", choices=DTYPE_NAMES, help="precision of the weights (default: bf16 on a GPU, fp32 on the CPU)"
+        "--dtype",
+        choices=DTYPE_NAMES,
+        help=(
+            "precision of the weights (default: bf16 on a GPU and with --quantize "
+            f"{'/'.join(name for name, preset in QUANTIZATION_PRESETS.items() if preset.dtype == 'bfloat16')}, "
+            "fp32 on the CPU)"
+        ),
     )
     launched = (
         "; under accelerate launch / torchrun, each process takes CUDA device LOCAL_RANK" if several_processes else ""
@@ -98,7 +117,29 @@ def add_model_options(parser: argparse.ArgumentParser, *, several_processes: boo
         action="store_true",
         help="keep the models in CPU memory and move each to the GPU only while it runs (for ~12 GB GPUs)",
     )
+    model.add_argument(
+        "--quantize",
+        choices=(NO_QUANTIZATION, *QUANTIZATION_PRESETS),
+        default=NO_QUANTIZATION,
+        help=(
+            "quantize weights to fit small GPUs (docs/usage.md): int8/float8 = torchao weight-only for the "
+            "transformer and T5 (bfloat16; float8 needs compute capability 8.9+), int8-quanto = optimum-quanto int8 "
+            "(cannot be saved), nf4-t5 = bitsandbytes 4-bit for T5 only (CUDA) (default: %(default)s)"
+        ),
+    )
+    model.add_argument(
+        "--quantize-components",
+        nargs="+",
+        choices=QUANTIZABLE_COMPONENTS,
+        metavar="NAME",
+        help=f"what --quantize quantizes, of: {' '.join(QUANTIZABLE_COMPONENTS)} (default: the preset's)",
+    )
     return model
+
+
+def quantization_preset(args: argparse.Namespace) -> str | None:
+    """The quantization preset `--quantize` names; `None` for none."""
+    return None if args.quantize == NO_QUANTIZATION else args.quantize
 
 
 def add_caption_model_options(group: argparse._ArgumentGroup, *, caption_model_help: str) -> None:
