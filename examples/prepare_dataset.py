@@ -25,17 +25,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# The package first: it imports diffusers' SD3 pipelines with transformers' warnings about torchvision silenced.
-import diffusers_dit4sr  # noqa: F401
+# Our pipeline module first: it imports diffusers' SD3 pipelines with transformers' warnings about torchvision silenced.
+import diffusers_dit4sr.pipelines  # noqa: F401
 
 # isort: split
 import PIL.Image
 import safetensors.torch
 import torch
-from diffusers import AutoencoderKL, StableDiffusion3Pipeline
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.file_utils import atomic_write_path
@@ -214,6 +215,28 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, generators: list[to
     return ((latents - vae.config.shift_factor) * vae.config.scaling_factor).float().cpu().contiguous()
 
 
+def load_text_pipeline(model: str, dtype: torch.dtype) -> StableDiffusion3Pipeline:
+    """An SD3 pipeline of `model`'s text encoders, tokenizers and scheduler only (no transformer, no VAE).
+
+    Loaded component by component, so that SD3.5 folders and DiT4SR pipeline folders work alike: the latter's
+    `model_index.json` names our pipeline class through a loader module (`pipelines.remote_code`), which
+    `StableDiffusion3Pipeline.from_pretrained` would refuse to run.
+    """
+    components = {
+        name: loader.from_pretrained(model, subfolder=name, **({"dtype": dtype} if name.startswith("text") else {}))
+        for name, loader in (
+            ("scheduler", FlowMatchEulerDiscreteScheduler),
+            ("text_encoder", CLIPTextModelWithProjection),
+            ("text_encoder_2", CLIPTextModelWithProjection),
+            ("text_encoder_3", T5EncoderModel),
+            ("tokenizer", CLIPTokenizer),
+            ("tokenizer_2", CLIPTokenizer),
+            ("tokenizer_3", T5TokenizerFast),
+        )
+    }
+    return StableDiffusion3Pipeline(transformer=None, vae=None, **components)
+
+
 @torch.inference_mode()
 def encode_text(
     pipeline: StableDiffusion3Pipeline, captions: list[str], max_sequence_length: int
@@ -363,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--resolution must be divisible by the VAE's scale factor ({vae_scale_factor}).")
     empty_prompt_path = output_dir / "empty_prompt.safetensors"
     if args.cache_text_embeddings and (chunks or not empty_prompt_path.exists()):
-        # Only the text encoders and tokenizers: works for SD3.5 folders and DiT4SR pipeline folders alike.
-        text_pipeline = StableDiffusion3Pipeline.from_pretrained(
-            args.pretrained_model_name_or_path, transformer=None, vae=None, dtype=dtype
-        ).to(device)
+        text_pipeline = load_text_pipeline(args.pretrained_model_name_or_path, dtype).to(device)
         if not empty_prompt_path.exists():
             prompt_embeds, pooled_prompt_embeds = encode_text(text_pipeline, [""], args.max_sequence_length)
             atomic_save_file(
