@@ -29,7 +29,7 @@ import torch
 
 from . import runtime
 from .captioning import Captioner
-from .cli.options import add_caption_model_options, add_model_options, quantization_preset
+from .cli.options import add_caption_model_options, add_model_options, model_options
 from .constants import (
     COLOR_FIXES,
     DEFAULT_CAPTION_MODEL,
@@ -460,15 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_options(args: argparse.Namespace, device: torch.device) -> None:
     """Option combinations that cannot work, caught before the slow model loading: a `ValueError` says which."""
-    runtime.check_model_options(
-        model=args.model,
-        variant=args.variant,
-        cpu_offload=args.cpu_offload,
-        device=device,
-        dtype=args.dtype,
-        quantization=quantization_preset(args),
-        quantization_components=args.quantize_components,
-    )
+    runtime.check_model_options(**model_options(args), device=device)
     if args.caption_8bit:
         if args.caption_model is None:
             raise ValueError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
@@ -510,16 +502,7 @@ def serve(args: argparse.Namespace, device: torch.device) -> int:
                 args.caption_model, device=device, dtype=dtype, hub=hub, load_in_8bit=args.caption_8bit
             )
         print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
-        pipe = runtime.open_pipeline(
-            args.model,
-            variant=args.variant,
-            device=device,
-            dtype=args.dtype,
-            quantization=quantization_preset(args),
-            quantization_components=args.quantize_components,
-            hub=hub,
-            cpu_offload=args.cpu_offload,
-        )
+        pipe = runtime.open_pipeline(**model_options(args), device=device, hub=hub)
     except runtime.LoadError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_FAILED

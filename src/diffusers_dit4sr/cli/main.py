@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from .options import PROG, build_parser, quantization_preset
+from .options import PROG, build_parser, model_options
 
 __all__ = ["UsageError", "main"]
 
@@ -103,14 +103,9 @@ def run(args: argparse.Namespace, jobs: list, device, processes):
 
     def load_pipeline():
         pipe = runtime.open_pipeline(
-            args.model,
-            variant=args.variant,
+            **model_options(args),
             device=device,
-            dtype=args.dtype,
-            quantization=quantization_preset(args),
-            quantization_components=args.quantize_components,
             hub=hub_access(),
-            cpu_offload=args.cpu_offload,
             attention_backend=args.attention_backend,
             fuse_lr_projections=args.fuse_lr_projections,
             compile=args.compile,
@@ -194,16 +189,8 @@ def check_options(args: argparse.Namespace, device) -> None:
     from .. import runtime
     from .progress import report
 
-    runtime.check_model_options(
-        model=args.model,
-        variant=args.variant,
-        cpu_offload=args.cpu_offload,
-        device=device,
-        dtype=args.dtype,
-        quantization=quantization_preset(args),
-        quantization_components=args.quantize_components,
-    )
-    if args.fuse_lr_projections and quantization_preset(args) is not None:
+    runtime.check_model_options(**model_options(args), device=device)
+    if args.fuse_lr_projections and model_options(args)["quantization"] is not None:
         raise UsageError("--fuse-lr-projections folds full-precision weights; it cannot be combined with --quantize")
     if args.tile_overlap >= args.tile_size:
         raise UsageError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile-size ({args.tile_size})")

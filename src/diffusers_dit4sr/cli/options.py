@@ -43,7 +43,7 @@ __all__ = [
     "add_model_options",
     "build_parser",
     "pipeline_call_defaults",
-    "quantization_preset",
+    "model_options",
 ]
 
 PROG = "dit4sr-upscale"
@@ -137,9 +137,17 @@ def add_model_options(parser: argparse.ArgumentParser, *, several_processes: boo
     return model
 
 
-def quantization_preset(args: argparse.Namespace) -> str | None:
-    """The quantization preset `--quantize` names; `None` for none."""
-    return None if args.quantize == NO_QUANTIZATION else args.quantize
+def model_options(args: argparse.Namespace) -> dict:
+    """The options of `add_model_options` (but `--device`) as the keyword arguments of `runtime.open_pipeline` and
+    `runtime.check_model_options`."""
+    return {
+        "model": args.model,
+        "variant": args.variant,
+        "dtype": args.dtype,
+        "cpu_offload": args.cpu_offload,
+        "quantization": None if args.quantize == NO_QUANTIZATION else args.quantize,
+        "quantization_components": args.quantize_components,
+    }
 
 
 def add_caption_model_options(group: argparse._ArgumentGroup, *, caption_model_help: str) -> None:
