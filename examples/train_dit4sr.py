@@ -636,6 +636,8 @@ def main(argv: list[str] | None = None) -> dict:
         num_workers=args.dataloader_num_workers,
         drop_last=True,
     )
+    transformer, optimizer, dataloader = accelerator.prepare(transformer, optimizer, dataloader)
+    # After `prepare`: each process iterates over its own share of the batches.
     steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * steps_per_epoch
@@ -648,9 +650,7 @@ def main(argv: list[str] | None = None) -> dict:
         num_cycles=args.lr_num_cycles,
         power=args.lr_power,
     )
-    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(
-        transformer, optimizer, dataloader, lr_scheduler
-    )
+    lr_scheduler = accelerator.prepare(lr_scheduler)
     prepare_batch = BatchPreparer(pipeline, dataset, args, accelerator.device, weight_dtype)
     validation_degradation = prepare_batch.degradation or RealESRGANDegradation()
 

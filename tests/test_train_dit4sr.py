@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +44,7 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
-def run(workspace: Path, output: str, *extra: str) -> dict:
+def arguments(workspace: Path, output: str, *extra: str) -> list[str]:
     args = [
         "--pretrained_model_name_or_path",
         str(workspace / "tiny"),
@@ -65,7 +68,11 @@ def run(workspace: Path, output: str, *extra: str) -> dict:
     ]
     if "--prepared_data_dir" not in extra:
         args += ["--train_data_dir", str(workspace / "hr")]
-    return train.main(args)
+    return args
+
+
+def run(workspace: Path, output: str, *extra: str) -> dict:
+    return train.main(arguments(workspace, output, *extra))
 
 
 def transformer_state(path: Path) -> dict[str, torch.Tensor]:
@@ -98,6 +105,26 @@ def test_the_training_forward_injects_as_the_released_code(workspace, monkeypatc
     monkeypatch.setattr(DiT4SRTransformer2DModel, "forward", recording_forward)
     run(workspace, f"injection_{expected}", "--max_train_steps", "1", "--checkpointing_steps", "100", *extra)
     assert scales == [expected]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun's CPU launch is tested on POSIX")
+def test_two_processes_train_the_requested_number_of_steps(workspace):
+    # 4 photos in batches of 1: 4 batches an epoch before the split, 2 for each of the 2 processes. Counting the
+    # epoch's steps before the split made the run stop after 1 epoch, 2 of the 4 steps.
+    # ACCELERATE_USE_CPU (what `accelerate launch --cpu` sets): 2 CPU processes on gloo, not 2 independent runs.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    args = arguments(workspace, "two_processes", "--max_train_steps", "4", "--checkpointing_steps", "1")
+    args[args.index("--train_batch_size") + 1] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    completed = subprocess.run(
+        [*command, str(EXAMPLES / "train_dit4sr.py"), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    checkpoints = sorted(path.name for path in (workspace / "two_processes").glob("checkpoint-*"))
+    assert checkpoints[-1] == "checkpoint-4"
 
 
 def test_resume_continues_to_the_same_parameters(workspace):
