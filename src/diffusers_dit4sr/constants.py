@@ -14,8 +14,10 @@ __all__ = [
     "DEFAULT_CAPTION_PROMPT",
     "DEFAULT_CAPTION_TEMPERATURE",
     "DEFAULT_CAPTION_TOP_P",
+    "DEFAULT_EVALUATION_METRICS",
     "DEFAULT_OUTPUT_DIR",
     "DTYPE_NAMES",
+    "EVALUATION_BENCHMARKS",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -51,6 +53,10 @@ DEFAULT_OUTPUT_DIR = "dit4sr_outputs"
 """Where `dit4sr-upscale` writes without `-o`."""
 BIT_DEPTHS = ("auto", 8, 16)
 """Bit depths a result can be saved with: `"auto"` is 16 for inputs of more than 8 bits where the format allows."""
+EVALUATION_BENCHMARKS = ("drealsr", "realsr", "reallr200", "reallq250")
+"""The paper's four x4 test sets (`dit4sr-evaluate --benchmark`)."""
+DEFAULT_EVALUATION_METRICS = ("lpips", "musiq", "maniqa-pipal", "clipiqa+_vitL14_512", "liqe")
+"""The paper's five metrics (Table 1), as pyiqa names; `lpips` needs references and is left out without them."""
 MAX_OUTPUT_SIDE = 16384
 """Largest output side in pixels the pipeline accepts (tiled denoising and VAE tiling keep memory bounded)."""
 PIXEL_MULTIPLE = 16

@@ -32,6 +32,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .constants import DEFAULT_EVALUATION_METRICS, EVALUATION_BENCHMARKS
 from .file_utils import atomic_write_path
 
 __all__ = [
@@ -51,14 +52,15 @@ __all__ = [
     "reference_key",
 ]
 
-DEFAULT_METRICS = ("lpips", "musiq", "maniqa-pipal", "clipiqa+_vitL14_512", "liqe")
+DEFAULT_METRICS = DEFAULT_EVALUATION_METRICS
 """The paper's five metrics (Table 1), as pyiqa names; `lpips` needs references and is left out without them."""
 Y_CHANNEL_METRICS = ("psnr", "ssim")
 """Computed on the Y channel (BT.601, `color_space="ycbcr"`), as OSEDiff's and TSD-SR's evaluation scripts did."""
 SET_METRICS = ("fid",)
 """Metrics of a whole folder against another, without per-image values."""
 
-BENCHMARKS = ("drealsr", "realsr", "reallr200", "reallq250")
+BENCHMARKS = EVALUATION_BENCHMARKS
+"""The paper's four x4 test sets."""
 BENCHMARK_IMAGE_COUNTS = {"drealsr": 93, "realsr": 100, "reallr200": 200, "reallq250": 250}
 """Images in each of the paper's x4 test sets."""
 PAPER_SOURCE = "Duan et al., DiT4SR (ICCV 2025), Table 1, row DiT4SR (dit4sr_q, 40 steps, guidance 8, LLaVA captions)"

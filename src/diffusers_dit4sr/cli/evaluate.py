@@ -15,16 +15,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ..constants import DEFAULT_EVALUATION_METRICS, EVALUATION_BENCHMARKS, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .main import UsageError
 
 PROG = "dit4sr-evaluate"
-BENCHMARK_CHOICES = ("drealsr", "realsr", "reallr200", "reallq250")
-"""The paper's four x4 test sets (`evaluation.BENCHMARKS`, repeated here so that `--help` imports no torch)."""
-PAPER_METRICS_HELP = "lpips (with --reference), musiq, maniqa-pipal, clipiqa+_vitL14_512, liqe"
-
-
-class UsageError(Exception):
-    """A command line that cannot run: reported with exit code 2."""
+PAPER_METRICS_HELP = ", ".join(
+    f"{name} (with --reference)" if name == "lpips" else name for name in DEFAULT_EVALUATION_METRICS
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--benchmark",
-        choices=BENCHMARK_CHOICES,
+        choices=EVALUATION_BENCHMARKS,
         help="print the paper's Table 1 numbers for DiT4SR on this set beside the results, with the difference",
     )
     parser.add_argument(
