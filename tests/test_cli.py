@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import diffusers
 import numpy as np
 import PIL.Image
 import psutil
@@ -448,8 +447,11 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
+    # The installed distributions' versions, as pip reports them (no torch import): PyPI's CUDA wheels say 2.14.1
+    # where `torch.__version__` says 2.14.1+cu130; the CPU wheel says 2.13.0+cpu in both.
+    versions = {name: importlib.metadata.version(name) for name in ("diffusers", "torch")}
     assert capsys.readouterr().out.strip() == (
-        f"dit4sr-upscale {diffusers_dit4sr.__version__} (diffusers {diffusers.__version__}, torch {torch.__version__})"
+        f"dit4sr-upscale {diffusers_dit4sr.__version__} (diffusers {versions['diffusers']}, torch {versions['torch']})"
     )
 
 
