@@ -206,3 +206,29 @@ def test_no_source_module_is_over_700_lines_but_the_pipeline():
         if (count := len(path.read_text().splitlines())) > 700 and path.name != "pipeline_stable_diffusion_3_sr.py"
     }
     assert long == {}
+
+
+def test_importing_the_package_prints_nothing():
+    """torchao, torch and Diffusers log on torchao's import (kernels that do not fit this torch): hidden, exactly."""
+    code = """
+import importlib.util
+from diffusers_dit4sr import StableDiffusion3SRPipeline, DiT4SRTransformer2DModel, Captioner, upscale_files
+import diffusers_dit4sr.runtime, diffusers_dit4sr.cli.main
+if importlib.util.find_spec("gradio") is not None:  # the `demo` extra
+    import diffusers_dit4sr.demo
+"""
+    completed = run_python(code)
+    assert (completed.stdout, completed.stderr) == ("", "")
+
+
+def test_only_the_import_noise_is_hidden():
+    code = """
+import logging, sys
+import diffusers_dit4sr
+logging.basicConfig(stream=sys.stdout, format="%(name)s: %(message)s")
+logging.getLogger("torchao").warning("Failed to load /x/torchao/_C_mxfp8.so: Could not load this library")
+logging.getLogger("torchao").warning("a real problem")
+logging.getLogger("torch.utils._pytree").warning("another warning")
+logging.getLogger("diffusers.quantizers.torchao.torchao_quantizer").warning("Unable to import `torchao` Tensor objects")
+"""
+    assert run_python(code).stdout.splitlines() == ["torchao: a real problem", "torch.utils._pytree: another warning"]
