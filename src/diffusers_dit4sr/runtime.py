@@ -2,8 +2,8 @@
 """Getting models ready to run, for every program of the library: the `dit4sr-upscale` command, the `dit4sr-demo`
 page and the demo's Space (`examples/app.py`).
 
-`resolve_device` and `resolve_dtype` say where and in which precision; `open_pipeline` and `open_captioner` ask the
-Hub whether it can be reached (`check_hub_access`), load (quantized with a preset of `quantization`, if asked),
+Where and in which precision is `devices.resolve_device` and `resolve_dtype` (re-exported here for the programs);
+`open_pipeline` and `open_captioner` check the options (`check_model_options`), ask the Hub whether it can be reached (`check_hub_access`), load (quantized with a preset of `quantization`, if asked),
 prepare (`prepare_pipeline`: offloading, attention backend, fused projections, compilation, VAE tiling) and turn any
 failure into a `LoadError` whose message is one line that names the cause and the fix (`describe_load_error`).
 Messages name the parameters of these functions (`` `quantize='nf4-t5'` ``); the command line says its options
