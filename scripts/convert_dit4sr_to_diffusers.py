@@ -24,11 +24,12 @@ import sys
 from pathlib import Path
 
 import torch
-from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline
-from diffusers_dit4sr.hub import make_model_card, push_pipeline_to_hub
+from diffusers_dit4sr.errors import one_line
+from diffusers_dit4sr.hub import describe_hub_error, make_model_card, push_pipeline_to_hub
 from diffusers_dit4sr.pipelines.pipeline_stable_diffusion_3_sr import (
     RELEASED_DIT4SR_MODEL,
     RELEASED_SD3_MODEL,
@@ -107,21 +108,10 @@ def check_output_dir(output_dir: Path) -> str | None:
     return None
 
 
-def load_error_message(error: Exception) -> str:
-    """One line describing a failed load, with the way out when the Hub refused access (gated or private model)."""
-    message = "error: could not load the models: " + " ".join(str(error).split())
-    # Diffusers re-raises Hub errors as OSError: the GatedRepoError (a RepositoryNotFoundError) is in the chain.
-    chain = []
-    link: BaseException | None = error
-    while link is not None and link not in chain:
-        chain.append(link)
-        link = link.__cause__ or link.__context__
-    if any(isinstance(link, RepositoryNotFoundError) for link in chain) or "gated" in message.lower():
-        message += (
-            f" If the repository is gated (as {RELEASED_SD3_MODEL} is), accept its license on its Hub page and log "
-            "in with `hf auth login` (or set HF_TOKEN)."
-        )
-    return message
+def load_error_message(error: Exception, repos: str) -> str:
+    """One line describing a failed load of `repos`, with the way out when the cause is the Hub (a gated or private
+    model, no network, offline mode)."""
+    return f"error: could not load the models: {describe_hub_error(error, repos) or one_line(error)}."
 
 
 def state_dict_mismatches(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> list[str]:
@@ -158,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             local_files_only=args.local_files_only,
         )
     except (OSError, ValueError) as error:
-        print(load_error_message(error), file=sys.stderr)
+        print(load_error_message(error, f"{args.dit4sr_model} or {args.sd3_model}"), file=sys.stderr)
         return 1
 
     model_card = make_model_card(args.push_to_hub or str(output_dir), dit4sr_variant=args.variant)
@@ -189,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 model_card=model_card,
             )
         except OSError as error:
-            print(f"error: could not push to {args.push_to_hub}: {' '.join(str(error).split())}", file=sys.stderr)
+            print(f"error: could not push to {args.push_to_hub}: {one_line(error)}", file=sys.stderr)
             return 1
         print(f"Pushed to https://huggingface.co/{args.push_to_hub}: {commit}")
     return 0

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import diffusers
 import numpy as np
 import PIL.Image
 import psutil
@@ -30,6 +29,7 @@ import diffusers_dit4sr
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline, runtime
 from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.cli.main import main
+from diffusers_dit4sr.cli.messages import CommandLineTerms
 from diffusers_dit4sr.cli.options import build_parser
 from diffusers_dit4sr.constants import DEFAULT_OUTPUT_DIR, SEED_RANGE
 from diffusers_dit4sr.file_utils import temporary_path
@@ -448,8 +448,11 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
+    # The installed distributions' versions, as pip reports them (no torch import): PyPI's CUDA wheels say 2.14.1
+    # where `torch.__version__` says 2.14.1+cu130; the CPU wheel says 2.13.0+cpu in both.
+    versions = {name: importlib.metadata.version(name) for name in ("diffusers", "torch")}
     assert capsys.readouterr().out.strip() == (
-        f"dit4sr-upscale {diffusers_dit4sr.__version__} (diffusers {diffusers.__version__}, torch {torch.__version__})"
+        f"dit4sr-upscale {diffusers_dit4sr.__version__} (diffusers {versions['diffusers']}, torch {versions['torch']})"
     )
 
 
@@ -1307,3 +1310,32 @@ def test_module_entry_point_prints_help():
     assert help_text.startswith("usage: dit4sr-upscale")
     assert "--captions-dir" in help_text and "hf auth login" in help_text
     assert "--caption-model ID_OR_PATH" in help_text and "llava-hf/llava-1.5-13b-hf" in help_text
+
+
+# --- Library messages in the command's terms ----------------------------------------------------------------------
+
+
+def test_library_parameters_become_the_commands_options():
+    terms = CommandLineTerms(build_parser())
+    assert terms("`quantize='nf4-t5'`: no CUDA GPU") == "--quantize nf4-t5: no CUDA GPU"
+    assert terms("try `batch_size=1`, a smaller `tile_size` or `cpu_offload=True`") == (
+        "try --batch-size 1, a smaller --tile-size or --cpu-offload"
+    )
+    assert terms("try `Captioner(load_in_8bit=True)`, a smaller `Captioner(model)` or `Captioner(batch_size=1)`") == (
+        "try --caption-8bit, a smaller --caption-model or --caption-batch-size 1"
+    )
+    assert terms("(`debug=True` for the traceback)") == "(--debug for the traceback)"
+    # Names that are no option of this command stay as the library wrote them.
+    assert terms("needs the `bitsandbytes` package: `pip install bitsandbytes`") == (
+        "needs the `bitsandbytes` package: `pip install bitsandbytes`"
+    )
+    assert terms("`Pipeline(batch_size=1)` and `metric_options`") == "`Pipeline(batch_size=1)` and `metric_options`"
+
+
+def test_a_library_error_names_the_option_on_the_command_line(tmp_path, capsys):
+    image = tmp_path / "in.png"
+    PIL.Image.new("RGB", (8, 8)).save(image)
+    assert main([str(image), "--device", "cpu", "--cpu-offload", "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "dit4sr-upscale: error: --cpu-offload moves models to a GPU while they run; it needs a GPU --device"
+    )

@@ -1,7 +1,9 @@
 """The package's layout: a light import (no torch for the command line's options), lazy names, global logging left
-alone, the released settings read from the pipeline, the entry points, and no import cycles."""
+alone, one source of the released settings, the entry points, and no import cycles."""
 
 import ast
+import dataclasses
+import importlib.util
 import inspect
 import re
 import subprocess
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from diffusers_dit4sr import StableDiffusion3SRPipeline
-from diffusers_dit4sr.cli.options import build_parser, pipeline_call_defaults
+from diffusers_dit4sr import StableDiffusion3SRPipeline, UpscaleSettings
+from diffusers_dit4sr.cli.options import build_parser
+from diffusers_dit4sr.inference_defaults import INFERENCE_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "diffusers_dit4sr"
@@ -70,7 +73,7 @@ print(sorted(set(diffusers_dit4sr.__all__) - set(dir(diffusers_dit4sr))))
 
 def test_importing_the_package_leaves_global_logging_alone():
     code = """
-import logging
+import importlib.util, logging
 import diffusers.utils.logging, transformers.utils.logging, huggingface_hub.utils.logging
 for library in (diffusers.utils.logging, transformers.utils.logging, huggingface_hub.utils.logging):
     library.set_verbosity(logging.INFO)
@@ -78,7 +81,9 @@ logging.getLogger().setLevel(logging.DEBUG)
 handlers = list(logging.getLogger().handlers)
 import diffusers_dit4sr
 from diffusers_dit4sr import StableDiffusion3SRPipeline, Captioner, upscale_files
-import diffusers_dit4sr.cli.main, diffusers_dit4sr.runtime, diffusers_dit4sr.demo
+import diffusers_dit4sr.cli.main, diffusers_dit4sr.runtime
+if importlib.util.find_spec("gradio") is not None:  # the `demo` extra
+    import diffusers_dit4sr.demo
 levels = [library.get_verbosity() for library in
           (diffusers.utils.logging, transformers.utils.logging, huggingface_hub.utils.logging)]
 assert levels == [logging.INFO] * 3, levels
@@ -87,31 +92,67 @@ assert logging.getLogger().level == logging.DEBUG and logging.getLogger().handle
     run_python(code)
 
 
-def test_the_released_settings_come_from_the_pipeline():
+def test_the_released_settings_have_one_source():
+    defaults = dataclasses.asdict(INFERENCE_DEFAULTS)
     signature = inspect.signature(StableDiffusion3SRPipeline.__call__).parameters
-    read = pipeline_call_defaults()
-    for name in ("upscale", "num_inference_steps", "guidance_scale", "color_fix", "process_size", "tile_size"):
-        assert read[name] == signature[name].default
+    assert {name: signature[name].default for name in defaults} == defaults
+    assert (defaults["upscale"], defaults["num_inference_steps"], defaults["guidance_scale"]) == (4.0, 40, 8.0)
+
     args = build_parser().parse_args(["photo.png"])
-    assert (args.scale, args.steps, args.guidance, args.color_fix) == (
-        signature["upscale"].default,
-        signature["num_inference_steps"].default,
-        signature["guidance_scale"].default,
-        signature["color_fix"].default,
-    )
-    assert (args.process_size, args.tile_size, args.tile_overlap, args.tile_batch_size) == tuple(
-        signature[name].default for name in ("process_size", "tile_size", "tile_overlap", "tile_batch_size")
-    )
+    settings = UpscaleSettings()
+    for option, parameter in {
+        "scale": "upscale",
+        "steps": "num_inference_steps",
+        "guidance": "guidance_scale",
+        "color_fix": "color_fix",
+        "process_size": "process_size",
+        "tile_size": "tile_size",
+        "tile_overlap": "tile_overlap",
+        "tile_batch_size": "tile_batch_size",
+    }.items():
+        assert getattr(args, option) == getattr(settings, option) == defaults[parameter], option
 
 
-def test_entry_points_resolve():
-    section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
-    scripts = dict(re.findall(r'^(\S+) = "(\S+)"$', section, flags=re.MULTILINE))
-    assert set(scripts) == {"dit4sr-upscale", "dit4sr-evaluate", "dit4sr-demo"}
-    for target in scripts.values():
-        module, name = target.split(":")
-        assert callable(getattr(__import__(module, fromlist=[name]), name))
-    assert scripts["dit4sr-upscale"] == "diffusers_dit4sr.cli.main:main"
+def test_the_docs_state_the_released_settings():
+    """docs/cli.md's option table gives each upscaling option's default: the released one."""
+    table = (ROOT / "docs" / "cli.md").read_text()
+    for option, parameter in {
+        "--scale": "upscale",
+        "--steps": "num_inference_steps",
+        "--guidance": "guidance_scale",
+        "--color-fix": "color_fix",
+        "--process-size": "process_size",
+        "--tile-size": "tile_size",
+        "--tile-overlap": "tile_overlap",
+        "--tile-batch-size": "tile_batch_size",
+    }.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{option}"))
+        default = getattr(INFERENCE_DEFAULTS, parameter)
+        assert re.search(
+            rf"\|\s*`?{re.escape(f'{default:g}' if isinstance(default, float) else str(default))}`?\s*\|", row
+        ), row
+
+
+ENTRY_POINTS = dict(
+    re.findall(
+        r'^(\S+) = "(\S+)"$',
+        (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0],
+        flags=re.MULTILINE,
+    )
+)
+
+
+def test_the_entry_points_are_the_three_commands():
+    assert set(ENTRY_POINTS) == {"dit4sr-upscale", "dit4sr-evaluate", "dit4sr-demo"}
+    assert ENTRY_POINTS["dit4sr-upscale"] == "diffusers_dit4sr.cli.main:main"
+
+
+@pytest.mark.parametrize("script", sorted(ENTRY_POINTS))
+def test_entry_points_resolve(script):
+    if script == "dit4sr-demo" and importlib.util.find_spec("gradio") is None:
+        pytest.skip("the demo needs gradio (the `demo` extra), which is not installed")
+    module, name = ENTRY_POINTS[script].split(":")
+    assert callable(getattr(__import__(module, fromlist=[name]), name))
 
 
 def local_imports(path: Path) -> set[str]:
@@ -165,3 +206,29 @@ def test_no_source_module_is_over_700_lines_but_the_pipeline():
         if (count := len(path.read_text().splitlines())) > 700 and path.name != "pipeline_stable_diffusion_3_sr.py"
     }
     assert long == {}
+
+
+def test_importing_the_package_prints_nothing():
+    """torchao, torch and Diffusers log on torchao's import (kernels that do not fit this torch): hidden, exactly."""
+    code = """
+import importlib.util
+from diffusers_dit4sr import StableDiffusion3SRPipeline, DiT4SRTransformer2DModel, Captioner, upscale_files
+import diffusers_dit4sr.runtime, diffusers_dit4sr.cli.main
+if importlib.util.find_spec("gradio") is not None:  # the `demo` extra
+    import diffusers_dit4sr.demo
+"""
+    completed = run_python(code)
+    assert (completed.stdout, completed.stderr) == ("", "")
+
+
+def test_only_the_import_noise_is_hidden():
+    code = """
+import logging, sys
+import diffusers_dit4sr
+logging.basicConfig(stream=sys.stdout, format="%(name)s: %(message)s")
+logging.getLogger("torchao").warning("Failed to load /x/torchao/_C_mxfp8.so: Could not load this library")
+logging.getLogger("torchao").warning("a real problem")
+logging.getLogger("torch.utils._pytree").warning("another warning")
+logging.getLogger("diffusers.quantizers.torchao.torchao_quantizer").warning("Unable to import `torchao` Tensor objects")
+"""
+    assert run_python(code).stdout.splitlines() == ["torchao: a real problem", "torch.utils._pytree: another warning"]

@@ -22,6 +22,8 @@ from diffusers_dit4sr.quantization import (
 )
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
+from .utils import pretend_installed
+
 # Presets whose backends install and run on these CPUs (bitsandbytes quantizes only on CUDA through Diffusers).
 CPU_PRESETS = ("int8", "float8", "int8-quanto")
 # Relative L2 error of the 2-step tiny upscale to the unquantized bfloat16 pipeline; measured 1.2 % (int8), 1.9 % (float8), 1.2 % (quanto int8).
@@ -83,7 +85,6 @@ def test_module_imports_without_torch():
         ({"preset": "int8", "components": ["vae"]}, "`components` must be a non-empty list"),
         ({"preset": "int8", "components": []}, "`components` must be a non-empty list"),
         ({"preset": "int8", "dtype": torch.float32}, "computes in bfloat16"),
-        ({"preset": "nf4-t5", "device": "cpu"}, "needs a CUDA GPU"),
     ],
 )
 def test_check_refuses_impossible_presets(kwargs, message):
@@ -91,11 +92,36 @@ def test_check_refuses_impossible_presets(kwargs, message):
         check_quantization(**kwargs)
 
 
-def test_check_names_a_missing_package(monkeypatch):
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *args: None if name == "optimum" else real_find_spec(name, *args)
+NF4_ON_THE_CPU = (
+    "Quantization preset 'nf4-t5' needs a CUDA GPU (Diffusers quantizes with bitsandbytes only on CUDA); got device "
+    "cpu."
+)
+
+
+@pytest.mark.parametrize("bitsandbytes", [True, False], ids=["with-bitsandbytes", "without-bitsandbytes"])
+def test_nf4_on_a_cpu_names_the_missing_gpu_first_and_then_what_else_is_missing(bitsandbytes, monkeypatch):
+    pretend_installed(monkeypatch, "bitsandbytes", bitsandbytes)
+    with pytest.raises(ValueError) as error:
+        check_quantization("nf4-t5", device="cpu")
+    also = "" if bitsandbytes else " It also needs the `bitsandbytes` package: `pip install bitsandbytes`."
+    assert str(error.value) == NF4_ON_THE_CPU + also
+
+
+def test_every_problem_of_a_preset_is_in_its_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    pretend_installed(monkeypatch, "torchao", False)
+    with pytest.raises(ValueError) as error:
+        check_quantization("float8", device="cuda", dtype=torch.float16)
+    assert str(error.value) == (
+        "Quantization preset 'float8' needs a GPU of compute capability 8.9 or higher; cuda has 8.6. It also needs "
+        "the `torchao` package: `pip install torchao`. It also computes in bfloat16 (torchao loads its layers so); "
+        "got dtype torch.float16."
     )
+
+
+def test_check_names_a_missing_package(monkeypatch):
+    pretend_installed(monkeypatch, "optimum", False)
     with pytest.raises(ValueError, match=r"needs the `optimum-quanto` package: `pip install optimum-quanto`"):
         check_quantization("int8-quanto", device="cpu")
 
@@ -114,7 +140,21 @@ def test_config_maps_components_to_backends():
     assert sorted(config.quant_mapping) == ["text_encoder", "transformer"]
     assert type(config.quant_mapping["transformer"]).__module__.startswith("diffusers")
     assert type(config.quant_mapping["text_encoder"]).__module__.startswith("transformers")
-    assert sorted(pipeline_quantization_config("nf4-t5").quant_mapping) == ["text_encoder_3"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("bitsandbytes") is None, reason="building a bitsandbytes config needs bitsandbytes"
+)
+def test_the_nf4_config_quantizes_t5_only():
+    config = pipeline_quantization_config("nf4-t5")
+    assert sorted(config.quant_mapping) == ["text_encoder_3"]
+    assert config.quant_mapping["text_encoder_3"].bnb_4bit_quant_type == "nf4"
+
+
+def test_a_config_of_a_missing_backend_names_its_package(monkeypatch):
+    pretend_installed(monkeypatch, "bitsandbytes", False)
+    with pytest.raises(ValueError, match=r"^Quantization preset 'nf4-t5' needs the `bitsandbytes` package"):
+        pipeline_quantization_config("nf4-t5")
 
 
 @pytest.mark.parametrize("preset", CPU_PRESETS)

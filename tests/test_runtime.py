@@ -5,8 +5,11 @@ import torch
 
 from diffusers_dit4sr import runtime
 from diffusers_dit4sr.distributed import Processes
+from diffusers_dit4sr.errors import one_line
 from diffusers_dit4sr.runtime import prepare_pipeline
 from diffusers_dit4sr.tiny import make_tiny_pipeline
+
+from .utils import pretend_installed
 
 
 def test_vae_tiling_only_for_vaes_with_real_sized_tiles():
@@ -41,8 +44,9 @@ def test_devices_and_dtypes_are_checked_with_the_option_name():
 
 
 def test_one_line():
-    assert runtime.one_line(ValueError("two\n  lines")) == "two lines"
-    assert runtime.one_line(KeyError()) == "KeyError"
+    assert one_line(ValueError("two\n  lines")) == "two lines"
+    assert one_line(KeyError()) == "KeyError"
+    assert one_line(ValueError("x" * 400), max_length=300) == "x" * 297 + "..."
 
 
 def test_a_quantization_preset_sets_the_default_dtype():
@@ -56,12 +60,16 @@ def test_a_quantization_preset_sets_the_default_dtype():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"quantization": "nf4-t5"}, "needs a CUDA GPU"),
-        ({"quantization": "int8", "dtype": torch.float32}, "computes in bfloat16"),
-        ({"quantization_components": ["transformer"]}, "`quantization_components` needs a `quantization` preset"),
+        ({"quantize": "nf4-t5"}, r"^`quantize='nf4-t5'`: Quantization preset 'nf4-t5' needs a CUDA GPU"),
+        ({"quantize": "int8", "dtype": torch.float32}, r"^`quantize='int8'`: .* computes in bfloat16"),
+        ({"quantize_components": ["transformer"]}, r"^`quantize_components` picks what `quantize` quantizes"),
+        ({"variant": "q"}, r"^`variant` picks one of the released models; it cannot be combined with `model`"),
+        ({"cpu_offload": True}, r"^`cpu_offload` moves models to a GPU while they run; it needs a GPU `device`"),
     ],
 )
-def test_open_pipeline_refuses_quantization_that_cannot_run_before_loading(options, message, monkeypatch):
+@pytest.mark.parametrize("bitsandbytes", [True, False], ids=["with-bitsandbytes", "without-bitsandbytes"])
+def test_open_pipeline_refuses_options_that_cannot_run_before_loading(options, message, bitsandbytes, monkeypatch):
+    pretend_installed(monkeypatch, "bitsandbytes", bitsandbytes)
     monkeypatch.setattr(runtime, "load_pipeline", lambda *args, **kwargs: pytest.fail("loaded"))
     with pytest.raises(ValueError, match=message):
         runtime.open_pipeline("a-folder", device=torch.device("cpu"), **options)

@@ -16,6 +16,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from huggingface_hub import ModelCard
+from huggingface_hub.errors import GatedRepoError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -27,6 +28,8 @@ from diffusers_dit4sr.tiny import (
     make_tiny_transformer,
     make_tiny_vae,
 )
+
+from .utils import hub_http_error, wrapped
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -245,10 +248,8 @@ class TestConvert:
 
     def test_gated_model_says_to_log_in(self, convert, sd35, released, tmp_path, capsys, monkeypatch):
         def refuse(*args, **kwargs):
-            raise OSError(
-                "401 Client Error.\n\nCannot access gated repo for url https://huggingface.co/stabilityai/"
-                "stable-diffusion-3.5-medium/resolve/main/model_index.json.\nAccess is restricted."
-            )
+            url = "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/resolve/main/model_index.json"
+            raise wrapped(hub_http_error(GatedRepoError, 401, url))
 
         monkeypatch.setattr(StableDiffusion3SRPipeline, "from_released", refuse)
         assert convert.main(convert_args(sd35, released, tmp_path / "out")) == 1

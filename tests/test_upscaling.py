@@ -11,15 +11,19 @@ import numpy as np
 import PIL.Image
 import png
 import pytest
+import tifffile
 import torch
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline, UpscaleSettings, runtime, upscale_files
 from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.cli.main import main as upscale_main
 from diffusers_dit4sr.file_utils import temporary_path
+from diffusers_dit4sr.photo import eight_bit_rgb
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 from diffusers_dit4sr.upscaling import Job, PlanError, RunEvents
 from diffusers_dit4sr.upscaling.jobs import plan_batches
+
+from .utils import camera_exif
 
 FAST = UpscaleSettings(scale=2, steps=1, tile_size=64, tile_overlap=32, process_size=64)
 
@@ -174,6 +178,55 @@ def test_captions_are_read_given_or_generated_and_reused(pipe, prompts, tmp_path
     # a.png exists (skipped); b's caption file is reused: the captioner is not loaded again.
     assert (counts.upscaled, counts.skipped, counts.captions.reused, len(loads)) == (1, 1, 1, 1)
     assert prompts == [generated]
+
+
+def rotated_rgba_tiff(path: Path) -> None:
+    """An 8-bit RGBA TIFF stored 40 x 24 with EXIF orientation 6 (Pillow alone turns it the wrong way)."""
+    exif = camera_exif(6)
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 4), dtype=np.uint8)).save(path, exif=exif)
+
+
+def rotated_sixteen_bit_tiff(path: Path) -> None:
+    """A 16-bit RGB TIFF stored 40 x 24 with orientation 8."""
+    samples = np.random.default_rng(0).integers(0, 65536, (24, 40, 3)).astype(np.uint16)
+    tifffile.imwrite(path, samples, photometric="rgb", extratags=[(274, "H", 1, 8, True)])
+
+
+def rotated_jpeg(path: Path) -> None:
+    """A JPEG stored 40 x 24 with orientation 5."""
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    PIL.Image.fromarray(pixels).save(path, exif=camera_exif(5), quality=95)
+
+
+@pytest.mark.parametrize("write", [rotated_rgba_tiff, rotated_sixteen_bit_tiff, rotated_jpeg])
+def test_a_rotated_photo_is_captioned_as_it_is_upscaled(write, pipe, tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    write(tmp_path / "in" / f"photo{'.jpg' if write is rotated_jpeg else '.tif'}")
+    captioned, upscaled = [], []
+
+    def caption_batch(self, images):
+        captioned.extend(np.asarray(image) for image in images)
+        return ["a caption"] * len(images)
+
+    original_call = StableDiffusion3SRPipeline.__call__
+
+    def spy(self, image, **kwargs):
+        upscaled.extend(np.asarray(eight_bit_rgb(item)) for item in image)
+        return original_call(self, image, **kwargs)
+
+    monkeypatch.setattr(Captioner, "_caption_batch", caption_batch)
+    monkeypatch.setattr(StableDiffusion3SRPipeline, "__call__", spy)
+    captioner_dir = save_tiny_captioner(tmp_path / "captioner")
+    counts = upscale_files(
+        [tmp_path / "in"],
+        tmp_path / "out",
+        pipeline=pipe,
+        settings=FAST,
+        captioner=lambda: Captioner(captioner_dir, device="cpu"),
+    )
+    assert (counts.upscaled, counts.captions.written) == (1, 1)
+    assert captioned[0].shape == upscaled[0].shape == (40, 24, 3)  # turned upright: a quarter turn
+    np.testing.assert_array_equal(captioned[0], upscaled[0])
 
 
 def test_a_model_that_cannot_load_fails_its_images_in_one_line(tmp_path):

@@ -1,6 +1,8 @@
 """Helpers shared by the test modules."""
 
 import importlib
+import importlib.machinery
+import importlib.util
 import socket
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -18,6 +20,18 @@ def import_benchmark(name: str) -> ModuleType:
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(BENCHMARKS))
         return importlib.import_module(name)
+
+
+def pretend_installed(monkeypatch: pytest.MonkeyPatch, package: str, installed: bool) -> None:
+    """Makes `importlib.util.find_spec` say whether `package` is installed, for checks that look before importing."""
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args, **kwargs):
+        if name == package or name.startswith(package + "."):
+            return importlib.machinery.ModuleSpec(name, loader=None) if installed else None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
 # --- Hub failures, as the libraries raise them --------------------------------------------------------------------

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """DiT4SR real-world image super-resolution as a Diffusers library.
 
 The names below are imported on first use (PEP 562), so that importing a light module of the package (the command
@@ -5,6 +6,8 @@ line's option parser, `constants`) does not import torch and Diffusers. `model_i
 module path (`diffusers_dit4sr.models.transformer_dit4sr`, `diffusers_dit4sr.pipelines.pipeline_stable_diffusion_3_sr`);
 Diffusers 0.42 does not import such a module itself (`_get_library_or_raise` looks it up in `sys.modules`), so the
 pipeline module imports the transformer's, and loading with `StableDiffusion3SRPipeline.from_pretrained` has both.
+
+What the quantization backends log while Diffusers imports them is hidden (`backend_logging.hide_import_noise`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .backend_logging import hide_import_noise
+
 __version__ = "0.1.0.dev0"
+
+hide_import_noise()
 
 _EXPORTS = {
     "Captioner": ".captioning",

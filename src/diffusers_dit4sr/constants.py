@@ -1,9 +1,9 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Names and limits shared by the library, the command line and the demo, importable without torch.
 
-The command line's option parser imports only this module of the library, so that `dit4sr-upscale --help` answers
-at once. The released inference settings are not here: the defaults of `StableDiffusion3SRPipeline.__call__` are
-their single source.
+The command lines' option parsers import only torch-free modules of the library (this one, `inference_defaults`,
+`quantization`, `errors`), so that `--help` answers at once. The released inference settings are in
+`inference_defaults`, whence the pipeline's `__call__` takes its defaults.
 """
 
 __all__ = [

@@ -1,6 +1,6 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""Where models run and in which precision: the one device and dtype resolution of the library, the command line
-and the demo."""
+"""Where models run and in which precision: the one device and dtype resolution of the library (upscaling,
+captioning, evaluation), the command lines and the demo."""
 
 from __future__ import annotations
 

@@ -33,6 +33,8 @@ import PIL.Image
 import torch
 
 from .constants import DEFAULT_EVALUATION_METRICS, EVALUATION_BENCHMARKS
+from .devices import resolve_device
+from .errors import one_line
 from .file_utils import atomic_write_path
 
 __all__ = [
@@ -77,6 +79,8 @@ _DOWNLOAD = re.compile(r'Downloading: "(\S+)" to (\S+)')
 _URL = re.compile(r"https?://[^\s'\"<>)]+")
 _ROLE_SUFFIX = re.compile(r"(?:[_-](?:lr|hr|lq|hq|gt|sr)\d*|[_-]?x\d+)$", re.IGNORECASE)
 _LISTED_NAMES = 5
+_MESSAGE_LENGTH = 300
+"""Longest library message quoted in a metric's error (pyiqa and its dependencies can raise pages)."""
 Progress = Callable[[str, int, int], None]
 """Called as `progress(metric, images_done, images_total)` after every batch."""
 
@@ -313,7 +317,7 @@ def evaluate(
         metrics: exact pyiqa names (default: `DEFAULT_METRICS`, without `lpips` when there are no references).
             `psnr` and `ssim` are computed on the Y channel (BT.601), in float64; `fid` compares the two sets as a
             whole.
-        device: where the metric models run (default: CUDA if available, else the CPU).
+        device: where the metric models run (default: CUDA, else MPS, else the CPU: `devices.resolve_device`).
         batch_size: images scored together (only images of one size are batched); the values do not depend on it.
         crop_border: pixels cut from each border before `psnr` and `ssim`, as SR papers often do (default 0).
         metric_options: per metric, keyword arguments for `pyiqa.create_metric`, e.g.
@@ -344,7 +348,7 @@ def evaluate(
         if not isinstance(options, Mapping):
             raise TypeError(f"metric_options[{name!r}] must be a mapping of keyword arguments, got {options!r}")
     sizes = check_image_pairs(pairs)
-    device = _resolve_device(device)
+    device = resolve_device(device)
 
     scores = []
     for name, (full_reference, lower_better) in kinds.items():
@@ -417,15 +421,6 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise ValueError(f"cannot read the image {path}: {error}") from error
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
-
-
 def _pyiqa_configs() -> dict[str, dict]:
     try:
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
@@ -454,7 +449,7 @@ def _create_metric(name: str, device: torch.device, options: dict[str, Any]) -> 
     except ImportError as error:
         raise MetricUnavailableError(
             f"metric {name!r} cannot be created: pyiqa needs the module {error.name or error} "
-            f"({_first_line(error)}); install it in this environment"
+            f"({one_line(error, max_length=_MESSAGE_LENGTH)}); install it in this environment"
         ) from error
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         downloads = _DOWNLOAD.findall(stdout.text + stderr.text)
@@ -484,7 +479,7 @@ def _describe_unavailable(
 ) -> str:
     local = options.get("pretrained_model_path")
     if local is not None and not downloads:
-        return f"metric {name!r} cannot load its weights from {local}: {_first_line(error)}"
+        return f"metric {name!r} cannot load its weights from {local}: {one_line(error, max_length=_MESSAGE_LENGTH)}"
     if downloads:  # pyiqa's or torchvision's own download
         url, path = downloads[-1]
         where = f"it looks for {Path(path).name} in {Path(path).parent}; put the file there"
@@ -493,14 +488,14 @@ def _describe_unavailable(
         where = "it looks in the Hugging Face cache; download it where there is network, or copy the cache"
         if url is None:  # e.g. OpenAI's CLIP package, which downloads without naming the file
             return (
-                f"metric {name!r} cannot be created: {_first_line(error)}; pyiqa metrics download their weights on "
+                f"metric {name!r} cannot be created: {one_line(error, max_length=_MESSAGE_LENGTH)}; pyiqa metrics download their weights on "
                 f"first use into {Path(torch.hub.get_dir()) / 'pyiqa'}, {Path(torch.hub.get_dir()) / 'checkpoints'}, "
                 f"{Path.home() / '.cache' / 'clip'} (CLIP) or the Hugging Face cache: run it once where there is "
                 "network, or copy those folders"
             )
     return (
-        f"metric {name!r} needs {url}, which cannot be downloaded here ({_first_line(error)}); {where}"
-        f"{', or pass a local file (--weights)' if 'pretrained_model_path' not in options else ''}"
+        f"metric {name!r} needs {url}, which cannot be downloaded here ({one_line(error, max_length=_MESSAGE_LENGTH)}); {where}"
+        f"{', or pass a local file (`pretrained_model_path`)' if 'pretrained_model_path' not in options else ''}"
     )
 
 
@@ -513,11 +508,6 @@ def _find_url(error: BaseException | None) -> str | None:
             return match.group(0).rstrip(".,;:")
         error = error.__cause__ or error.__context__
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
 
 
 def _score_images(

@@ -38,6 +38,7 @@ from huggingface_hub.errors import (
 )
 
 from .constants import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, RELEASED_VARIANTS
+from .errors import gated_access_fix, one_line
 
 __all__ = [
     "HubLoadError",
@@ -326,7 +327,7 @@ def hub_unreachable_reason(timeout: float = HUB_CHECK_TIMEOUT) -> str | None:
         return f"no answer from {constants.ENDPOINT} within {timeout:g} s"
     if outcome[0] is None:
         return None
-    return _network_reason(outcome[0]) or f"{type(outcome[0]).__name__}: {_one_line(outcome[0])}"
+    return _network_reason(outcome[0]) or f"{type(outcome[0]).__name__}: {one_line(outcome[0])}"
 
 
 def describe_hub_error(error: BaseException, what: str) -> str | None:
@@ -353,8 +354,8 @@ def describe_hub_error(error: BaseException, what: str) -> str | None:
     if gated is not None:
         repo = getattr(gated, "repo_id", None) or what
         return (
-            f"{repo} is a gated repository and this machine has no access to it. Fix: accept its license on "
-            f"{constants.ENDPOINT}/{repo} while logged in, then `hf auth login` here (or set HF_TOKEN)"
+            f"{repo} is a gated repository and this machine has no access to it. Fix: "
+            f"{gated_access_fix(repo, constants.ENDPOINT)}"
         )
     missing_repo = find(RepositoryNotFoundError)
     if missing_repo is not None:
@@ -388,10 +389,10 @@ def describe_hub_error(error: BaseException, what: str) -> str | None:
             return "the Hub refused this machine's token (HTTP 401). Fix: `hf auth login` again, or set HF_TOKEN"
         if isinstance(status, int) and (status == 429 or status >= 500):
             return f"the Hub answered HTTP {status} (busy or down) while loading {what}. Fix: try again later"
-        return f"the Hub answered HTTP {status} while loading {what}: {_one_line(http)}"
+        return f"the Hub answered HTTP {status} while loading {what}: {one_line(http)}"
     invalid = find(HFValidationError)
     if invalid is not None:
-        return f"{what} is neither an existing folder nor a valid Hub id (namespace/name): {_one_line(invalid)}"
+        return f"{what} is neither an existing folder nor a valid Hub id (namespace/name): {one_line(invalid)}"
     return None
 
 
@@ -460,7 +461,7 @@ def _network_reason(error: BaseException) -> str | None:
     host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
     dns = next((item for item in chain if isinstance(item, socket.gaierror)), None)
     if dns is not None:
-        return f"DNS lookup of {host} failed: {dns.strerror or _one_line(dns)}"
+        return f"DNS lookup of {host} failed: {dns.strerror or one_line(dns)}"
     if any(isinstance(item, ConnectionRefusedError) for item in chain):
         return f"{host} refused the connection"
     if any(isinstance(item, TimeoutError) or "Timeout" in type(item).__name__ for item in chain):
@@ -468,14 +469,10 @@ def _network_reason(error: BaseException) -> str | None:
     network = next((item for item in chain if isinstance(item, _network_error_types())), None)
     if network is None:
         return None
-    return f"cannot connect to {host} ({_one_line(network) or type(network).__name__})"
+    return f"cannot connect to {host} ({one_line(network)})"
 
 
 def _request_url(error: BaseException) -> str | None:
     request = getattr(getattr(error, "response", None), "request", None)
     url = getattr(request, "url", None)
     return str(url) if url else None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

@@ -2,7 +2,8 @@
 """Photo files in and out of the pipeline, with what they carry besides colour: transparency, colour profile,
 metadata and bit depth.
 
-`read_photo` reads a file into the upright colour pixels the pipeline takes plus what the result must keep;
+`read_photo` reads a file into the upright colour pixels the pipeline takes plus what the result must keep (every
+reader of input images goes through it, so a photo is captioned as it is upscaled: `eight_bit_rgb`);
 `upscaled_photo` joins that with the pipeline's output; `save_upscaled` does both and writes the file atomically.
 
 - Transparency: the colour channels go through the pipeline as stored (also under fully transparent pixels); the
@@ -48,6 +49,7 @@ __all__ = [
     "Photo",
     "UpscaledPhoto",
     "check_save_options",
+    "eight_bit_rgb",
     "read_photo",
     "save_upscaled",
     "upscaled_photo",
@@ -224,6 +226,14 @@ def _read_open_photo(image: PIL.Image.Image, path: Path) -> Photo:
         bit_depth=16 if bits > 8 else 8,
         format=file_format,
     )
+
+
+def eight_bit_rgb(pixels: PIL.Image.Image | np.ndarray) -> PIL.Image.Image:
+    """A photo's `pixels` (`Photo.pixels`) as an 8-bit RGB image, for models that take only those (a captioner) and
+    for previews: 8-bit images as they are, finer ones rounded as the pipeline's "pil" output is."""
+    if isinstance(pixels, PIL.Image.Image):
+        return pixels
+    return PIL.Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8))
 
 
 def _rgb_and_alpha(image: PIL.Image.Image) -> tuple[PIL.Image.Image, np.ndarray | None]:

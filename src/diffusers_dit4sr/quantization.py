@@ -108,7 +108,8 @@ def check_quantization(
     components: list[str] | tuple[str, ...] | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> None:
-    """Raises a ValueError naming the missing package or requirement if `preset` cannot run here, before loading.
+    """Raises a ValueError if `preset` cannot run here, before loading: one line naming what to fix first (the
+    device: no CUDA GPU, or one too old), then everything else that is missing (the backend's package, the dtype).
 
     Args:
         preset: A name of `QUANTIZATION_PRESETS`.
@@ -118,36 +119,39 @@ def check_quantization(
     """
     spec = _preset(preset)
     resolve_components(preset, components)
+    problems = [] if device is None else _device_problems(spec, device)
+    problems += _package_problems(spec)
+    if dtype is not None and spec.dtype is not None and str(dtype).removeprefix("torch.") != spec.dtype:
+        problems.append(f"computes in {spec.dtype} ({spec.backend} loads its layers so); got dtype {dtype}.")
+    if problems:
+        also = "".join(f" It also {problem}" for problem in problems[1:])
+        raise ValueError(f"Quantization preset {preset!r} {problems[0]}{also}")
+
+
+def _package_problems(spec: QuantizationPreset) -> list[str]:
+    """The backend package `spec` needs, if it is not installed, as the rest of a sentence about the preset."""
     if importlib.util.find_spec(spec.package.split(".")[0]) is None or importlib.util.find_spec(spec.package) is None:
         distribution = "optimum-quanto" if spec.backend == "quanto" else spec.package
-        raise ValueError(
-            f"Quantization preset {preset!r} needs the `{distribution}` package: `pip install {distribution}`."
-        )
-    if dtype is not None and spec.dtype is not None and str(dtype).removeprefix("torch.") != spec.dtype:
-        raise ValueError(
-            f"Quantization preset {preset!r} computes in {spec.dtype} ({spec.backend} loads its layers so); "
-            f"got dtype {dtype}."
-        )
-    if device is None:
-        return
+        return [f"needs the `{distribution}` package: `pip install {distribution}`."]
+    return []
+
+
+def _device_problems(spec: QuantizationPreset, device: str | torch.device) -> list[str]:
+    """What keeps `spec` from running on `device`, as the rest of a sentence about the preset (none: `[]`)."""
     import torch
 
     device = torch.device(device)
     if spec.needs_cuda and device.type != "cuda":
-        raise ValueError(
-            f"Quantization preset {preset!r} needs a CUDA GPU (Diffusers quantizes with {spec.package} only on CUDA); "
-            f"got device {device}."
-        )
-    if device.type == "cuda" and spec.min_compute_capability is not None:
-        if not torch.cuda.is_available():
-            raise ValueError(f"Quantization preset {preset!r} was asked for device {device}, but CUDA is unavailable.")
-        capability = torch.cuda.get_device_capability(device)
-        if capability < spec.min_compute_capability:
-            needed = ".".join(map(str, spec.min_compute_capability))
-            raise ValueError(
-                f"Quantization preset {preset!r} needs a GPU of compute capability {needed} or higher; "
-                f"{device} has {capability[0]}.{capability[1]}."
-            )
+        return [f"needs a CUDA GPU (Diffusers quantizes with {spec.package} only on CUDA); got device {device}."]
+    if device.type != "cuda" or spec.min_compute_capability is None:
+        return []
+    if not torch.cuda.is_available():
+        return [f"was asked for device {device}, but CUDA is unavailable."]
+    capability = torch.cuda.get_device_capability(device)
+    if capability >= spec.min_compute_capability:
+        return []
+    needed = ".".join(map(str, spec.min_compute_capability))
+    return [f"needs a GPU of compute capability {needed} or higher; {device} has {capability[0]}.{capability[1]}."]
 
 
 def _backend_configs(spec: QuantizationPreset) -> tuple[Any, Any]:
@@ -171,12 +175,16 @@ def pipeline_quantization_config(
 ) -> PipelineQuantizationConfig:
     """A `PipelineQuantizationConfig` quantizing `components` (default: the preset's) with `preset`'s backend.
 
-    Pass it as `quantization_config` to `StableDiffusion3SRPipeline.from_released` or `from_pretrained`.
+    Pass it as `quantization_config` to `StableDiffusion3SRPipeline.from_released` or `from_pretrained`. Raises a
+    `ValueError` naming the backend's package if it is not installed.
     """
     from diffusers import PipelineQuantizationConfig
 
     spec = _preset(preset)
     components = resolve_components(preset, components)
+    missing = _package_problems(spec)
+    if missing:
+        raise ValueError(f"Quantization preset {preset!r} {missing[0]}")
     diffusers_config, transformers_config = _backend_configs(spec)
     mapping = {name: diffusers_config if name == "transformer" else transformers_config for name in components}
     return PipelineQuantizationConfig(quant_mapping=mapping)

@@ -2,11 +2,12 @@
 """Getting models ready to run, for every program of the library: the `dit4sr-upscale` command, the `dit4sr-demo`
 page and the demo's Space (`examples/app.py`).
 
-`resolve_device` and `resolve_dtype` say where and in which precision; `open_pipeline` and `open_captioner` ask the
-Hub whether it can be reached (`check_hub_access`), load (quantized with a preset of `quantization`, if asked),
+Where and in which precision is `devices.resolve_device` and `resolve_dtype` (re-exported here for the programs);
+`open_pipeline` and `open_captioner` check the options (`check_model_options`), ask the Hub whether it can be reached (`check_hub_access`), load (quantized with a preset of `quantization`, if asked),
 prepare (`prepare_pipeline`: offloading, attention backend, fused projections, compilation, VAE tiling) and turn any
 failure into a `LoadError` whose message is one line that names the cause and the fix (`describe_load_error`).
-`one_line` is the one place an exception becomes one line.
+Messages name the parameters of these functions (`` `quantize='nf4-t5'` ``); the command line says its options
+instead (`cli.messages`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from .captioning import Captioner
 from .constants import DEFAULT_CAPTION_MODEL, RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL
 from .devices import DTYPES, resolve_device, resolve_dtype
+from .errors import gated_access_fix, one_line
 from .hub import describe_hub_error, hub_offline_mode, hub_unreachable_reason
 from .pipelines import StableDiffusion3SRPipeline
 from .quantization import QUANTIZATION_PRESETS, check_quantization, pipeline_quantization_config
@@ -51,7 +53,6 @@ __all__ = [
     "describe_caption_load_error",
     "describe_load_error",
     "load_pipeline",
-    "one_line",
     "open_captioner",
     "open_pipeline",
     "pipeline_dtype",
@@ -67,14 +68,11 @@ ATTENTION_BACKENDS = tuple(backend.value for backend in AttentionBackendName)
 VAE_TILING_MIN_TILE = 512
 """VAE tiling is turned on only for VAEs whose own tile is at least this many pixels (SD3.5's: 1024); smaller tiles
 (test-sized VAEs) would cut ordinary images into hundreds of tiles for no memory gain."""
-LOGIN_HINT = (
-    f"{RELEASED_SD3_MODEL} is gated: accept its license on https://huggingface.co/{RELEASED_SD3_MODEL}, "
-    "then log in with `hf auth login` (formerly `huggingface-cli login`)"
-)
 LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError)
 """What loading raises for a missing folder, no network, no login or no access (Hub HTTP errors are `OSError`s):
 their messages speak for themselves. Loading a broken folder can raise anything else too (a `KeyError` for a
 `model_index.json` without components); every failure to load is one line, with the exception's name for those."""
+_TRACEBACK_HINT = "`debug=True` for the traceback"
 CAPTION_ERRORS = (RuntimeError, ValueError, TypeError)
 """What captioning one batch raises for an image or a model it cannot handle (out of memory is a `RuntimeError`)."""
 
@@ -84,24 +82,19 @@ class LoadError(Exception):
     original exception is the `__cause__`."""
 
 
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line, or its type's name when it has none."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _error_details(error: BaseException) -> str:
     """The library's message on one line; with the exception's name where the message alone says little."""
-    message = " ".join(str(error).split())
-    if isinstance(error, LOAD_ERRORS) and message:
+    message = one_line(error)
+    if isinstance(error, LOAD_ERRORS) or message == type(error).__name__:
         return message
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return f"{type(error).__name__}: {message}"
 
 
 def check_attention_backend(name: str | None) -> None:
     """A `ValueError` unless `name` is `None` or one of Diffusers' attention backends."""
     if name is not None and name not in ATTENTION_BACKENDS:
         raise ValueError(
-            f"--attention-backend {name}: not a Diffusers attention backend; choose one of "
+            f"`attention_backend={name!r}`: not a Diffusers attention backend; choose one of "
             f"{', '.join(ATTENTION_BACKENDS)}"
         )
 
@@ -113,38 +106,35 @@ def check_model_options(
     cpu_offload: bool,
     device: torch.device,
     dtype: str | torch.dtype | None = None,
-    quantization: str | None = None,
-    quantization_components: list[str] | tuple[str, ...] | None = None,
+    quantize: str | None = None,
+    quantize_components: list[str] | tuple[str, ...] | None = None,
 ) -> None:
     """A `ValueError` for model options that contradict each other or cannot run here: a released `variant` with a
-    `model`, `cpu_offload` without a GPU, `quantization_components` without a `quantization` preset, or a preset that
-    cannot run on `device` in `dtype` (`quantization.check_quantization`: a missing package, a GPU too old, no CUDA,
-    another dtype than the preset's)."""
+    `model`, `cpu_offload` without a GPU, `quantize_components` without a `quantize` preset, or a preset that cannot
+    run on `device` in `dtype` (`quantization.check_quantization`: no CUDA, a GPU too old, a missing package, another
+    dtype than the preset's). The arguments are those of `open_pipeline`."""
     if model is not None and variant is not None:
-        raise ValueError("--variant picks one of the released models; it cannot be combined with --model")
+        raise ValueError("`variant` picks one of the released models; it cannot be combined with `model`")
     if cpu_offload and device.type == "cpu":
-        raise ValueError("--cpu-offload moves models to a GPU while they run; it needs a GPU --device")
-    if quantization is None:
-        if quantization_components is not None:
-            raise ValueError("--quantize-components picks what --quantize quantizes; it needs --quantize")
+        raise ValueError("`cpu_offload` moves models to a GPU while they run; it needs a GPU `device`")
+    if quantize is None:
+        if quantize_components is not None:
+            raise ValueError("`quantize_components` picks what `quantize` quantizes; it needs `quantize`")
         return
     try:
         check_quantization(
-            quantization,
-            device=device,
-            components=quantization_components,
-            dtype=pipeline_dtype(dtype, device, quantization),
+            quantize, device=device, components=quantize_components, dtype=pipeline_dtype(dtype, device, quantize)
         )
     except ValueError as error:
-        raise ValueError(f"--quantize {quantization}: {error}") from None
+        raise ValueError(f"`quantize={quantize!r}`: {error}") from None
 
 
 def check_caption_8bit(device: torch.device) -> None:
     """Loading a captioner in 8 bits needs a CUDA device and bitsandbytes: a `ValueError` saying which is missing."""
     if device.type != "cuda":
-        raise ValueError(f"--caption-8bit runs on CUDA only (bitsandbytes); --device is {device}")
+        raise ValueError(f"`Captioner(load_in_8bit=True)` runs on CUDA only (bitsandbytes); `device` is {device}")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError("--caption-8bit needs the bitsandbytes package: pip install bitsandbytes")
+        raise ValueError("`Captioner(load_in_8bit=True)` needs the bitsandbytes package: pip install bitsandbytes")
 
 
 @contextlib.contextmanager
@@ -223,12 +213,10 @@ def check_hub_access(*sources: str | None) -> HubAccess:
     return HubAccess(unreachable=hub_unreachable_reason())
 
 
-def pipeline_dtype(
-    dtype: str | torch.dtype | None, device: torch.device, quantization: str | None = None
-) -> torch.dtype:
-    """The precision a pipeline loads in: `dtype` (`resolve_dtype`); without one, the dtype the `quantization` preset
+def pipeline_dtype(dtype: str | torch.dtype | None, device: torch.device, quantize: str | None = None) -> torch.dtype:
+    """The precision a pipeline loads in: `dtype` (`resolve_dtype`); without one, the dtype the `quantize` preset
     computes in (bf16 for torchao's), else the device's default."""
-    preset = QUANTIZATION_PRESETS.get(quantization) if quantization is not None else None
+    preset = QUANTIZATION_PRESETS.get(quantize) if quantize is not None else None
     if dtype is None and preset is not None and preset.dtype is not None:
         return getattr(torch, preset.dtype)
     return resolve_dtype(dtype, device)
@@ -262,12 +250,13 @@ def describe_load_error(model: str | None, error: BaseException, hub: HubAccess 
         what, repos = f"the pipeline from {model!r}", model
     cause = _hub_cause(error, repos, hub)
     if cause is not None:
-        return f"cannot load {what}: {cause}. (--debug for the traceback)"
+        return f"cannot load {what}: {cause}. ({_TRACEBACK_HINT})"
     details = _error_details(error)
     if model is None:
         summary = (
             f"cannot load {what}. Likely cause: no Hub login, the license not accepted, or no network. Fix: "
-            f"{LOGIN_HINT}; check the network, or pass --model with a local pipeline folder."
+            f"{RELEASED_SD3_MODEL} is gated: {gated_access_fix(RELEASED_SD3_MODEL)}; check the network, or pass "
+            "`model` a local pipeline folder."
         )
     else:
         summary = (
@@ -275,20 +264,20 @@ def describe_load_error(model: str | None, error: BaseException, hub: HubAccess 
             "Fix: pass a folder written by `save_pretrained` or the Hub id of such a pipeline (for a Hub id, check "
             "the network and `hf auth login`)."
         )
-    return f"{summary} Details (--debug for the traceback): {details}"
+    return f"{summary} Details ({_TRACEBACK_HINT}): {details}"
 
 
 def describe_caption_load_error(model: str, error: BaseException, hub: HubAccess | None = None) -> str:
     """One line, like `describe_load_error`, for a caption model."""
     cause = _hub_cause(error, model, hub)
     if cause is not None:
-        return f"cannot load the caption model {model!r}: {cause}. (--debug for the traceback)"
+        return f"cannot load the caption model {model!r}: {cause}. ({_TRACEBACK_HINT})"
     details = _error_details(error)
     return (
         f"cannot load the caption model {model!r}. Likely cause: no such folder, a model transformers cannot load "
         "as image-text-to-text, or an unreachable Hub id. Fix: pass the Hub id or folder of a vision-language model "
         f"with its processor, e.g. {DEFAULT_CAPTION_MODEL} (for a Hub id, check the network and `hf auth login`). "
-        f"Details (--debug for the traceback): {details}"
+        f"Details ({_TRACEBACK_HINT}): {details}"
     )
 
 
@@ -349,8 +338,8 @@ def open_pipeline(
     variant: str | None = None,
     device: torch.device,
     dtype: str | torch.dtype | None = None,
-    quantization: str | None = None,
-    quantization_components: list[str] | tuple[str, ...] | None = None,
+    quantize: str | None = None,
+    quantize_components: list[str] | tuple[str, ...] | None = None,
     hub: HubAccess | None = None,
     cpu_offload: bool = False,
     attention_backend: str | None = None,
@@ -360,21 +349,25 @@ def open_pipeline(
 ) -> StableDiffusion3SRPipeline:
     """Loads the pipeline (`model`, or the released `variant`) and prepares it on `device` (`prepare_pipeline`).
 
-    `quantization` names a preset of `quantization.QUANTIZATION_PRESETS` that quantizes `quantization_components`
-    (default: the preset's) while loading; `dtype` defaults to the preset's (`pipeline_dtype`). A preset that cannot
-    run here raises a `ValueError` before loading (`check_quantization`). Any failure to load raises a `LoadError`
+    `quantize` names a preset of `quantization.QUANTIZATION_PRESETS` that quantizes `quantize_components` (default:
+    the preset's) while loading; `dtype` defaults to the preset's (`pipeline_dtype`). Options that cannot run here
+    raise a `ValueError` before loading (`check_model_options`). Any failure to load raises a `LoadError`
     with one line saying why (a broken folder fails in many ways: bad JSON, truncated weights, an unknown class, no
     components); `debug` lets the library's own exception through and shows the libraries' warnings. `hub`: from
     `check_hub_access` (default: the Hub is used normally).
     """
+    check_model_options(
+        model=model,
+        variant=variant,
+        cpu_offload=cpu_offload,
+        device=device,
+        dtype=dtype,
+        quantize=quantize,
+        quantize_components=quantize_components,
+    )
     hub = hub or HubAccess()
-    dtype = pipeline_dtype(dtype, device, quantization)
-    quantization_config = None
-    if quantization is not None:
-        check_quantization(quantization, device=device, components=quantization_components, dtype=dtype)
-        quantization_config = pipeline_quantization_config(quantization, quantization_components)
-    elif quantization_components is not None:
-        raise ValueError("`quantization_components` needs a `quantization` preset.")
+    dtype = pipeline_dtype(dtype, device, quantize)
+    quantization_config = None if quantize is None else pipeline_quantization_config(quantize, quantize_components)
     try:
         with quiet_loading(debug):
             pipe = load_pipeline(

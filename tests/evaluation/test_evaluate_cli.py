@@ -131,6 +131,7 @@ def test_a_metric_without_weights_is_one_line_and_the_others_still_run(folders, 
     assert "| `psnr` | higher |" in captured.out and "`musiq`" not in captured.out
     errors = [line for line in captured.err.splitlines() if line.startswith("dit4sr-evaluate: error:")]
     assert len(errors) == 1 and "metric 'musiq' needs" in errors[0] and "musiq_koniq_ckpt-e95806b9.pth" in errors[0]
+    assert "or pass a local file (--weights)" in errors[0]
 
 
 def test_the_parser_defaults():

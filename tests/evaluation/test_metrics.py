@@ -256,7 +256,7 @@ def test_weights_that_cannot_be_downloaded_give_one_line_naming_the_file(torch_h
     assert "\n" not in message
     assert message.startswith("metric 'musiq' needs https://huggingface.co/chaofengc/IQA-PyTorch-Weights/")
     assert f"it looks for musiq_koniq_ckpt-e95806b9.pth in {torch_hub / 'pyiqa'}; put the file there" in message
-    assert "or pass a local file (--weights)" in message
+    assert "or pass a local file (`pretrained_model_path`)" in message  # the parameter; the command says --weights
 
 
 def test_lpips_backbone_that_cannot_be_downloaded_names_torchvisions_file(torch_hub, tmp_path, images):

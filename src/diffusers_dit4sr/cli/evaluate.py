@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..constants import DEFAULT_EVALUATION_METRICS, EVALUATION_BENCHMARKS, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .main import UsageError
+from .messages import CommandLineTerms
 
 PROG = "dit4sr-evaluate"
 PAPER_METRICS_HELP = ", ".join(
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs `dit4sr-evaluate` with `argv` (default: the process arguments) and returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    terms = CommandLineTerms(parser)
     try:
         from .. import evaluation
     except ImportError as error:
@@ -143,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except (UsageError, ValueError, TypeError) as error:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {terms(str(error))}", file=sys.stderr)
         return EXIT_USAGE
-    return _run(args, plan, evaluation)
+    return _run(args, plan, evaluation, terms)
 
 
 def _plan(args: argparse.Namespace, evaluation) -> dict:
@@ -180,7 +182,7 @@ def _plan(args: argparse.Namespace, evaluation) -> dict:
     }
 
 
-def _run(args: argparse.Namespace, plan: dict, evaluation) -> int:
+def _run(args: argparse.Namespace, plan: dict, evaluation, terms: CommandLineTerms) -> int:
     from tqdm import tqdm
 
     scores, pairs, failed = [], None, False
@@ -203,7 +205,7 @@ def _run(args: argparse.Namespace, plan: dict, evaluation) -> int:
                 )
             except evaluation.MetricUnavailableError as error:
                 bar.close()
-                print(f"{PROG}: error: {error}", file=sys.stderr)
+                print(f"{PROG}: error: {terms(str(error))}", file=sys.stderr)
                 failed = True
                 continue
         pairs = report.pairs

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .messages import CommandLineTerms
 from .options import PROG, build_parser, model_options
 
 __all__ = ["UsageError", "main"]
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    terms = CommandLineTerms(parser)
 
     # Parsed: now the libraries (torch, diffusers) are worth their import time.
     if not args.debug:
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs = upscaling.jobs.plan_jobs(upscaling.jobs.find_images(args.inputs), args.output)
             upscaling.jobs.check_outputs(jobs, args.output, bit_depth=args.bit_depth)
         except ValueError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(terms(str(error))) from None
         check_models(args)
     except UsageError as error:
         if processes.is_main:  # every process found the same error: one says it
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{PROG}: error: cannot join the other processes: {error}", file=sys.stderr)
                 return EXIT_FAILED
             try:
-                counts = run(args, jobs, device, processes)
+                counts = run(args, jobs, device, processes, terms)
             finally:
                 processes.leave()
     except KeyboardInterrupt:
@@ -85,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK if counts.ok else EXIT_FAILED
 
 
-def run(args: argparse.Namespace, jobs: list, device, processes):
+def run(args: argparse.Namespace, jobs: list, device, processes, terms: CommandLineTerms):
     """The folder run of the command line: `upscaling.run_jobs` with the models `args` name, loaded by `runtime` only
-    if an image needs them (the Hub is asked once whether it can be reached); returns the counts of the whole run."""
+    if an image needs them (the Hub is asked once whether it can be reached); returns the counts of the whole run.
+    The run's messages are shown in the command's terms (`terms`)."""
     from .. import runtime
     from ..upscaling import CaptionSource, UpscaleSettings, run_jobs
     from .progress import TerminalEvents, report
 
-    events = TerminalEvents(quiet=args.quiet, caption_model=args.caption_model)
+    events = TerminalEvents(quiet=args.quiet, caption_model=args.caption_model, terms=terms)
     hub = None
 
     def hub_access() -> runtime.HubAccess:
@@ -190,7 +193,7 @@ def check_options(args: argparse.Namespace, device) -> None:
     from .progress import report
 
     runtime.check_model_options(**model_options(args), device=device)
-    if args.fuse_lr_projections and model_options(args)["quantization"] is not None:
+    if args.fuse_lr_projections and model_options(args)["quantize"] is not None:
         raise UsageError("--fuse-lr-projections folds full-precision weights; it cannot be combined with --quantize")
     if args.tile_overlap >= args.tile_size:
         raise UsageError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile-size ({args.tile_size})")

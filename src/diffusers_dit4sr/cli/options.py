@@ -12,8 +12,6 @@ value: for a `ValueError`, argparse would name the function.
 from __future__ import annotations
 
 import argparse
-import ast
-import functools
 import importlib.metadata
 import math
 from collections.abc import Callable
@@ -34,6 +32,8 @@ from ..constants import (
     RELEASED_VARIANTS,
     SEED_RANGE,
 )
+from ..errors import gated_access_fix
+from ..inference_defaults import INFERENCE_DEFAULTS
 from ..quantization import QUANTIZABLE_COMPONENTS, QUANTIZATION_PRESETS
 
 __all__ = [
@@ -42,37 +42,13 @@ __all__ = [
     "add_caption_model_options",
     "add_model_options",
     "build_parser",
-    "pipeline_call_defaults",
     "model_options",
 ]
 
 PROG = "dit4sr-upscale"
-GATED_HINT = (
-    f"{RELEASED_SD3_MODEL} is gated: accept its license on https://huggingface.co/{RELEASED_SD3_MODEL}, "
-    "then log in with `hf auth login` (formerly `huggingface-cli login`)"
-)
+GATED_HINT = f"{RELEASED_SD3_MODEL} is gated: {gated_access_fix(RELEASED_SD3_MODEL)}"
 NO_QUANTIZATION = "none"
 """The `--quantize` choice that loads the weights as they are."""
-_PIPELINE_SOURCE = Path(__file__).parents[1] / "pipelines" / "pipeline_stable_diffusion_3_sr.py"
-
-
-@functools.cache
-def pipeline_call_defaults() -> dict[str, object]:
-    """The literal defaults of `StableDiffusion3SRPipeline.__call__` (the released inference settings), read from
-    its source file: what `inspect.signature` gives, without importing torch."""
-    tree = ast.parse(_PIPELINE_SOURCE.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "StableDiffusion3SRPipeline":
-            call = next(item for item in node.body if isinstance(item, ast.FunctionDef) and item.name == "__call__")
-            arguments = call.args.args[len(call.args.args) - len(call.args.defaults) :]
-            defaults = {}
-            for argument, default in zip(arguments, call.args.defaults, strict=True):
-                try:
-                    defaults[argument.arg] = ast.literal_eval(default)
-                except ValueError:  # a name (a constant of the module), not a literal
-                    continue
-            return defaults
-    raise LookupError(f"no StableDiffusion3SRPipeline.__call__ in {_PIPELINE_SOURCE}")
 
 
 def _version() -> str:
@@ -145,8 +121,8 @@ def model_options(args: argparse.Namespace) -> dict:
         "variant": args.variant,
         "dtype": args.dtype,
         "cpu_offload": args.cpu_offload,
-        "quantization": None if args.quantize == NO_QUANTIZATION else args.quantize,
-        "quantization_components": args.quantize_components,
+        "quantize": None if args.quantize == NO_QUANTIZATION else args.quantize,
+        "quantize_components": args.quantize_components,
     }
 
 
@@ -162,7 +138,7 @@ def add_caption_model_options(group: argparse._ArgumentGroup, *, caption_model_h
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `dit4sr-upscale`."""
-    released = pipeline_call_defaults()
+    released = INFERENCE_DEFAULTS
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -196,21 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         metavar="X",
         type=_positive_float,
-        default=released["upscale"],
+        default=released.upscale,
         help="upscaling factor, any positive number (default: %(default)g)",
     )
     upscaling.add_argument(
         "--steps",
         metavar="N",
         type=_integer(1),
-        default=released["num_inference_steps"],
+        default=released.num_inference_steps,
         help="denoising steps (default: %(default)s)",
     )
     upscaling.add_argument(
         "--guidance",
         metavar="G",
         type=_finite_float,
-        default=released["guidance_scale"],
+        default=released.guidance_scale,
         help="classifier-free guidance scale, <= 1 turns it off (default: %(default)g)",
     )
     upscaling.add_argument(
@@ -223,14 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     upscaling.add_argument(
         "--color-fix",
         choices=COLOR_FIXES,
-        default=released["color_fix"],
+        default=released.color_fix,
         help="color correction against the input image (default: %(default)s)",
     )
     upscaling.add_argument(
         "--process-size",
         type=_integer(0),
         metavar="PX",
-        default=released["process_size"],
+        default=released.process_size,
         help=(
             "outputs with a smaller short side are processed at this short side and resized back; the released "
             "models saw 512 px crops (default: %(default)s)"
@@ -286,14 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-size",
         metavar="PX",
         type=_tile_size,
-        default=released["tile_size"],
+        default=released.tile_size,
         help=f"denoising tile side, output px, a multiple of {PIXEL_MULTIPLE} (default: %(default)s)",
     )
     memory.add_argument(
         "--tile-overlap",
         metavar="PX",
         type=_tile_overlap,
-        default=released["tile_overlap"],
+        default=released.tile_overlap,
         help=f"tile overlap, output px, a multiple of {PIXEL_MULTIPLE} below --tile-size (default: %(default)s)",
     )
     memory.add_argument(
@@ -310,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-batch-size",
         type=_integer(1, auto=True),
         metavar="N",
-        default=released["tile_batch_size"],
+        default=released.tile_batch_size,
         help=(
             "tiles run through the transformer at once; 'auto' takes as many as the free GPU memory holds and "
             "halves on out-of-memory (default: %(default)s)"

@@ -5,6 +5,7 @@ run's messages on stderr (`TerminalEvents`, the command's `upscaling.RunEvents`)
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from tqdm import tqdm
 
@@ -58,22 +59,25 @@ class StepProgress:
 
 class TerminalEvents(RunEvents):
     """A run's events on the terminal: errors and warnings always, on stderr; notes, skipped files (on stdout) and
-    progress bars unless `quiet`. `caption_model` names the captioner in the captioning line."""
+    progress bars unless `quiet`. `caption_model` names the captioner in the captioning line; `terms` rewrites the
+    library's parameter names in messages into the command's options."""
 
-    def __init__(self, quiet: bool, caption_model: str | None = None) -> None:
-        self.quiet, self.caption_model = quiet, caption_model
+    def __init__(
+        self, quiet: bool, caption_model: str | None = None, terms: Callable[[str], str] = lambda message: message
+    ) -> None:
+        self.quiet, self.caption_model, self.terms = quiet, caption_model, terms
         self.steps: StepProgress | None = None
         self.captions: tqdm | None = None
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            report(message)
+            report(self.terms(message))
 
     def warning(self, message: str) -> None:
-        report(message)
+        report(self.terms(message))
 
     def error(self, message: str) -> None:
-        report(f"{PROG}: error: {message}")
+        report(f"{PROG}: error: {self.terms(message)}")
 
     def skipped(self, job: Job) -> None:
         if not self.quiet:

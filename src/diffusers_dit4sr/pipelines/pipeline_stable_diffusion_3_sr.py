@@ -42,6 +42,7 @@ from ..image_processing import (
     to_rgb_tensors,
     upscale_lr,
 )
+from ..inference_defaults import INFERENCE_DEFAULTS
 from ..models import DiT4SRTransformer2DModel
 from ..models.released import RELEASED_LR_KEY_SOURCES
 from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles
@@ -67,17 +68,11 @@ _sd3_logger = logging.get_logger(StableDiffusion3Pipeline.__module__)
 _tokenizer_logger = transformers.utils.logging.get_logger("transformers.tokenization_utils_base")
 _TOKENIZER_LENGTH_WARNING = "Token indices sequence length is longer than the specified maximum sequence length"
 
-DEFAULT_ADDED_PROMPT = (
-    "Cinematic, hyper sharpness, highly detailed, perfect without deformations, camera, hyper detailed photo - "
-    "realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing. "
-)
+DEFAULT_ADDED_PROMPT = INFERENCE_DEFAULTS.added_prompt
 """The released positive prompt, appended to every caption after a space (its trailing space is the release's)."""
-DEFAULT_NEGATIVE_PROMPT = (
-    "motion blur, noisy, dotted, bokeh, pointed, CG Style, 3D render, unreal engine, blurring, dirty, messy, "
-    "worst quality, low quality, frames, watermark, signature, jpeg artifacts, deformed, lowres, chaotic"
-)
+DEFAULT_NEGATIVE_PROMPT = INFERENCE_DEFAULTS.negative_prompt
 """The released negative prompt."""
-DEFAULT_MAX_SEQUENCE_LENGTH = 256
+DEFAULT_MAX_SEQUENCE_LENGTH = INFERENCE_DEFAULTS.max_sequence_length
 """T5 tokens of the released inference (SD3's pipeline default; the released training embeddings used 77)."""
 MAX_T5_SEQUENCE_LENGTH = 512
 """The longest T5 sequence SD3 pipelines accept."""
@@ -876,17 +871,17 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         negative_pooled_prompt_embeds: torch.Tensor | None = None,
         max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
         num_images_per_prompt: int = 1,
-        upscale: float = 4.0,
-        process_size: int = 512,
-        num_inference_steps: int = 40,
-        guidance_scale: float = 8.0,
-        strength: float = 1.0,
-        lr_injection_scale: float = 1.2,
-        tile_size: int = 512,
-        tile_overlap: int = 192,
-        tile_batch_size: int | str = "auto",
+        upscale: float = INFERENCE_DEFAULTS.upscale,
+        process_size: int = INFERENCE_DEFAULTS.process_size,
+        num_inference_steps: int = INFERENCE_DEFAULTS.num_inference_steps,
+        guidance_scale: float = INFERENCE_DEFAULTS.guidance_scale,
+        strength: float = INFERENCE_DEFAULTS.strength,
+        lr_injection_scale: float = INFERENCE_DEFAULTS.lr_injection_scale,
+        tile_size: int = INFERENCE_DEFAULTS.tile_size,
+        tile_overlap: int = INFERENCE_DEFAULTS.tile_overlap,
+        tile_batch_size: int | str = INFERENCE_DEFAULTS.tile_batch_size,
         symmetric_tile_weights: bool = False,
-        color_fix: str | None = "adain",
+        color_fix: str | None = INFERENCE_DEFAULTS.color_fix,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",

@@ -16,9 +16,10 @@ import PIL.Image
 import torch
 
 from ..captioning import Captioner, remove_focus_sentences
+from ..errors import one_line
 from ..file_utils import atomic_write_path
-from ..image_processing import load_image
-from ..runtime import CAPTION_ERRORS, one_line
+from ..photo import eight_bit_rgb, read_photo
+from ..runtime import CAPTION_ERRORS
 from .events import RunEvents
 from .jobs import Job, JobError
 
@@ -66,9 +67,10 @@ class CaptionSource:
 
 
 def read_image(path: Path) -> PIL.Image.Image:
-    """The decoded image (EXIF orientation applied), or a `JobError` naming the file."""
+    """The image as it is upscaled (`photo.read_photo`: turned upright, at full precision), as 8-bit RGB for the
+    captioner; a `JobError` naming the file if it cannot be read."""
     try:
-        return load_image(path)
+        return eight_bit_rgb(read_photo(path).pixels)
     except ValueError as error:
         raise JobError(str(error)) from error
 
@@ -155,7 +157,10 @@ def _caption_batch(
             raise
         reason = one_line(error)
         if isinstance(error, torch.cuda.OutOfMemoryError):
-            reason = "out of GPU memory; try --caption-8bit, a smaller --caption-model or --caption-batch-size 1"
+            reason = (
+                "out of GPU memory; try `Captioner(load_in_8bit=True)`, a smaller `Captioner(model)` or "
+                "`Captioner(batch_size=1)`"
+            )
         for job, _ in readable:
             events.error(f"cannot caption {job.source}: {reason} (upscaling it without a caption)")
             counts.failed += 1

@@ -14,8 +14,8 @@ import PIL.ExifTags
 import PIL.Image
 
 from ..constants import DEFAULT_OUTPUT_DIR, IMAGE_EXTENSIONS, MAX_OUTPUT_SIDE
+from ..errors import one_line
 from ..photo import check_save_options
-from ..runtime import one_line
 
 __all__ = [
     "Job",
@@ -165,7 +165,7 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
     if max(size) > MAX_OUTPUT_SIDE:
         raise ValueError(
             f"its output would be {size[0]}x{size[1]} px, and sides above {MAX_OUTPUT_SIDE} px are not supported; "
-            "lower --scale"
+            "lower `scale`"
         )
     return size
 

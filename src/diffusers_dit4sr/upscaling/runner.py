@@ -13,7 +13,6 @@ process gets the counts of the whole run. Progress and messages go to a `RunEven
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,21 +24,17 @@ import torch
 from ..captioning import Captioner
 from ..constants import SEED_RANGE, color_fix_argument
 from ..distributed import ONE_PROCESS, Processes
+from ..errors import one_line
+from ..inference_defaults import INFERENCE_DEFAULTS
 from ..photo import Photo, read_photo, save_upscaled
 from ..pipelines import StableDiffusion3SRPipeline
-from ..runtime import LoadError, one_line
+from ..runtime import LoadError
 from .captions import CaptionCounts, CaptionSource, caption_jobs, read_caption
 from .events import RunEvents
 from .jobs import Job, JobError, check_outputs, find_images, plan_batches, plan_jobs, screen_image
 from .outputs import remove_stale_outputs
 
 __all__ = ["RunCounts", "UpscaleSettings", "run_jobs", "upscale_files"]
-
-_RELEASED = {
-    name: parameter.default
-    for name, parameter in inspect.signature(StableDiffusion3SRPipeline.__call__).parameters.items()
-}
-"""The released inference settings: the defaults of the pipeline's `__call__`, their single source."""
 
 
 @dataclass(frozen=True)
@@ -52,15 +47,15 @@ class UpscaleSettings:
     and `strip_metadata` are how results are saved (`photo.save_upscaled`).
     """
 
-    scale: float = _RELEASED["upscale"]
-    steps: int = _RELEASED["num_inference_steps"]
-    guidance: float = _RELEASED["guidance_scale"]
+    scale: float = INFERENCE_DEFAULTS.upscale
+    steps: int = INFERENCE_DEFAULTS.num_inference_steps
+    guidance: float = INFERENCE_DEFAULTS.guidance_scale
     seed: int = 0
-    color_fix: str = _RELEASED["color_fix"]
-    process_size: int = _RELEASED["process_size"]
-    tile_size: int = _RELEASED["tile_size"]
-    tile_overlap: int = _RELEASED["tile_overlap"]
-    tile_batch_size: int | str = _RELEASED["tile_batch_size"]
+    color_fix: str = INFERENCE_DEFAULTS.color_fix
+    process_size: int = INFERENCE_DEFAULTS.process_size
+    tile_size: int = INFERENCE_DEFAULTS.tile_size
+    tile_overlap: int = INFERENCE_DEFAULTS.tile_overlap
+    tile_batch_size: int | str = INFERENCE_DEFAULTS.tile_batch_size
     batch_size: int = 1
     bit_depth: int | str = "auto"
     strip_metadata: bool = False
@@ -387,8 +382,8 @@ def _upscale(
         ).images
     except torch.cuda.OutOfMemoryError as error:
         raise JobError(
-            f"out of GPU memory on {names}; try --batch-size 1, --tile-batch-size 1, a smaller --tile-size or "
-            "--cpu-offload"
+            f"out of GPU memory on {names}; try `batch_size=1`, `tile_batch_size=1`, a smaller `tile_size` or "
+            "`cpu_offload=True`"
         ) from error
     except (ValueError, RuntimeError) as error:  # e.g. an output larger than the pipeline supports
         raise JobError(f"cannot upscale {names}: {error}") from error
