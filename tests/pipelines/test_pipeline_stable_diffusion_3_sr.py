@@ -17,15 +17,17 @@ from diffusers import (
     FlowMatchHeunDiscreteScheduler,
     FlowMatchLCMScheduler,
     PyramidAttentionBroadcastConfig,
+    SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     UniPCMultistepScheduler,
 )
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback, SD3CFGCutoffCallback
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline
 from diffusers_dit4sr.models import DiT4SRAttention, DiT4SRTransformerBlock
 from diffusers_dit4sr.pipelines import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
 from diffusers_dit4sr.pipelines import pipeline_stable_diffusion_3_sr as pipeline_module
-from diffusers_dit4sr.tiny import make_tiny_pipeline
+from diffusers_dit4sr.tiny import TINY_TRANSFORMER_CONFIG, make_tiny_pipeline
 
 # MKL's float results depend on memory alignment (e.g. of memory-mapped weights), so results computed along
 # different paths agree to round-off, not bitwise; the same call repeated is bitwise identical.
@@ -64,6 +66,41 @@ class CallSpy:
             return original(*args, **kwargs)
 
         monkeypatch.setattr(cls, name, spy)
+
+
+class TensorRecorder(PipelineCallback):
+    """A Diffusers callback object that asks for `tensor_inputs` and keeps a copy of what it gets at each step."""
+
+    tensor_inputs = []
+
+    def __init__(self, tensor_inputs: list[str]) -> None:
+        super().__init__()
+        self.tensor_inputs = tensor_inputs
+        self.steps: list[int] = []
+        self.seen: list[dict] = []
+
+    def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+        self.steps.append(step_index)
+        self.seen.append(
+            {
+                name: value.clone() if isinstance(value, torch.Tensor) else [tensor.clone() for tensor in value]
+                for name, value in callback_kwargs.items()
+            }
+        )
+        return callback_kwargs
+
+
+class ConditionalCutoff(PipelineCallback):
+    """`SD3CFGCutoffCallback` for a prompt per image: at its cutoff step it keeps every image's conditional rows."""
+
+    tensor_inputs = ["prompt_embeds", "pooled_prompt_embeds"]
+
+    def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+        if step_index == self.config.cutoff_step_index:
+            pipeline._guidance_scale = 0.0
+            for name in self.tensor_inputs:
+                callback_kwargs[name] = callback_kwargs[name].chunk(2)[1]
+        return callback_kwargs
 
 
 class TestOutputSize:
@@ -367,24 +404,6 @@ class TestOptions:
         image = random_image(11, 13)
         assert not torch.equal(upscale(pipe, image), upscale(pipe, image, lr_injection_scale=1.0))
 
-    def test_callback_and_interrupt(self, pipe):
-        seen = []
-
-        def callback(pipeline, step, timestep, tensors):
-            seen.append((step, tuple(tensors)))
-            if step == 1:
-                pipeline._interrupt = True
-            return {"latents": tensors["latents"] * 0}
-
-        upscale(
-            pipe,
-            random_image(11, 13),
-            num_inference_steps=4,
-            callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=["latents", "lr_latents"],
-        )
-        assert seen == [(0, ("latents", "lr_latents")), (1, ("latents", "lr_latents"))]
-
     def test_first_block_cache_reduces_computed_blocks(self, pipe, monkeypatch):
         image = random_image(20, 36)
         spy = CallSpy(monkeypatch, DiT4SRTransformerBlock, "forward")
@@ -570,26 +589,232 @@ class TestCrossImageBatching:
         for actual, single in zip(batched, expected, strict=True):
             torch.testing.assert_close(actual, single, **ROUND_OFF)
 
-    def test_callbacks_see_each_image(self, pipe):
+    def test_images_with_different_schedules_take_each_step_together(self):
+        # A scheduler that shifts its schedule by the image size: the 8 x 8 tiles of the first and third image share
+        # one schedule, the second image's 6 x 8 latent another; the callback still runs once per step.
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, use_dynamic_shifting=True)
+        prompts = ["a cat", "a dog", "a red brick house"]
+        expected = self.one_call_per_image(pipe, prompts, process_size=0)
         seen = []
 
         def record(pipeline, step, timestep, tensors):
-            seen.append((step, tuple(tensors["latents"].shape[-2:])))
+            seen.append((step, timestep.clone(), pipeline.current_timestep))
             return {}
 
-        upscale(pipe, self.images(), process_size=0, callback_on_step_end=record)
-        steps = FAST["num_inference_steps"]
-        assert seen == [(step, shape) for step in range(steps) for shape in ((10, 18), (6, 8), (4, 16))]
+        generators = [torch.Generator().manual_seed(index) for index in range(3)]
+        batched = upscale(
+            pipe, self.images(), prompt=prompts, generator=generators, process_size=0, callback_on_step_end=record
+        )
+        assert [step for step, _, _ in seen] == list(range(FAST["num_inference_steps"]))
+        for _, timestep, current in seen:
+            assert timestep.shape == (3,) and timestep[0] == timestep[2]
+            assert current is not None and torch.equal(current, timestep)
+        assert seen[-1][1][1] != seen[-1][1][0]  # both schedules start at 1000, then differ
+        for actual, single in zip(batched, expected, strict=True):
+            torch.testing.assert_close(actual, single, **ROUND_OFF)
 
-    def test_callback_replacements_apply_to_their_image(self, pipe):
+
+class TestCallbacks:
+    """`callback_on_step_end` follows Diffusers' contract: once per step, for all images, with Diffusers' callbacks."""
+
+    # Latents 10 x 18 (8 tiles of 8 x 8) and 8 x 10 (2 tiles), at the process size 64.
+    IMAGES = ((20, 36, 0), (11, 13, 1))
+    ALL_TENSORS = ["latents", "lr_latents", "prompt_embeds", "pooled_prompt_embeds"]
+    CUTOFF = 1
+
+    def images(self):
+        return [random_image(height, width, seed) for height, width, seed in self.IMAGES]
+
+    def test_called_once_per_step_with_every_image(self, pipe):
+        recorder = TensorRecorder(self.ALL_TENSORS)
+        latents = upscale(
+            pipe,
+            self.images(),
+            num_images_per_prompt=2,
+            num_inference_steps=3,
+            output_type="latent",
+            callback_on_step_end=recorder,
+        )
+        assert recorder.steps == [0, 1, 2] and pipe.num_timesteps == 3
+        # Whole images, one per output image (image-major), as a list since their sizes differ; text rows in
+        # Diffusers' layout: the 4 unconditional rows, then the 4 conditional ones.
+        seen = recorder.seen[-1]
+        for name in ("latents", "lr_latents"):
+            assert [tuple(tensor.shape) for tensor in seen[name]] == [(16, 10, 18)] * 2 + [(16, 8, 10)] * 2
+        tokens = pipe.tokenizer_max_length + 256
+        assert seen["prompt_embeds"].shape == (8, tokens, 32) and seen["pooled_prompt_embeds"].shape == (8, 64)
+        negative, positive = seen["prompt_embeds"].chunk(2)
+        assert torch.equal(negative[0], negative[3]) and not torch.equal(negative[0], positive[0])
+        for final, last_step in zip(latents, seen["latents"], strict=True):
+            assert torch.equal(final, last_step)  # the latents after the step, the last step's are the result
+
+    def test_images_of_one_size_get_stacked_tensors(self, pipe):
+        recorder = TensorRecorder(["latents", "lr_latents"])
+        images = [random_image(20, 36), random_image(20, 36, seed=1)]
+        latents = upscale(pipe, images, output_type="latent", guidance_scale=1.0, callback_on_step_end=recorder)
+        assert recorder.seen[-1]["latents"].shape == recorder.seen[-1]["lr_latents"].shape == (2, 16, 10, 18)
+        assert torch.equal(recorder.seen[-1]["latents"], latents)
+
+    @pytest.mark.parametrize(
+        "scheduler_cls, strength, steps",
+        [
+            (FlowMatchEulerDiscreteScheduler, 1.0, 4),
+            (FlowMatchEulerDiscreteScheduler, 0.5, 2),  # the scheduler's steps of the remaining half
+            (FlowMatchHeunDiscreteScheduler, 1.0, 7),  # second order: 2 * 4 - 1 timesteps
+        ],
+    )
+    def test_step_count_is_the_schedulers(self, scheduler_cls, strength, steps):
+        pipe = make_tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        recorder = TensorRecorder([])
+        upscale(pipe, self.images(), num_inference_steps=4, strength=strength, callback_on_step_end=recorder)
+        assert recorder.steps == list(range(steps)) and pipe.num_timesteps == steps
+
+    def test_a_pipeline_callbacks_tensor_inputs_are_honoured(self, pipe):
+        recorder = TensorRecorder(["lr_latents", "pooled_prompt_embeds"])
+        upscale(pipe, random_image(11, 13), callback_on_step_end=recorder)  # the default `["latents"]` is not used
+        assert [sorted(seen) for seen in recorder.seen] == [["lr_latents", "pooled_prompt_embeds"]] * 2
+
+    def test_latents_replacements_apply_per_image(self, pipe):
         def zero_second_image(pipeline, step, timestep, tensors):
-            if step == pipeline.num_timesteps - 1 and tensors["latents"].shape[-2:] == (8, 10):
-                return {"latents": torch.zeros_like(tensors["latents"])}
+            if step == pipeline.num_timesteps - 1:
+                return {"latents": [tensors["latents"][0], torch.zeros_like(tensors["latents"][1])]}
             return {}
 
-        images = [random_image(20, 36), random_image(11, 13)]  # latents 10 x 18 and 8 x 10 (process size 64)
-        latents = upscale(pipe, images, output_type="latent", callback_on_step_end=zero_second_image)
+        latents = upscale(pipe, self.images(), output_type="latent", callback_on_step_end=zero_second_image)
         assert latents[1].abs().sum() == 0 and latents[0].abs().sum() > 0
+
+        def zero_first_image(pipeline, step, timestep, tensors):
+            return {"latents": tensors["latents"] * torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)}
+
+        images = [random_image(20, 36), random_image(20, 36, seed=1)]
+        latents = upscale(pipe, images, output_type="latent", callback_on_step_end=zero_first_image)
+        assert latents[0].abs().sum() == 0 and latents[1].abs().sum() > 0
+
+    @pytest.mark.parametrize(
+        "cutoff, prompt, num_images_per_prompt",
+        [
+            (SD3CFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=CUTOFF), "a red brick house", 2),
+            (ConditionalCutoff(cutoff_step_ratio=None, cutoff_step_index=CUTOFF), ["a cat", "a dog"], 1),
+        ],
+    )
+    def test_cfg_cutoff(self, pipe, monkeypatch, cutoff, prompt, num_images_per_prompt):
+        options = {
+            "prompt": prompt,
+            "num_images_per_prompt": num_images_per_prompt,
+            "num_inference_steps": 4,
+            "output_type": "latent",
+        }
+        guided = TensorRecorder(["latents"])
+        expected = upscale(pipe, self.images(), callback_on_step_end=guided, **options)
+        recorder = TensorRecorder(["latents"])
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        cut = upscale(pipe, self.images(), callback_on_step_end=MultiPipelineCallbacks([cutoff, recorder]), **options)
+        assert pipe.guidance_scale == 0.0 and not pipe.do_classifier_free_guidance
+
+        # The same latents up to the cutoff step, other latents after it.
+        for step, (before, after) in enumerate(zip(guided.seen, recorder.seen, strict=True)):
+            same = [torch.equal(a, b) for a, b in zip(before["latents"], after["latents"], strict=True)]
+            assert all(same) if step <= self.CUTOFF else not any(same)
+        assert not any(torch.equal(a, b) for a, b in zip(cut, expected, strict=True))
+
+        # After the cutoff the transformer runs on the conditional rows alone: per step one call for the 8 + 2 tiles
+        # of each image's outputs, each tile with its own image's text rows.
+        tiles = (8 + 2) * num_images_per_prompt
+        rows = [
+            (kwargs["hidden_states"].shape[0], kwargs["encoder_hidden_states"].shape[0]) for _, kwargs in spy.calls
+        ]
+        assert rows == [(2 * tiles, 2 * tiles)] * (self.CUTOFF + 1) + [(tiles, tiles)] * (3 - self.CUTOFF)
+
+        # Exactly a run whose guidance is off after the cutoff step: off from the start, with the guided latents of
+        # the cutoff step put back then.
+        def resume(pipeline, step, timestep, tensors):
+            return {"latents": guided.seen[self.CUTOFF]["latents"]} if step == self.CUTOFF else {}
+
+        unguided = upscale(pipe, self.images(), guidance_scale=1.0, callback_on_step_end=resume, **options)
+        for actual, reference in zip(cut, unguided, strict=True):
+            torch.testing.assert_close(actual, reference, **ROUND_OFF)
+
+    def test_cfg_cutoff_runs_the_transformer_as_stable_diffusion_3(self, pipe, monkeypatch):
+        sd3 = StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(**TINY_TRANSFORMER_CONFIG),
+            scheduler=FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config),
+            **{name: getattr(pipe, name) for name in pipe.components if name not in ("transformer", "scheduler")},
+        )
+        sd3.set_progress_bar_config(disable=True)
+        cutoff = SD3CFGCutoffCallback(cutoff_step_ratio=0.5)  # after step int(4 * 0.5) = 2
+        rows = {}
+        for pipeline in (sd3, pipe):
+            spy = CallSpy(monkeypatch, type(pipeline.transformer), "forward")
+            if pipeline is sd3:
+                sd3(prompt="a cat", height=32, width=32, num_inference_steps=4, callback_on_step_end=cutoff)
+            else:
+                upscale(pipe, random_image(8, 8), prompt="a cat", num_inference_steps=4, callback_on_step_end=cutoff)
+            rows[pipeline is sd3] = [
+                (kwargs["hidden_states"].shape[0], kwargs["encoder_hidden_states"].shape[0]) for _, kwargs in spy.calls
+            ]
+            assert pipeline.guidance_scale == 0.0
+        assert rows[True] == rows[False] == [(2, 2)] * 3 + [(1, 1)]
+
+    def test_guidance_turned_off_drops_the_unconditional_rows_left_in_place(self, pipe):
+        cutoff = SD3CFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=self.CUTOFF)
+        expected = upscale(pipe, self.images(), num_inference_steps=3, callback_on_step_end=cutoff)
+
+        def guidance_off(pipeline, step, timestep, tensors):
+            if step == self.CUTOFF:
+                pipeline._guidance_scale = 0.0
+            return {}
+
+        actual = upscale(pipe, self.images(), num_inference_steps=3, callback_on_step_end=guidance_off)
+        for image, reference in zip(actual, expected, strict=True):
+            torch.testing.assert_close(image, reference, **ROUND_OFF)
+
+    def test_one_conditional_row_for_different_prompts_is_refused(self, pipe):
+        cutoff = SD3CFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=0)
+        with pytest.raises(ValueError, match="1 conditional row of `prompt_embeds` for images with different prompts"):
+            upscale(pipe, self.images(), prompt=["a cat", "a dog"], callback_on_step_end=cutoff)
+
+    def test_turning_guidance_on_needs_unconditional_rows(self, pipe):
+        def guidance_on(pipeline, step, timestep, tensors):
+            pipeline._guidance_scale = 8.0
+            return {}
+
+        with pytest.raises(ValueError, match="turned classifier-free guidance on"):
+            upscale(pipe, random_image(11, 13), guidance_scale=1.0, callback_on_step_end=guidance_on)
+
+    @pytest.mark.parametrize(
+        "replacement, match",
+        [
+            ({"latents": torch.zeros(1, 16, 8, 10)}, r"returned `latents` of \(1, 16, 8, 10\); expected a list of 2"),
+            ({"lr_latents": [torch.zeros(16, 10, 18)]}, r"`lr_latents` of list; expected a list of 2 tensors"),
+            (
+                {"prompt_embeds": torch.zeros(3, 333, 32)},
+                r"`prompt_embeds` from `callback_on_step_end` has batch size 3",
+            ),
+            ({"pooled_prompt_embeds": torch.zeros(2, 63)}, r"must have shape \(batch, 64\)"),
+        ],
+    )
+    def test_bad_replacements_are_named(self, pipe, replacement, match):
+        with pytest.raises((ValueError, TypeError), match=match):
+            upscale(pipe, self.images(), callback_on_step_end=lambda *args: replacement)
+
+    def test_interrupt_stops_every_image_after_the_step(self, pipe, monkeypatch):
+        steps = []
+
+        def stop_after_step_1(pipeline, step, timestep, tensors):
+            steps.append(step)
+            pipeline._interrupt = step == 1
+            return {}
+
+        spy = CallSpy(monkeypatch, type(pipe.transformer), "forward")
+        upscale(
+            pipe, self.images(), num_images_per_prompt=2, num_inference_steps=4, callback_on_step_end=stop_after_step_1
+        )
+        assert steps == [0, 1] and len(spy.calls) == 2  # one call for all tiles per step
+        assert pipe.interrupt and pipe.num_timesteps == 4
 
 
 class TestDiffusersConformance:
@@ -784,6 +1009,15 @@ class TestErrors:
             ({"max_sequence_length": 100000}, "max_sequence_length"),
             ({"num_images_per_prompt": 1.5}, "num_images_per_prompt"),
             ({"callback_on_step_end": "print"}, "callback_on_step_end"),
+            # A Diffusers callback object brings its own tensor inputs, checked as the argument would be.
+            ({"callback_on_step_end": TensorRecorder(["noise"])}, "callback_on_step_end_tensor_inputs"),
+            ({"latents": torch.zeros(1, 16, 8, 8)}, r"`latents` must have shape \(1, 16, 8, 10\)"),
+            ({"generator": [torch.Generator(), torch.Generator()]}, "2 generators for 1 output images"),
+            # The negative prompt is encoded with CLIP's 77 tokens and `max_sequence_length=256` T5 tokens.
+            (
+                {"prompt_embeds": torch.zeros(1, 154, 32), "pooled_prompt_embeds": torch.zeros(1, 64)},
+                r"`negative_prompt` encoded by `__call__` have 333 tokens and `prompt_embeds` 154",
+            ),
             (
                 {"prompt_embeds": torch.zeros(1, 333, 31), "pooled_prompt_embeds": torch.zeros(1, 64)},
                 r"`prompt_embeds` must have shape \(batch, tokens, 32\)",
@@ -799,10 +1033,13 @@ class TestErrors:
         ],
     )
     def test_bad_arguments(self, pipe, monkeypatch, kwargs, match):
-        spy = CallSpy(monkeypatch, type(pipe.vae), "encode")
+        spies = [
+            CallSpy(monkeypatch, type(pipe.vae), "encode"),
+            CallSpy(monkeypatch, type(pipe.text_encoder), "forward"),
+        ]
         with pytest.raises((ValueError, TypeError), match=match):
             pipe(image=random_image(11, 13), **{**FAST, **kwargs})
-        assert spy.calls == []  # rejected before any heavy work
+        assert [spy.calls for spy in spies] == [[], []]  # rejected before any heavy work (`check_inputs`)
 
     def test_callback_returning_none_is_named(self, pipe):
         with pytest.raises(TypeError, match="`callback_on_step_end` must return a dict"):

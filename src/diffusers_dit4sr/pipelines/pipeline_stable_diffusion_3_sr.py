@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging as std_logging
 import math
@@ -17,7 +18,14 @@ import PIL.Image
 import torch
 import transformers.utils.logging
 from accelerate.hooks import CpuOffload
-from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, PipelineQuantizationConfig
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    PipelineQuantizationConfig,
+    SchedulerMixin,
+)
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import SD3LoraLoaderMixin
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.torch_utils import empty_device_cache, randn_tensor
@@ -146,6 +154,8 @@ def _embedding_row(embeds: torch.Tensor, image_index: int, output_index: int, nu
 class _Sample:
     """One output image in the denoising loop: its latents, LR latents, tiles and text rows."""
 
+    image_index: int
+    """The input image it upscales."""
     latents: torch.Tensor
     lr_latents: torch.Tensor
     tiles: list[Tile]
@@ -156,22 +166,31 @@ class _Sample:
 
 
 @dataclass
+class _TimestepGroup:
+    """Samples that share their timesteps (see `_timestep_groups`), with the scheduler that steps them."""
+
+    samples: list[_Sample]
+    positions: list[int]
+    """The samples' output indices."""
+    scheduler: SchedulerMixin
+    timesteps: torch.Tensor
+
+
+@dataclass
 class _TileBatchPlan:
     """
-    How many tiles of each size (latent height, width) go through the transformer per call, for one `__call__`:
-    planned for each group of samples that share their timesteps (`sizes`). With `tile_batch_size="auto"` (`adaptive`), an out-of-memory error
-    halves a size's batch, and the halved batch caps that size for the rest of the call (`caps`).
+    How many tiles of each size (latent height, width) go through the transformer per call, planned once for all
+    samples of a `__call__` (`sizes`). With `tile_batch_size="auto"` (`adaptive`), an out-of-memory error halves a
+    size's batch for the rest of the call.
     """
 
     adaptive: bool
     sizes: dict[tuple[int, int], int] = field(default_factory=dict)
-    caps: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def halve(self, size: tuple[int, int]) -> int:
-        """Halves the batch of `size` (rounding up) and caps it there; returns the new batch."""
-        halved = (self.sizes[size] + 1) // 2
-        self.sizes[size] = self.caps[size] = halved
-        return halved
+        """Halves the batch of `size` (rounding up); returns the new batch."""
+        self.sizes[size] = (self.sizes[size] + 1) // 2
+        return self.sizes[size]
 
 
 @dataclass
@@ -471,7 +490,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     def check_inputs(
         self,
         *,
-        num_images: int,
+        images: list[torch.Tensor],
         prompt: str | list[str] | None,
         negative_prompt: str | list[str] | None,
         prompt_embeds: torch.Tensor | None,
@@ -490,10 +509,19 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         tile_overlap: int,
         tile_batch_size: int | str,
         color_fix: str | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
         output_type: str,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None,
         callback_on_step_end_tensor_inputs: list[str],
     ) -> None:
-        """Raises a `ValueError`/`TypeError` naming the argument for every input the pipeline cannot honour."""
+        """
+        Raises a `ValueError`/`TypeError` naming the argument for every input the pipeline cannot honour, before any
+        heavy work. `images` are the LR images as [`~image_processing.to_rgb_tensors`] returns them; the others are
+        `__call__`'s arguments (`callback_on_step_end_tensor_inputs`: those the callback gets, a `PipelineCallback`'s
+        own `tensor_inputs`).
+        """
+        num_images = len(images)
         for name, value in (
             ("upscale", upscale),
             ("guidance_scale", guidance_scale),
@@ -545,6 +573,8 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             raise ValueError(f"`color_fix` must be one of {COLOR_FIX_METHODS} or None, got {color_fix!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
         unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
@@ -574,26 +604,87 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         ):
             if (embeds is None) != (pooled is None):
                 raise ValueError(f"`{names[0]}` and `{names[1]}` must be passed together.")
-            widths = (self.transformer.config.joint_attention_dim, self.transformer.config.pooled_projection_dim)
-            for name, tensor, ndim, width in zip(names, (embeds, pooled), (3, 2), widths, strict=True):
+            for name, tensor in zip(names, (embeds, pooled), strict=True):
                 if tensor is None:
                     continue
-                if not isinstance(tensor, torch.Tensor):
-                    raise TypeError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
-                if tensor.ndim != ndim or tensor.shape[-1] != width:
-                    expected = "(batch, tokens, " if ndim == 3 else "(batch, "
-                    raise ValueError(
-                        f"`{name}` must have shape {expected}{width}) for this transformer, got {tuple(tensor.shape)}."
-                    )
-                if tensor.shape[0] not in batch_sizes:
-                    raise ValueError(
-                        f"`{name}` has batch size {tensor.shape[0]}; expected one of {batch_sizes} (one for all, one "
-                        f"per image or one per output image) for {num_images} images."
-                    )
+                self._check_embedding(
+                    name,
+                    tensor,
+                    batch_sizes,
+                    label=f"`{name}`",
+                    hint=f"(one for all, one per image or one per output image) for {num_images} images",
+                )
                 if not torch.isfinite(tensor).all():
                     raise ValueError(f"`{name}` contains NaN or infinite values.")
+        if guidance_scale > 1:  # the negative embeddings are used: they need the positive ones' token count
+            encoded_tokens = self.tokenizer_max_length + max_sequence_length  # CLIP's tokens, then T5's
+            tokens, sources = [], []
+            for name, embeds, text_name in (
+                ("negative_prompt_embeds", negative_prompt_embeds, "negative_prompt"),
+                ("prompt_embeds", prompt_embeds, "prompt"),
+            ):
+                tokens.append(encoded_tokens if embeds is None else embeds.shape[1])
+                sources.append(f"`{name}`" if embeds is not None else f"`{text_name}` encoded by `__call__`")
+            if tokens[0] != tokens[1]:
+                raise ValueError(
+                    f"{sources[0]} have {tokens[0]} tokens and {sources[1]} {tokens[1]}; encode both with the same "
+                    f"`max_sequence_length` ({self.tokenizer_max_length} CLIP tokens + `max_sequence_length` T5 "
+                    "tokens)."
+                )
+
+        num_outputs = num_images * num_images_per_prompt
+        generators = generator if isinstance(generator, list) else [generator]
+        if not all(item is None or isinstance(item, torch.Generator) for item in generators):
+            raise TypeError(
+                f"`generator` must be a torch.Generator, a list of them or None, got {type(generator).__name__} "
+                f"{generator!r}; for a seed, pass `torch.Generator().manual_seed(seed)`."
+            )
+        if isinstance(generator, list) and len(generator) != num_outputs:
+            raise ValueError(f"`generator` has {len(generator)} generators for {num_outputs} output images.")
+        if latents is not None and not isinstance(latents, torch.Tensor):
+            raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
+
+        plans = self._size_plans(images, upscale, process_size)
+        self.check_sizes(plans, upscale, process_size)
+        if latents is not None:
+            latent_sizes = {
+                (plan.padded_size[0] // self.vae_scale_factor, plan.padded_size[1] // self.vae_scale_factor)
+                for plan in plans
+            }
+            expected = (num_outputs, self.transformer.config.in_channels, *next(iter(latent_sizes)))
+            if len(latent_sizes) > 1 or tuple(latents.shape) != expected:
+                raise ValueError(
+                    f"`latents` must have shape {expected} for these images (one shared latent size), got "
+                    f"{tuple(latents.shape)}."
+                )
+
+    def _check_embedding(self, name: str, tensor: Any, batch_sizes: list[int], label: str, hint: str) -> None:
+        """
+        Raises for a `tensor` that cannot be `name` (`prompt_embeds`, `pooled_prompt_embeds` or their negatives) of
+        this transformer: its type, rank, width and batch size (one of `batch_sizes`, explained by `hint`).
+        `label` names it in the message.
+        """
+        pooled = name.endswith("pooled_prompt_embeds")
+        ndim = 2 if pooled else 3
+        width = (
+            self.transformer.config.pooled_projection_dim if pooled else self.transformer.config.joint_attention_dim
+        )
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{label} must be a torch.Tensor, got {type(tensor).__name__}.")
+        if tensor.ndim != ndim or tensor.shape[-1] != width:
+            expected = "(batch, " if pooled else "(batch, tokens, "
+            raise ValueError(
+                f"{label} must have shape {expected}{width}) for this transformer, got {tuple(tensor.shape)}."
+            )
+        if tensor.shape[0] not in batch_sizes:
+            raise ValueError(f"{label} has batch size {tensor.shape[0]}; expected one of {batch_sizes} {hint}.")
+
+    def _size_plans(self, images: list[torch.Tensor], upscale: float, process_size: int) -> list[SizePlan]:
+        """How each LR image is enlarged, processed and resized (see [`~image_processing.plan_sizes`])."""
+        return [plan_sizes(*lr.shape[-2:], upscale, process_size, self.pixel_multiple) for lr in images]
 
     def check_sizes(self, plans: list[SizePlan], upscale: float, process_size: int) -> None:
+        """Raises a `ValueError` for an image that would be processed or returned larger than the pipeline supports."""
         for plan in plans:
             if max(plan.output_size) > MAX_OUTPUT_SIDE:
                 raise ValueError(
@@ -649,9 +740,14 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         return (decoded.float() / 2 + 0.5).clamp(0, 1)
 
     def _timesteps(
-        self, num_inference_steps: int, strength: float, image_seq_len: int, device: torch.device
+        self,
+        scheduler: SchedulerMixin,
+        num_inference_steps: int,
+        strength: float,
+        image_seq_len: int,
+        device: torch.device,
     ) -> torch.Tensor:
-        """The scheduler's timesteps, cut short for `strength < 1` as in SD3's img2img pipeline."""
+        """`scheduler`'s timesteps, cut short for `strength < 1` as in SD3's img2img pipeline."""
         scheduler_kwargs = {}
         if self.scheduler.config.get("use_dynamic_shifting", False):
             scheduler_kwargs["mu"] = calculate_shift(
@@ -661,61 +757,172 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 self.scheduler.config.get("base_shift", 0.5),
                 self.scheduler.config.get("max_shift", 1.16),
             )
-        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, **scheduler_kwargs)
+        timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, device, **scheduler_kwargs)
         skipped_steps = int(max(num_inference_steps - min(num_inference_steps * strength, num_inference_steps), 0))
-        start = skipped_steps * self.scheduler.order
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(start)
+        start = skipped_steps * scheduler.order
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
         return timesteps[start:]
 
-    def _timestep_groups(self, samples: list[_Sample]) -> list[list[_Sample]]:
+    def _timestep_groups(
+        self, samples: list[_Sample], num_inference_steps: int, strength: float, device: torch.device
+    ) -> list[_TimestepGroup]:
         """
         Samples that share their timesteps, to denoise together: all of them, unless the scheduler shifts its
-        schedule by the image size (`use_dynamic_shifting`), which then depends on each sample's tile size.
+        schedule by the image size (`use_dynamic_shifting`), which then depends on each sample's tile area. Each
+        group has a scheduler of its own (the first `self.scheduler`, the others copies of it), so that all groups
+        take step `i` together; the shift changes the timesteps, never their number.
         """
-        if not self.scheduler.config.get("use_dynamic_shifting", False):
-            return [samples]
-        groups: dict[int, list[_Sample]] = {}
-        for sample in samples:
-            groups.setdefault(sample.tiles[0].height * sample.tiles[0].width, []).append(sample)
-        return list(groups.values())
+        shifting = self.scheduler.config.get("use_dynamic_shifting", False)
+        by_area: dict[int, list[int]] = {}
+        for position, sample in enumerate(samples):
+            by_area.setdefault(sample.tiles[0].height * sample.tiles[0].width if shifting else 0, []).append(position)
+        schedulers = [self.scheduler, *(copy.deepcopy(self.scheduler) for _ in range(len(by_area) - 1))]
+        groups = []
+        for positions, scheduler in zip(by_area.values(), schedulers, strict=True):
+            first_tile = samples[positions[0]].tiles[0]
+            image_seq_len = first_tile.height * first_tile.width // self.transformer.config.patch_size**2
+            timesteps = self._timesteps(scheduler, num_inference_steps, strength, image_seq_len, device)
+            groups.append(_TimestepGroup([samples[p] for p in positions], positions, scheduler, timesteps))
+        return groups
 
-    def _scheduler_step(self, samples: list[_Sample], velocities: list[torch.Tensor], timestep: torch.Tensor) -> None:
+    @staticmethod
+    def _scheduler_step(group: _TimestepGroup, velocities: list[torch.Tensor], timestep: torch.Tensor) -> None:
         """
-        One scheduler step for all samples at once: their latents, flattened and concatenated, are one sample to the
-        scheduler, so a stateful scheduler (step index, second-order history) advances once per timestep.
+        One scheduler step for all samples of `group` at once: their latents, flattened and concatenated, are one
+        sample to the scheduler, so a stateful scheduler (step index, second-order history) advances once per
+        timestep.
         """
+        samples = group.samples
         flat_velocity = torch.cat([velocity.flatten() for velocity in velocities])
         flat_latents = torch.cat([sample.latents.flatten() for sample in samples])
-        stepped = self.scheduler.step(flat_velocity, timestep, flat_latents, return_dict=False)[0]
+        stepped = group.scheduler.step(flat_velocity, timestep, flat_latents, return_dict=False)[0]
         for sample, latents in zip(samples, stepped.split([s.latents.numel() for s in samples]), strict=True):
             sample.latents = latents.view_as(sample.latents)
 
+    @staticmethod
+    def _callback_timestep(groups: list[_TimestepGroup], step: int) -> torch.Tensor:
+        """The timestep of `step` that the callback sees: the one all images share, else one per output image."""
+        if len(groups) == 1:
+            return groups[0].timesteps[step]
+        by_position = sorted((position, group.timesteps[step]) for group in groups for position in group.positions)
+        return torch.stack([timestep for _, timestep in by_position])
+
+    def _callback_tensor(self, name: str, samples: list[_Sample]) -> torch.Tensor | list[torch.Tensor]:
+        """
+        `callback_kwargs[name]` for all output images (what `callback_on_step_end` in `__call__` describes):
+        latents stacked, or a list when their sizes differ; text embeddings in Diffusers' layout.
+        """
+        if name in ("latents", "lr_latents"):
+            tensors = [getattr(sample, name) for sample in samples]
+            if len({tuple(tensor.shape) for tensor in tensors}) == 1:
+                return torch.cat(tensors)
+            return [tensor[0] for tensor in tensors]
+        rows = [sample.text if name == "prompt_embeds" else sample.pooled_text for sample in samples]
+        # Row r of every output image, then row r + 1: the unconditional rows first, as in SD3's pipeline.
+        return torch.cat([text[row : row + 1] for row in range(rows[0].shape[0]) for text in rows])
+
     def _run_callback(
         self,
-        sample: _Sample,
+        samples: list[_Sample],
         step: int,
         timestep: torch.Tensor,
         callback: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict],
         tensor_inputs: list[str],
     ) -> None:
-        """Calls `callback_on_step_end` with one sample's tensors and takes the replacements it returns."""
-        tensors = {
-            "latents": sample.latents,
-            "lr_latents": sample.lr_latents,
-            "prompt_embeds": sample.text,
-            "pooled_prompt_embeds": sample.pooled_text,
-        }
-        outputs = callback(self, step, timestep, {name: tensors[name] for name in tensor_inputs})
+        """
+        Calls `callback_on_step_end` with the tensors of all output images and takes the replacements it returns
+        (tensors it returns as it got them are no replacement). Guidance turned off by the callback drops the
+        unconditional rows of the text embeddings it did not replace.
+        """
+        was_guided = self.do_classifier_free_guidance
+        given = {name: self._callback_tensor(name, samples) for name in tensor_inputs}
+        outputs = callback(self, step, timestep, dict(given))
         if not isinstance(outputs, dict):
             raise TypeError(
                 "`callback_on_step_end` must return a dict of the tensors it replaces (`{}` for none), got "
                 f"{type(outputs).__name__}."
             )
-        sample.latents = outputs.pop("latents", sample.latents)
-        sample.lr_latents = outputs.pop("lr_latents", sample.lr_latents)
-        sample.text = outputs.pop("prompt_embeds", sample.text)
-        sample.pooled_text = outputs.pop("pooled_prompt_embeds", sample.pooled_text)
+        replaced = {
+            name: value
+            for name, value in outputs.items()
+            if name in self._callback_tensor_inputs and value is not given.get(name)
+        }
+        for name in ("latents", "lr_latents"):
+            if name in replaced:
+                for sample, tensor in zip(samples, self._per_sample(name, replaced[name], samples), strict=True):
+                    setattr(sample, name, tensor)
+        guided = self.do_classifier_free_guidance
+        for name, attribute in (("prompt_embeds", "text"), ("pooled_prompt_embeds", "pooled_text")):
+            if name in replaced:
+                rows = self._text_replacement(name, replaced[name], samples)
+                for sample, text in zip(samples, rows, strict=True):
+                    setattr(sample, attribute, text.to(getattr(sample, attribute)))
+            elif was_guided and not guided:
+                for sample in samples:
+                    setattr(sample, attribute, getattr(sample, attribute)[-1:])
+            elif guided and not was_guided:
+                raise ValueError(
+                    "`callback_on_step_end` turned classifier-free guidance on (`guidance_scale` > 1) in a call "
+                    f"without it; it must then return `{name}` with the unconditional rows first."
+                )
+
+    @staticmethod
+    def _per_sample(name: str, value: Any, samples: list[_Sample]) -> list[torch.Tensor]:
+        """Each output image's `(1, C, h, w)` tensor of the `latents`/`lr_latents` a callback returned."""
+        shapes = [tuple(getattr(sample, name).shape[1:]) for sample in samples]
+        stacked = len(set(shapes)) == 1
+        if stacked and isinstance(value, torch.Tensor) and tuple(value.shape) == (len(samples), *shapes[0]):
+            tensors = value.split(1)
+        elif (
+            not stacked
+            and isinstance(value, (list, tuple))
+            and shapes == [tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None for tensor in value]
+        ):
+            tensors = [tensor[None] for tensor in value]
+        else:
+            expected = (
+                f"a tensor of shape {(len(samples), *shapes[0])}"
+                if stacked
+                else f"a list of {len(samples)} tensors of shapes {shapes}"
+            )
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"`callback_on_step_end` returned `{name}` of {got}; expected {expected}, as it got them."
+            )
+        return [tensor.to(getattr(sample, name)) for sample, tensor in zip(samples, tensors, strict=True)]
+
+    def _text_replacement(self, name: str, value: Any, samples: list[_Sample]) -> list[torch.Tensor]:
+        """
+        Each output image's rows (see `_Sample.text`) of the `prompt_embeds`/`pooled_prompt_embeds` a callback
+        returned: in Diffusers' layout for the guidance after the callback, with 1 conditional row for all images,
+        one per image or one per output image.
+        """
+        num_outputs, num_images = len(samples), samples[-1].image_index + 1  # samples are image-major
+        copies = 2 if self.do_classifier_free_guidance else 1
+        batch_sizes = sorted({copies * batch for batch in (1, num_images, num_outputs)})
+        self._check_embedding(
+            name,
+            value,
+            batch_sizes,
+            label=f"`{name}` from `callback_on_step_end`",
+            hint=("(the unconditional rows, then as many conditional ones: " if copies == 2 else "(")
+            + "one for all images, one per image or one per output image)",
+        )
+        halves = value.chunk(copies)
+        attribute = "text" if name == "prompt_embeds" else "pooled_text"
+        if halves[-1].shape[0] == 1 and any(
+            not torch.equal(getattr(sample, attribute)[-1], getattr(samples[0], attribute)[-1]) for sample in samples
+        ):
+            raise ValueError(
+                f"`callback_on_step_end` returned 1 conditional row of `{name}` for images with different prompts, "
+                "which would give them all the same prompt; return one per image or per output image (Diffusers' "
+                "`SD3CFGCutoffCallback` keeps only the last row: use it with one prompt for all images)."
+            )
+        return [
+            torch.cat([_embedding_row(half, sample.image_index, index, num_images) for half in halves])
+            for index, sample in enumerate(samples)
+        ]
 
     def _plan_tiles(self, height: int, width: int, tile_size: int, overlap: int) -> list[Tile]:
         """
@@ -838,24 +1045,16 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         return math.ceil(num_tiles / math.ceil(num_tiles / fitting))
 
     def _plan_tile_batches(
-        self,
-        samples: list[_Sample],
-        tile_batch_size: int | str,
-        caps: dict[tuple[int, int], int],
-        device: torch.device,
+        self, samples: list[_Sample], tile_batch_size: int | str, device: torch.device
     ) -> dict[tuple[int, int], int]:
-        """
-        Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue, within
-        the `caps` that earlier out-of-memory retries of the call set.
-        """
+        """Tiles per transformer call for each tile size of the queue: fixed, or `"auto"` for the whole queue."""
         counts = Counter((tile.height, tile.width) for sample in samples for tile in sample.tiles)
         if tile_batch_size != "auto":
             return dict.fromkeys(counts, tile_batch_size)
         text_tokens = samples[0].text.shape[1]
-        sizes = {
+        return {
             size: self._fitting_tile_batch_size(count, *size, text_tokens, device) for size, count in counts.items()
         }
-        return {size: min(batch, caps.get(size, batch)) for size, batch in sizes.items()}
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -937,17 +1136,43 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
             return_dict (`bool`, defaults to `True`): Return a [`StableDiffusion3SRPipelineOutput`] or a tuple.
             joint_attention_kwargs (`dict`, *optional*): Passed to the attention processors (`"scale"` scales LoRA).
-            callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, timestep, kwargs)` after each
-                step; it may return replacements for the tensors in `kwargs`.
-            callback_on_step_end_tensor_inputs (`list[str]`): Tensors passed to the callback, from
-                `pipe._callback_tensor_inputs`.
+            callback_on_step_end (`Callable`, [`~diffusers.callbacks.PipelineCallback`] or
+                [`~diffusers.callbacks.MultiPipelineCallbacks`], *optional*):
+                Called as `callback(pipe, step, timestep, callback_kwargs)` once per denoising step, for all images
+                of the call together: `pipe.num_timesteps` times (`num_inference_steps` as the scheduler counts
+                them: fewer with `strength` < 1, more for a second-order scheduler), each time after every tile of
+                every output image has been denoised, blended and stepped. Tiles are internal to a step; the callback sees whole images. `timestep` is
+                the step's timestep; only when a scheduler with `use_dynamic_shifting` gives images of different
+                tile areas different schedules is it a `(N,)` tensor, one per output image. With
+                `N = len(image) * num_images_per_prompt` output images in output order (image-major),
+                `callback_kwargs` holds those of `callback_on_step_end_tensor_inputs`:
+
+                - `latents`: the padded latent grids after the step, `(N, 16, h, w)`, or a list of `N`
+                  `(16, h, w)` tensors when the images differ in latent size.
+                - `lr_latents`: the latents of the bicubic-upscaled LR images, in the same form.
+                - `prompt_embeds` `(2N, tokens, width)` and `pooled_prompt_embeds` `(2N, width)`: with guidance,
+                  the unconditional rows of all output images, then their conditional rows (Diffusers' layout);
+                  without guidance, `N` conditional rows.
+
+                It returns a dict of the tensors it replaces, which the following steps use: `latents` and
+                `lr_latents` in the form it got them, text embeddings with one row for all images, one per image
+                or one per output image (each twice with guidance, unconditional rows first; one row stands for
+                all images only when their prompts agree, else it is a `ValueError`). Turning guidance off from the callback
+                (`pipe._guidance_scale = 0.0`, as Diffusers' [`~diffusers.callbacks.SD3CFGCutoffCallback`] does
+                at its cutoff step) runs the transformer on the conditional rows alone from the next step on;
+                `pipe._interrupt = True` skips the remaining steps.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): The tensors of
+                `callback_kwargs`, from `pipe._callback_tensor_inputs`. A `PipelineCallback` or
+                `MultiPipelineCallbacks` brings its own `tensor_inputs`, which replace these.
 
         Examples:
         """
         images = to_rgb_tensors(image)
         num_images = len(images)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as Diffusers' pipelines
         self.check_inputs(
-            num_images=num_images,
+            images=images,
             prompt=prompt,
             negative_prompt=negative_prompt,
             prompt_embeds=prompt_embeds,
@@ -966,42 +1191,19 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             tile_overlap=tile_overlap,
             tile_batch_size=tile_batch_size,
             color_fix=color_fix,
+            generator=generator,
+            latents=latents,
             output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        multiple = self.pixel_multiple
-        plans = [plan_sizes(*lr.shape[-2:], upscale, process_size, multiple) for lr in images]
-        self.check_sizes(plans, upscale, process_size)
+        plans = self._size_plans(images, upscale, process_size)
         # Output image `n` is sample `n % num_images_per_prompt` of input image `n // num_images_per_prompt`.
         num_outputs = num_images * num_images_per_prompt
-        latent_sizes = {
-            (plan.padded_size[0] // self.vae_scale_factor, plan.padded_size[1] // self.vae_scale_factor)
-            for plan in plans
-        }
-        if isinstance(latents, torch.Tensor):
-            expected = (num_outputs, self.transformer.config.in_channels, *next(iter(latent_sizes)))
-            if len(latent_sizes) > 1 or tuple(latents.shape) != expected:
-                raise ValueError(
-                    f"`latents` must have shape {expected} for these images (one shared latent size), got "
-                    f"{tuple(latents.shape)}."
-                )
-        generators = generator if isinstance(generator, list) else [generator]
-        if not all(item is None or isinstance(item, torch.Generator) for item in generators):
-            raise TypeError(
-                f"`generator` must be a torch.Generator, a list of them or None, got {type(generator).__name__} "
-                f"{generator!r}; for a seed, pass `torch.Generator().manual_seed(seed)`."
-            )
-        if isinstance(generator, list) and len(generator) != num_outputs:
-            raise ValueError(f"`generator` has {len(generator)} generators for {num_outputs} output images.")
-        if latents is not None and not isinstance(latents, torch.Tensor):
-            raise TypeError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
-        if callback_on_step_end is not None and not callable(callback_on_step_end):
-            raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
 
         self._guidance_scale = guidance_scale
         self._joint_attention_kwargs = joint_attention_kwargs
         self._interrupt = False
-        tile_batches = _TileBatchPlan(adaptive=tile_batch_size == "auto")
         device = self._execution_device
 
         # Encoded once per distinct prompt; output image `n` reads row `n`, its image's row or row 0.
@@ -1020,22 +1222,15 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 added_prompt=added_prompt,
             )
         )
-        if self.do_classifier_free_guidance and negative_prompt_embeds.shape[1] != prompt_embeds.shape[1]:
-            raise ValueError(
-                f"`negative_prompt_embeds` have {negative_prompt_embeds.shape[1]} tokens and `prompt_embeds` "
-                f"{prompt_embeds.shape[1]}; encode both with the same `max_sequence_length`."
-            )
+        # With guidance, each output image's text is its negative row, then its positive row (see `_Sample.text`).
+        texts, pooled_texts = [prompt_embeds], [pooled_prompt_embeds]
+        if self.do_classifier_free_guidance:
+            texts.insert(0, negative_prompt_embeds)
+            pooled_texts.insert(0, negative_pooled_prompt_embeds)
         self._offload_text_encoders()
 
         tile_latents = tile_size // self.vae_scale_factor
         overlap_latents = tile_overlap // self.vae_scale_factor
-        # Scheduler-dependent (a second-order scheduler takes more steps); the same for every image.
-        num_steps = len(
-            self._timesteps(
-                num_inference_steps, strength, (tile_latents // self.transformer.config.patch_size) ** 2, device
-            )
-        )
-        self._num_timesteps = num_steps
 
         # 1. Every output image's LR latents and initial noise, image by image (the VAE encodes one at a time).
         samples = []
@@ -1043,15 +1238,10 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             upscaled_lr = upscale_lr(images[image_index], plan).to(device)
             for index in range(image_index * num_images_per_prompt, (image_index + 1) * num_images_per_prompt):
                 image_generator = generator[index] if isinstance(generator, list) else generator
-                text, pooled_text = (
-                    _embedding_row(embeds, image_index, index, num_images)
-                    for embeds in (prompt_embeds, pooled_prompt_embeds)
+                text = torch.cat([_embedding_row(embeds, image_index, index, num_images) for embeds in texts])
+                pooled_text = torch.cat(
+                    [_embedding_row(embeds, image_index, index, num_images) for embeds in pooled_texts]
                 )
-                if self.do_classifier_free_guidance:
-                    text = torch.cat([_embedding_row(negative_prompt_embeds, image_index, index, num_images), text])
-                    pooled_text = torch.cat(
-                        [_embedding_row(negative_pooled_prompt_embeds, image_index, index, num_images), pooled_text]
-                    )
                 lr_latents = self._encode_lr(pad_to(upscaled_lr, plan.padded_size), image_generator)
                 lr_latents = lr_latents.to(self.transformer.dtype)
                 tiles = self._plan_tiles(*lr_latents.shape[-2:], tile_latents, overlap_latents)
@@ -1063,6 +1253,7 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                     )
                 samples.append(
                     _Sample(
+                        image_index=image_index,
                         latents=noise.to(device=device, dtype=lr_latents.dtype),
                         lr_latents=lr_latents,
                         tiles=tiles,
@@ -1075,32 +1266,42 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
                 )
             del upscaled_lr  # not held through the denoising (see step 3)
 
-        # 2. All samples denoised together, one scheduler step for all, in groups that share the timesteps.
+        # 2. All samples denoised together: at each step every group of samples that share their timesteps takes
+        # one scheduler step, then the callback sees all images once.
+        groups = self._timestep_groups(samples, num_inference_steps, strength, device)
+        num_steps = len(groups[0].timesteps)  # the scheduler's count (a second-order scheduler takes more)
+        self._num_timesteps = num_steps
+        if strength < 1:
+            for group in groups:
+                for sample in group.samples:
+                    sample.latents = group.scheduler.scale_noise(
+                        sample.lr_latents, group.timesteps[:1], sample.latents
+                    )
+        tile_batches = _TileBatchPlan(
+            adaptive=tile_batch_size == "auto", sizes=self._plan_tile_batches(samples, tile_batch_size, device)
+        )
+        if self.transformer.is_cache_enabled:
+            self.transformer._reset_stateful_cache()
         with self.progress_bar(total=num_outputs * num_steps) as progress_bar:
-            for group in self._timestep_groups(samples):
-                image_seq_len = (
-                    group[0].tiles[0].height * group[0].tiles[0].width // self.transformer.config.patch_size**2
-                )
-                timesteps = self._timesteps(num_inference_steps, strength, image_seq_len, device)
-                if strength < 1:
-                    for sample in group:
-                        sample.latents = self.scheduler.scale_noise(sample.lr_latents, timesteps[:1], sample.latents)
-                tile_batches.sizes = self._plan_tile_batches(group, tile_batch_size, tile_batches.caps, device)
-                if self.transformer.is_cache_enabled:
-                    self.transformer._reset_stateful_cache()
-                for step, timestep in enumerate(timesteps):
-                    if self.interrupt:
-                        continue
+            for step in range(num_steps):
+                if self.interrupt:
+                    continue
+                for group in groups:
+                    timestep = group.timesteps[step]
                     self._current_timestep = timestep
-                    velocities = self._predict_velocities(group, timestep, lr_injection_scale, tile_batches)
+                    velocities = self._predict_velocities(group.samples, timestep, lr_injection_scale, tile_batches)
                     self._scheduler_step(group, velocities, timestep)
-                    if callback_on_step_end is not None:
-                        for sample in group:
-                            self._run_callback(
-                                sample, step, timestep, callback_on_step_end, callback_on_step_end_tensor_inputs
-                            )
-                    progress_bar.update(len(group))
-                self._current_timestep = None
+                if callback_on_step_end is not None:
+                    self._current_timestep = self._callback_timestep(groups, step)
+                    self._run_callback(
+                        samples,
+                        step,
+                        self._current_timestep,
+                        callback_on_step_end,
+                        callback_on_step_end_tensor_inputs,
+                    )
+                progress_bar.update(num_outputs)
+            self._current_timestep = None
 
         # 3. Decoded and color-corrected image by image (samples are image-major).
         if output_type == "latent":
