@@ -46,10 +46,13 @@ def import_library() -> SimpleNamespace:
             runtime=importlib.import_module("diffusers_dit4sr.runtime"),
         )
     except Exception as error:  # an ImportError, or anything a mismatched library raises while importing
+        cause = error
+        while cause.__cause__ is not None:  # Diffusers' lazy imports wrap the ImportError in RuntimeErrors
+            cause = cause.__cause__
         versions = ", ".join(f"{name} {_version(name)}" for name in ("diffusers-dit4sr", "diffusers", "transformers"))
-        message = " ".join(str(error).split()) or type(error).__name__
+        message = " ".join(str(cause).split()) or type(cause).__name__
         raise RuntimeError(
-            f"DiT4SR cannot import its libraries ({type(error).__name__}: {message}); installed: {versions}. "
+            f"DiT4SR cannot import its libraries ({type(cause).__name__}: {message}); installed: {versions}. "
             "Fix: in ComfyUI's Python, `pip install -U diffusers-dit4sr` installs the versions it needs "
             "(`pip check` lists the packages that clash)"
         ) from error

@@ -68,7 +68,7 @@ class ComfyUI:
     def post(self, path: str, payload: dict | None = None) -> tuple[int, dict]:
         request = urllib.request.Request(
             self.url + path,
-            data=json.dumps(payload or {}).encode(),
+            data=json.dumps({} if payload is None else payload).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:
