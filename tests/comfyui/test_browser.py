@@ -72,7 +72,7 @@ def wait_for(driver, script: str, what: str):
 
 def test_the_example_workflow_loads_in_comfyuis_page(comfyui, browser, tmp_path):
     workflow = json.loads((EXAMPLES / "dit4sr_upscale.json").read_text())
-    api = json.loads((EXAMPLES / "dit4sr_upscale_api.json").read_text())
+    api = json.loads((EXAMPLES / "api" / "dit4sr_upscale.json").read_text())
     (input_name,) = [node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == "LoadImage"]
     comfyui.upload(PIL.Image.open(SAMPLE), input_name)
     # A first visit opens the template browser, and the minimap covers a corner: as a returning user has them.

@@ -18,7 +18,7 @@ from .server import REPOSITORY, TINY_PIPELINE, error_message
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE_API = REPOSITORY / "comfyui" / "example_workflows" / "dit4sr_upscale_api.json"
+EXAMPLE_API = REPOSITORY / "comfyui" / "example_workflows" / "api" / "dit4sr_upscale.json"
 SAMPLE = REPOSITORY / "assets" / "sample_lr.png"
 PHOTO_SIZE = (40, 30)  # width, height: small, odd and not square
 
@@ -99,6 +99,7 @@ def single_run(comfyui, photo) -> dict:
 
 def test_nodes_are_discovered_with_their_schemas(comfyui):
     assert "(IMPORT FAILED)" not in comfyui.log.read_text()
+    assert comfyui.get("/workflow_templates")["dit4sr"] == ["dit4sr_upscale"]  # the API format is kept out
     loader_info = comfyui.get("/object_info/DiT4SRLoader")["DiT4SRLoader"]
     upscale_info = comfyui.get("/object_info/DiT4SRUpscale")["DiT4SRUpscale"]
 
@@ -132,6 +133,23 @@ def test_nodes_are_discovered_with_their_schemas(comfyui):
     for info in (loader_info, upscale_info):
         for name, spec in {**info["input"]["required"], **info["input"].get("optional", {})}.items():
             assert len(spec[1].get("tooltip", "")) > 20, f"{info['name']}.{name} has no tooltip"
+
+
+def test_the_node_gives_the_librarys_result(comfyui, photo, single_run):
+    """The same photo, settings and seed through the library in this process (as `dit4sr-upscale` seeds it)."""
+    from diffusers_dit4sr import StableDiffusion3SRPipeline
+
+    pipe = StableDiffusion3SRPipeline.from_pretrained(comfyui.base / "models" / "diffusers" / TINY_PIPELINE)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(
+        image=PIL.Image.open(comfyui.base / "input" / photo),
+        upscale=2.0,
+        num_inference_steps=1,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    (image,) = saved_images(comfyui, single_run)
+    assert np.abs(image.astype(int) - (expected * 255).round().astype(int)).max() <= 1
 
 
 def test_upscale_saves_the_scaled_image_with_progress_and_leaves_the_global_rng_alone(comfyui, photo):
@@ -312,7 +330,9 @@ def test_the_example_workflow_runs_as_shipped_once_the_released_weights_are_in_p
     error says where to put them and how; with the tiny pipeline laid out as the released folders are, it runs."""
     graph = json.loads(EXAMPLE_API.read_text())
     (input_name,) = [node["inputs"]["image"] for node in graph.values() if node["class_type"] == "LoadImage"]
-    comfyui.upload(PIL.Image.open(SAMPLE), input_name)
+    # A square crop: its x4 output is one 512 px tile, so that the shipped 40 steps take seconds on the tiny pipeline.
+    sample = PIL.Image.open(SAMPLE)
+    comfyui.upload(sample.crop((0, 0, sample.height, sample.height)), input_name)
     models = comfyui.base / "models" / "diffusers"
 
     message = error_message(comfyui.run(graph))
@@ -336,5 +356,4 @@ def test_the_example_workflow_runs_as_shipped_once_the_released_weights_are_in_p
     entry = comfyui.run(graph)
     save_node = next(name for name, node in graph.items() if node["class_type"] == "SaveImage")
     (image,) = saved_images(comfyui, entry, save_node)
-    width, height = PIL.Image.open(SAMPLE).size
-    assert image.shape == (4 * height, 4 * width, 3)
+    assert image.shape == (4 * sample.height, 4 * sample.height, 3)
