@@ -16,6 +16,7 @@ from pathlib import Path
 import PIL.Image
 import pytest
 
+from ..utils import HEADLESS_CHROMIUM_FLAGS
 from .server import REPOSITORY
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need Selenium: pip install selenium")
@@ -34,16 +35,7 @@ EXAMPLES = REPOSITORY / "comfyui" / "example_workflows"
 SAMPLE = REPOSITORY / "assets" / "sample_lr.png"
 PREVIEW_WIDTH = 800
 TIMEOUT_S = 120
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--window-size=1400,900",
-)
+CHROMIUM_FLAGS = (*HEADLESS_CHROMIUM_FLAGS, "--window-size=1400,900")
 
 
 @pytest.fixture
