@@ -39,7 +39,6 @@ def import_library() -> SimpleNamespace:
             cli_options=importlib.import_module("diffusers_dit4sr.cli.options"),
             constants=importlib.import_module("diffusers_dit4sr.constants"),
             downloads=importlib.import_module("diffusers_dit4sr.downloads"),
-            hub=importlib.import_module("diffusers_dit4sr.hub"),
             image_processing=importlib.import_module("diffusers_dit4sr.image_processing"),
             pipelines=importlib.import_module("diffusers_dit4sr.pipelines"),
             quantization=importlib.import_module("diffusers_dit4sr.quantization"),

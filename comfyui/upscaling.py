@@ -55,8 +55,9 @@ def upscale(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Upscales ComfyUI's `IMAGE` batch `(B, H, W, C)` (and its `MASK`); returns both at `round(scale_by x size)`.
 
-    Bad input raises a `ValueError` naming the node input before the models move; an interrupt raises ComfyUI's
-    `InterruptProcessingException` within one denoising step, and no image is returned.
+    Bad input raises a `ValueError` naming the node input: a bad mask, or an image too large for the settings, before
+    the models move; what the pipeline checks (a `tile_size` that is not a multiple of 16, ...), before any denoising.
+    An interrupt raises ComfyUI's `InterruptProcessingException` within one denoising step, and no image is returned.
     """
     library = import_library()
     images = _pipeline_images(image)
@@ -93,10 +94,11 @@ def upscale(
                 callback_on_step_end_tensor_inputs=[],
                 **arguments,
             ).images
-        except torch.OutOfMemoryError as error:
+        except torch.OutOfMemoryError as error:  # still an out-of-memory error: ComfyUI then unloads every model
             raise torch.OutOfMemoryError(
-                f"DiT4SR ran out of GPU memory with one {settings.tile_size} px tile at a time: lower tile_size, or "
-                "load the pipeline with offload 'model' or a quantization preset"
+                f"DiT4SR ran out of GPU memory ({library.runtime.one_line(error)}). Denoising tiles that do not fit "
+                "are retried in smaller batches, down to one at a time; beyond that, lower tile_size, or load the "
+                "pipeline with offload 'model' or a quantization preset"
             ) from error
     output_device = comfy.model_management.intermediate_device()
     upscaled = upscaled.permute(0, 2, 3, 1).to(output_device, torch.float32).contiguous()

@@ -115,6 +115,7 @@ def test_offload_choice_memory_requests_and_out_of_memory_message(comfyui_dir, c
         ["free_memory", report["largest"] + 1000, "cuda"],
     ]
     assert report["out_of_memory"] == (
-        "DiT4SR ran out of GPU memory with one 512 px tile at a time: lower tile_size, or load the pipeline with "
-        "offload 'model' or a quantization preset"
+        "DiT4SR ran out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB). Denoising tiles that do not "
+        "fit are retried in smaller batches, down to one at a time; beyond that, lower tile_size, or load the pipeline "
+        "with offload 'model' or a quantization preset"
     )
