@@ -25,6 +25,9 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
+from diffusers_dit4sr.errors import one_line
+from diffusers_dit4sr.inference_defaults import INFERENCE_DEFAULTS
+
 from .model_folders import ModelSource
 
 OFFLOAD_CHOICES = ("auto", "none", "model")
@@ -36,7 +39,6 @@ def import_library() -> SimpleNamespace:
     cannot be imported (a Diffusers or transformers that another node pack installed, say)."""
     try:
         return SimpleNamespace(
-            cli_options=importlib.import_module("diffusers_dit4sr.cli.options"),
             constants=importlib.import_module("diffusers_dit4sr.constants"),
             downloads=importlib.import_module("diffusers_dit4sr.downloads"),
             image_processing=importlib.import_module("diffusers_dit4sr.image_processing"),
@@ -106,10 +108,8 @@ class LoadedPipeline:
     def activation_bytes(self, tile_size: int) -> int:
         """The transformer's peak activations for one guided tile of `tile_size` pixels (its tile batch then grows
         into whatever memory is left)."""
-        from diffusers_dit4sr.pipelines.pipeline_stable_diffusion_3_sr import DEFAULT_MAX_SEQUENCE_LENGTH
-
         side = tile_size // self.pipe.vae_scale_factor
-        text_tokens = self.pipe.tokenizer_max_length + DEFAULT_MAX_SEQUENCE_LENGTH
+        text_tokens = self.pipe.tokenizer_max_length + INFERENCE_DEFAULTS.max_sequence_length
         return self.pipe.transformer.estimate_activation_memory(2, side, side, text_tokens)
 
 
@@ -148,7 +148,7 @@ def load_pipeline(source: ModelSource, *, variant: str, dtype: str, quantization
             else:
                 pipe = pipeline_class.from_pretrained(str(source.folder), **options)
     except Exception as error:  # a broken folder fails in many ways; each is one line
-        details = library.runtime.one_line(error)
+        details = one_line(error)
         raise RuntimeError(f"model {source.choice!r}: cannot load {what}: {details}") from error
 
     models = PipelineModels(pipe)
@@ -200,7 +200,7 @@ def _released_folders(library: SimpleNamespace, source: ModelSource, variant: st
     except OSError as error:  # `HubLoadError`, or a full disk
         commands = "; ".join(downloads.download_commands(target))
         raise RuntimeError(
-            f"model {source.choice!r} (variant {variant}): {library.runtime.one_line(error)} To install it by hand, "
+            f"model {source.choice!r} (variant {variant}): {one_line(error)} To install it by hand, "
             f"put its files into {target.sd3} and {target.transformer}: {commands}"
         ) from error
 

@@ -2,15 +2,15 @@
 """The nodes: `DiT4SRLoader` (-> `DIT4SR_PIPELINE`) and `DiT4SRUpscale`, on ComfyUI's `comfy_api.latest` node API.
 
 Node ids, input names and choice values are saved in users' workflows: they never change, and inputs added later are
-optional. The defaults of the upscaling inputs are the released inference settings, read from the pipeline's source
-(`pipeline_call_defaults`) without importing it; everything that imports torch-heavy libraries runs in `execute`.
+optional. The defaults of the upscaling inputs are the released inference settings (`inference_defaults`, which the
+pipeline's own defaults come from); everything that imports torch-heavy libraries runs in `execute`.
 """
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from diffusers_dit4sr.cli.options import NO_QUANTIZATION, pipeline_call_defaults
+from diffusers_dit4sr.cli.options import NO_QUANTIZATION
 from diffusers_dit4sr.constants import (
     COLOR_FIXES,
     DTYPE_NAMES,
@@ -19,6 +19,7 @@ from diffusers_dit4sr.constants import (
     RELEASED_SD3_MODEL,
     RELEASED_VARIANTS,
 )
+from diffusers_dit4sr.inference_defaults import INFERENCE_DEFAULTS
 from diffusers_dit4sr.quantization import QUANTIZATION_PRESETS
 
 from .loading import OFFLOAD_CHOICES, LoadedPipeline, load_pipeline
@@ -27,7 +28,6 @@ from .upscaling import UpscaleSettings, upscale
 
 CATEGORY = "image/upscaling/DiT4SR"
 DiT4SRPipelineType = io.Custom("DIT4SR_PIPELINE")
-RELEASED = pipeline_call_defaults()
 MAX_SEED = 2**64 - 1
 """The largest seed `torch.Generator.manual_seed` takes, as ComfyUI's own samplers allow."""
 
@@ -132,7 +132,9 @@ class DiT4SRUpscale(io.ComfyNode):
             ),
             inputs=[
                 DiT4SRPipelineType.Input("pipeline", tooltip="A pipeline from Load DiT4SR Pipeline."),
-                io.Image.Input("image", tooltip="The images to upscale (a batch is upscaled image by image)."),
+                io.Image.Input(
+                    "image", tooltip="The images to upscale; each image of a batch gets the result it would get alone."
+                ),
                 io.String.Input(
                     "prompt",
                     multiline=True,
@@ -144,7 +146,7 @@ class DiT4SRUpscale(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "scale_by",
-                    default=float(RELEASED["upscale"]),
+                    default=float(INFERENCE_DEFAULTS.upscale),
                     min=1.0,
                     max=16.0,
                     step=0.05,
@@ -152,7 +154,7 @@ class DiT4SRUpscale(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "steps",
-                    default=RELEASED["num_inference_steps"],
+                    default=INFERENCE_DEFAULTS.num_inference_steps,
                     min=1,
                     max=200,
                     tooltip="Denoising steps (released: 40). Fewer are faster and less detailed.",
@@ -167,7 +169,7 @@ class DiT4SRUpscale(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "guidance",
-                    default=float(RELEASED["guidance_scale"]),
+                    default=float(INFERENCE_DEFAULTS.guidance_scale),
                     min=0.0,
                     max=30.0,
                     step=0.1,
@@ -177,13 +179,13 @@ class DiT4SRUpscale(io.ComfyNode):
                 io.Combo.Input(
                     "color_fix",
                     options=list(COLOR_FIXES),
-                    default=RELEASED["color_fix"],
+                    default=INFERENCE_DEFAULTS.color_fix,
                     optional=True,
                     tooltip="Colour correction towards the input: adain (released), wavelet, or none.",
                 ),
                 io.Int.Input(
                     "tile_size",
-                    default=RELEASED["tile_size"],
+                    default=INFERENCE_DEFAULTS.tile_size,
                     min=256,
                     max=4096,
                     step=PIXEL_MULTIPLE,
@@ -195,7 +197,7 @@ class DiT4SRUpscale(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "lr_injection_scale",
-                    default=float(RELEASED["lr_injection_scale"]),
+                    default=float(INFERENCE_DEFAULTS.lr_injection_scale),
                     min=0.0,
                     max=4.0,
                     step=0.05,
@@ -227,10 +229,10 @@ class DiT4SRUpscale(io.ComfyNode):
         scale_by: float,
         steps: int,
         seed: int,
-        guidance: float = float(RELEASED["guidance_scale"]),
-        color_fix: str = RELEASED["color_fix"],
-        tile_size: int = RELEASED["tile_size"],
-        lr_injection_scale: float = float(RELEASED["lr_injection_scale"]),
+        guidance: float = float(INFERENCE_DEFAULTS.guidance_scale),
+        color_fix: str = INFERENCE_DEFAULTS.color_fix,
+        tile_size: int = INFERENCE_DEFAULTS.tile_size,
+        lr_injection_scale: float = float(INFERENCE_DEFAULTS.lr_injection_scale),
         mask=None,
     ) -> io.NodeOutput:
         settings = UpscaleSettings(

@@ -19,6 +19,9 @@ import comfy.utils
 import numpy as np
 import torch
 
+from diffusers_dit4sr.errors import one_line
+from diffusers_dit4sr.inference_defaults import INFERENCE_DEFAULTS
+
 from .loading import LoadedPipeline, import_library
 
 INPUT_NAMES = {
@@ -74,7 +77,7 @@ def upscale(
         "lr_injection_scale": settings.lr_injection_scale,
     }
     height, width = image.shape[1:3]
-    process_size = library.cli_options.pipeline_call_defaults()["process_size"]
+    process_size = INFERENCE_DEFAULTS.process_size
     plan = library.image_processing.plan_sizes(height, width, settings.scale_by, process_size, pipe.pixel_multiple)
     with _node_input_names():
         pipe.check_sizes([plan], settings.scale_by, process_size)
@@ -83,7 +86,7 @@ def upscale(
     loaded.ready(loaded.activation_bytes(settings.tile_size))
     device = pipe._execution_device
     generators = [torch.Generator(device=device).manual_seed(settings.seed) for _ in range(len(images))]
-    progress = _Progress(len(images))
+    progress = _Progress()
     with _node_input_names():
         try:
             upscaled = pipe(
@@ -96,7 +99,7 @@ def upscale(
             ).images
         except torch.OutOfMemoryError as error:  # still an out-of-memory error: ComfyUI then unloads every model
             raise torch.OutOfMemoryError(
-                f"DiT4SR ran out of GPU memory ({library.runtime.one_line(error)}). Denoising tiles that do not fit "
+                f"DiT4SR ran out of GPU memory ({one_line(error)}). Denoising tiles that do not fit "
                 "are retried in smaller batches, down to one at a time; beyond that, lower tile_size, or load the "
                 "pipeline with offload 'model' or a quantization preset"
             ) from error
@@ -111,16 +114,15 @@ def upscale(
 
 
 class _Progress:
-    """Advances ComfyUI's progress bar after every denoising step of every image (the pipeline calls back once per
-    image and step, after all its tiles) and stops at an interrupt (the bar's update raises it)."""
+    """Advances ComfyUI's progress bar after every denoising step (the pipeline calls back once per step, when every
+    tile of every image has taken it) and stops at an interrupt (the bar's update raises it)."""
 
-    def __init__(self, num_images: int) -> None:
-        self.num_images = num_images
+    def __init__(self) -> None:
         self.bar: comfy.utils.ProgressBar | None = None
 
     def step(self, pipe, step: int, timestep: torch.Tensor, tensors: dict) -> dict:
         if self.bar is None:  # the number of steps is the scheduler's, known once the call starts
-            self.bar = comfy.utils.ProgressBar(self.num_images * pipe.num_timesteps)
+            self.bar = comfy.utils.ProgressBar(pipe.num_timesteps)
         comfy.model_management.throw_exception_if_processing_interrupted()
         self.bar.update(1)
         return {}
