@@ -34,6 +34,8 @@ from diffusers_dit4sr.demo import build_demo  # noqa: E402
 from diffusers_dit4sr.runtime import prepare_pipeline  # noqa: E402
 from diffusers_dit4sr.tiny import make_tiny_pipeline  # noqa: E402
 
+from .utils import HEADLESS_CHROMIUM_FLAGS  # noqa: E402
+
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = [
@@ -47,17 +49,7 @@ pytestmark = [
 ]
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_lr.png"  # 128 x 85 px: x4 is 512 x 340 px
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,1000",
-)
+CHROMIUM_FLAGS = (*HEADLESS_CHROMIUM_FLAGS, "--window-size=1280,1000")
 TIMEOUT_S = 180
 """Generous: a loaded 2-core machine runs the tiny pipeline in seconds, but Gradio's page takes a while to start."""
 

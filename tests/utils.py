@@ -13,6 +13,17 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+HEADLESS_CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+"""How the browser tests start Debian's Chromium: headless, as root in a container, without a GPU or its own traffic."""
 
 
 def import_benchmark(name: str) -> ModuleType:
