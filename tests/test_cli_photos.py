@@ -15,7 +15,6 @@ import torch
 from diffusers_dit4sr import runtime
 from diffusers_dit4sr.cli.main import main
 from diffusers_dit4sr.image_processing import pil_bicubic_resize
-from diffusers_dit4sr.tiny import make_tiny_pipeline
 
 from .utils import camera_exif
 
@@ -27,19 +26,12 @@ TAGS = PIL.ExifTags.Base
 SRGB = PIL.ImageCms.ImageCmsProfile(PIL.ImageCms.createProfile("sRGB")).tobytes()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-pipeline")
-    make_tiny_pipeline().save_pretrained(path)
-    return path
-
-
 @pytest.fixture
-def upscale(model_dir, capsys):
+def upscale(tiny_pipeline_dir, capsys):
     """Runs the CLI on the tiny pipeline with fast settings; checks that it succeeded."""
 
     def run(*args: object) -> None:
-        code = main([*map(str, args), "--model", str(model_dir), *FAST_OPTIONS])
+        code = main([*map(str, args), "--model", str(tiny_pipeline_dir), *FAST_OPTIONS])
         assert code == 0, capsys.readouterr().err
 
     return run
@@ -154,18 +146,18 @@ def test_sixteen_bits_for_a_jpeg_is_a_usage_error_before_loading(tmp_path, monke
 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == (
-        f"dit4sr-upscale: error: {tmp_path / 'photo.jpg'}: `bit_depth` 16 needs a PNG or TIFF file, not JPEG."
+        f"dit4sr-upscale: error: {tmp_path / 'photo.jpg'}: --bit-depth 16 needs a PNG or TIFF file, not JPEG."
     )
     assert not (tmp_path / "photo.jpg").exists()
 
 
-def test_an_output_that_cannot_hold_the_metadata_fails_alone(upscale, model_dir, tmp_path, capsys):
+def test_an_output_that_cannot_hold_the_metadata_fails_alone(upscale, tiny_pipeline_dir, tmp_path, capsys):
     exif = camera_exif(orientation=1)
     exif[TAGS.ImageDescription] = "x" * 70_000  # a JPEG's EXIF segment holds at most 64 KB
     source = tmp_path / "annotated.png"
     PIL.Image.fromarray(random_pixels(8, 12, 3)).save(source, exif=exif)
 
-    code = main([str(source), "-o", str(tmp_path / "annotated.jpg"), "--model", str(model_dir), *FAST_OPTIONS])
+    code = main([str(source), "-o", str(tmp_path / "annotated.jpg"), "--model", str(tiny_pipeline_dir), *FAST_OPTIONS])
 
     captured = capsys.readouterr()
     assert code == 1 and captured.out.strip() == "0 upscaled, 0 skipped (exist), 1 failed"

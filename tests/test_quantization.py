@@ -20,7 +20,6 @@ from diffusers_dit4sr.quantization import (
     pipeline_quantization_config,
     weight_bytes,
 )
-from diffusers_dit4sr.tiny import make_tiny_pipeline
 
 from .utils import pretend_installed
 
@@ -52,15 +51,8 @@ def linear_weight_elements(module: torch.nn.Module) -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_pipeline")
-    make_tiny_pipeline().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_dir):
-    pipe = StableDiffusion3SRPipeline.from_pretrained(tiny_dir, dtype=DTYPE)
+def reference(tiny_pipeline_dir):
+    pipe = StableDiffusion3SRPipeline.from_pretrained(tiny_pipeline_dir, dtype=DTYPE)
     return pipe, upscale(pipe)
 
 
@@ -158,11 +150,11 @@ def test_a_config_of_a_missing_backend_names_its_package(monkeypatch):
 
 
 @pytest.mark.parametrize("preset", CPU_PRESETS)
-def test_preset_runs_end_to_end(preset, tiny_dir, reference):
+def test_preset_runs_end_to_end(preset, tiny_pipeline_dir, reference):
     check_quantization(preset, device="cpu", dtype=DTYPE)
     reference_pipe, reference_output = reference
     pipe = StableDiffusion3SRPipeline.from_pretrained(
-        tiny_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config(preset)
+        tiny_pipeline_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config(preset)
     )
     output = upscale(pipe)
     error = relative_error(output, reference_output)
@@ -181,14 +173,10 @@ def test_preset_runs_end_to_end(preset, tiny_dir, reference):
     assert type(conv.weight) is torch.nn.Parameter and conv.weight.dtype == DTYPE
 
 
-def test_from_released_quantizes_the_transformer_and_t5(tiny_dir, tmp_path):
-    dit4sr_dir = tmp_path / "dit4sr"
-    StableDiffusion3SRPipeline.from_pretrained(tiny_dir).transformer.save_pretrained(
-        dit4sr_dir / "dit4sr_q/transformer"
-    )
+def test_from_released_quantizes_the_transformer_and_t5(tiny_pipeline_dir, released_dit4sr_dir):
     pipe = StableDiffusion3SRPipeline.from_released(
-        sd3_model=str(tiny_dir),
-        dit4sr_model=str(dit4sr_dir),
+        sd3_model=str(tiny_pipeline_dir),
+        dit4sr_model=str(released_dit4sr_dir),
         dtype=DTYPE,
         quantization_config=pipeline_quantization_config("int8"),
     )
@@ -200,9 +188,11 @@ def test_from_released_quantizes_the_transformer_and_t5(tiny_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_caching_hooks_and_regional_compile_run_quantized(tiny_dir, reference):
+def test_caching_hooks_and_regional_compile_run_quantized(tiny_pipeline_dir, reference):
     pipe = StableDiffusion3SRPipeline.from_pretrained(
-        tiny_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config("int8", components=["transformer"])
+        tiny_pipeline_dir,
+        dtype=DTYPE,
+        quantization_config=pipeline_quantization_config("int8", components=["transformer"]),
     )
     plain = upscale(pipe)
     pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.0))
@@ -219,9 +209,9 @@ def test_caching_hooks_and_regional_compile_run_quantized(tiny_dir, reference):
 
 
 @pytest.mark.slow
-def test_torchao_pipeline_saves_and_loads_back(tiny_dir, reference, tmp_path):
+def test_torchao_pipeline_saves_and_loads_back(tiny_pipeline_dir, reference, tmp_path):
     pipe = StableDiffusion3SRPipeline.from_pretrained(
-        tiny_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config("int8")
+        tiny_pipeline_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config("int8")
     )
     pipe.save_pretrained(tmp_path / "saved")
     loaded = StableDiffusion3SRPipeline.from_pretrained(tmp_path / "saved", dtype=DTYPE)
@@ -235,9 +225,9 @@ def test_torchao_pipeline_saves_and_loads_back(tiny_dir, reference, tmp_path):
     assert relative_error(upscale(loaded), reference[1]) < MAX_RELATIVE_ERROR
 
 
-def test_quanto_pipeline_refuses_to_save(tiny_dir, tmp_path):
+def test_quanto_pipeline_refuses_to_save(tiny_pipeline_dir, tmp_path):
     pipe = StableDiffusion3SRPipeline.from_pretrained(
-        tiny_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config("int8-quanto")
+        tiny_pipeline_dir, dtype=DTYPE, quantization_config=pipeline_quantization_config("int8-quanto")
     )
     with pytest.raises(ValueError, match="quanto and is not serializable"):
         pipe.save_pretrained(tmp_path / "saved")

@@ -37,13 +37,6 @@ ROUND_OFF = {"rtol": 0, "atol": 1e-5}
 FAST = {"num_inference_steps": 2, "process_size": 64, "tile_size": 64, "tile_overlap": 32}
 
 
-@pytest.fixture(scope="module")
-def pipe() -> StableDiffusion3SRPipeline:
-    pipe = make_tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def random_image(height: int, width: int, seed: int = 0) -> PIL.Image.Image:
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return PIL.Image.fromarray(pixels)

@@ -6,18 +6,9 @@ import pytest
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from diffusers_dit4sr.tiny import make_tiny_pipeline
-
 from .released_inference import released_inference, released_lr_image
 
 STEPS = 2
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    pipe = make_tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(autouse=True)

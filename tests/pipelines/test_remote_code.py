@@ -17,19 +17,11 @@ from diffusers.utils import dynamic_modules_utils
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline
 from diffusers_dit4sr.pipelines.remote_code import LOADER_MODULE, LOADER_SOURCE
-from diffusers_dit4sr.tiny import make_tiny_pipeline
 
 REPO_ID = "someone/dit4sr-tiny"
 LIST_CLASS_NAME = [LOADER_MODULE, "StableDiffusion3SRPipeline"]
 MISSING_LIBRARY = "This DiT4SR pipeline needs the diffusers-dit4sr library: pip install diffusers-dit4sr"
 FAST = {"num_inference_steps": 2, "process_size": 64, "tile_size": 64, "tile_overlap": 32, "output_type": "pt"}
-
-
-@pytest.fixture(scope="module")
-def pipe() -> StableDiffusion3SRPipeline:
-    pipe = make_tiny_pipeline(seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
