@@ -1,6 +1,10 @@
 """`diffusers_dit4sr.training.hf_datasets`, offline, on an image folder, parquet shards and a WebDataset tar of a few
 small photos: the samples equal the folder reader's, mixing, streaming shares, exact resumption, and bad input."""
 
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -205,3 +209,29 @@ def test_a_column_of_undecodable_bytes_fails_on_its_first_sample(tmp_path):
         ValueError, match=r"cannot read the image of row 0 of .*broken \(x.png\): cannot read 12 bytes"
     ):
         dataset.first_sample()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun's CPU launch is tested on POSIX")
+def test_two_processes_stream_disjoint_shares_and_resume_from_one_checkpoint(data, tmp_path):
+    """torchrun, 2 processes on gloo: each streams its own parquet shard; the main process saves both positions
+    (accelerate writes registered objects from it only) and each process resumes exactly from its own."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    script = Path(__file__).with_name("stream_shares.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    completed = subprocess.run(
+        [*command, str(data / "parquet" / "*.parquet"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[2],
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = [json.loads((tmp_path / f"process{index}.json").read_text()) for index in range(2)]
+    epochs = [set(result["epoch"][:3]) for result in results]  # 3 rows a shard: one epoch each
+    assert epochs[0].isdisjoint(epochs[1]) and epochs[0] | epochs[1] == {f"photo number {i}" for i in range(6)}
+    for result in results:
+        assert result["resumed"] == result["epoch"][2:5]
