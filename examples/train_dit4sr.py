@@ -22,7 +22,6 @@ import argparse
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -383,8 +382,9 @@ DATASET_FLAGS = {
 
 def as_flags(error: Exception) -> str:
     """A library error on one line, with the parameters it names (`name`) replaced by their flags."""
-    message = " ".join(str(error).split())
-    return re.sub(r"`(\w+)`", lambda match: DATASET_FLAGS.get(match[1], match[0]), message)
+    from diffusers_dit4sr.training.hf_datasets import message_with_options
+
+    return message_with_options(error, DATASET_FLAGS)
 
 
 def make_hub_dataset(args: argparse.Namespace, accelerator: Accelerator) -> torch.utils.data.Dataset:

@@ -1,6 +1,7 @@
 """examples/train_dit4sr.py on 🤗 datasets (`--dataset_name`), on CPU with the tiny pipeline: an image folder, parquet
 shards and a WebDataset tar train; a stream resumes exactly; bad input stops in one line before any model loads."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from .test_train_dit4sr import EXAMPLES, train, transformer_state, workspace  # noqa: F401 (a fixture)
+from .test_train_dit4sr import EXAMPLES, load_script, train, transformer_state, workspace  # noqa: F401 (a fixture)
 from .training.hub_data import save_photos, write_parquet, write_webdataset
 
 
@@ -116,6 +117,27 @@ def test_a_streamed_run_resumes_to_the_same_parameters(workspace, data):  # noqa
     resumed = transformer_state(workspace / "stream_resumed" / "transformer")
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_pairs_prepared_from_a_dataset_train_from_their_export(workspace, data):  # noqa: F811
+    """prepare_dataset.py --dataset_name ... --export_dataset -> datasets.load_dataset -> train_dit4sr.py."""
+    prepare = load_script("prepare_dataset")
+    parquet = str(data / "parquet" / "*.parquet")
+    options = ["--dataset_name", parquet, "--caption_column", "text", "--resolution", "64", "--max_samples", "4"]
+    options += [
+        "--pretrained_model_name_or_path",
+        str(workspace / "tiny"),
+        "--cache_latents",
+        "--cache_text_embeddings",
+    ]
+    options += ["--device", "cpu", "--cache_dir", str(workspace / "datasets_cache")]
+    pairs, exported = workspace / "pairs", workspace / "pairs_hf"
+    assert prepare.main([*options, "--output_dir", str(pairs), "--export_dataset", str(exported)]) == 0
+    info = json.loads((pairs / "dataset.json").read_text())
+    assert info["source_dataset"]["name"] == parquet and info["num_samples"] == 4 and info["input_dir"] is None
+    assert "photo number 1" in (pairs / "samples" / "00000001.safetensors").read_bytes().decode("latin-1")
+    summary = run(workspace, "from_pairs", "--dataset_name", str(exported), "--max_train_steps", "2")
+    assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,13 @@ import glob
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
 from diffusers.utils import logging
 from safetensors import safe_open
@@ -48,6 +49,8 @@ __all__ = [
     "StreamedRowsDataset",
     "TrainingRows",
     "load_training_rows",
+    "message_with_options",
+    "read_row_image",
 ]
 
 logger = logging.get_logger(__name__)
@@ -386,6 +389,17 @@ def _empty_prompt_location(source: DatasetSource, token) -> str:
         ) from error
 
 
+def message_with_options(error: BaseException, options: Mapping[str, str]) -> str:
+    """`error`'s message on one line, with each parameter it names in backticks replaced by the command-line option
+    that sets it (`options`, e.g. `{"image_column": "--image_column"}`): how a script reports this module's errors."""
+    return re.sub(r"`(\w+)`", lambda match: options.get(match[1], match[0]), _one_line(error))
+
+
+def read_row_image(value: Any, token: str | bool | None = None) -> PIL.Image.Image | np.ndarray:
+    """The pixels of an undecoded image value of a row (`{"bytes", "path"}`), as `read_photo` reads image files."""
+    return read_photo(_image_data(value, token)).pixels
+
+
 def _image_data(value: Any, token: str | bool | None = None) -> bytes | str:
     """What `read_photo` reads for an undecoded image value: its bytes, or the path of a local file."""
     if isinstance(value, dict):
@@ -426,7 +440,7 @@ class RowReader:
         image = row["image"]
         path = image.get("path") if isinstance(image, dict) else None
         try:
-            pixels = read_photo(_image_data(image, self.token)).pixels
+            pixels = read_row_image(image, self.token)
         except (ValueError, OSError) as error:
             raise ValueError(f"cannot read the image of {name}{f' ({path})' if path else ''}: {error}") from error
         return {
@@ -439,7 +453,7 @@ class RowReader:
         sample: dict[str, Any] = {}
         for key in PREPARED_COLUMNS:
             try:
-                pixels = read_photo(_image_data(row[key], self.token)).pixels
+                pixels = read_row_image(row[key], self.token)
             except (ValueError, OSError) as error:
                 raise ValueError(f"cannot read `{key}` of {name}: {error}") from error
             sample[key] = torch.from_numpy(np.asarray(pixels, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
