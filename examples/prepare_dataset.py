@@ -59,6 +59,7 @@ from diffusers_dit4sr.training.datasets import (
     read_caption,
 )
 from diffusers_dit4sr.training.hf_datasets import (
+    SOURCE_FLAGS,
     DatasetSource,
     load_training_rows,
     message_with_options,
@@ -211,17 +212,6 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
 def atomic_write_json(data: dict[str, Any], path: Path) -> None:
     with atomic_write_path(path) as temporary:
         temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-DATASET_OPTIONS = {
-    "name": "--dataset_name",
-    "config": "--dataset_config_name",
-    "split": "--dataset_split",
-    "revision": "--dataset_revision",
-    "image_column": "--image_column",
-    "caption_column": "--caption_column",
-}
-"""The flags of the parameters `diffusers_dit4sr.training.hf_datasets` names in its errors."""
 
 
 class SourceImages:
@@ -458,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = SourceImages(args)
     except ValueError as error:  # the library names its parameters, mapped to their flags
-        print(f"prepare_dataset.py: error: {message_with_options(error, DATASET_OPTIONS)}", file=sys.stderr)
+        print(f"prepare_dataset.py: error: {message_with_options(error, SOURCE_FLAGS)}", file=sys.stderr)
         return 2
     total = len(images) * args.crops_per_image
     if args.max_samples is not None:

@@ -364,12 +364,6 @@ def limited_by(args: argparse.Namespace) -> str:
 
 DATASET_FLAGS = {
     "sources": "--dataset_name",
-    "name": "--dataset_name",
-    "config": "--dataset_config_name",
-    "split": "--dataset_split",
-    "revision": "--dataset_revision",
-    "image_column": "--image_column",
-    "caption_column": "--caption_column",
     "weights": "--dataset_weights",
     "max_samples": "--max_train_samples",
     "resolution": "--resolution",
@@ -377,14 +371,15 @@ DATASET_FLAGS = {
     "batch_size": "--train_batch_size",
     "num_workers": "--dataloader_num_workers",
 }
-"""The command-line flags of the parameters that `diffusers_dit4sr.training.hf_datasets` names in its errors."""
+"""The flags of the other parameters that `diffusers_dit4sr.training.hf_datasets` names in its errors (besides
+`SOURCE_FLAGS`)."""
 
 
 def as_flags(error: Exception) -> str:
     """A library error on one line, with the parameters it names (`name`) replaced by their flags."""
-    from diffusers_dit4sr.training.hf_datasets import message_with_options
+    from diffusers_dit4sr.training.hf_datasets import SOURCE_FLAGS, message_with_options
 
-    return message_with_options(error, DATASET_FLAGS)
+    return message_with_options(error, {**SOURCE_FLAGS, **DATASET_FLAGS})
 
 
 def make_hub_dataset(args: argparse.Namespace, accelerator: Accelerator) -> torch.utils.data.Dataset:
@@ -426,6 +421,8 @@ def make_hub_dataset(args: argparse.Namespace, accelerator: Accelerator) -> torc
                 max_samples=args.max_train_samples,
                 cache_dir=args.cache_dir,
                 token=args.hub_token,
+                process_index=accelerator.process_index,
+                num_processes=accelerator.num_processes,
             )
         except ValueError as error:  # raised after the context: the other processes wait for the main one
             rows, problem = None, error
@@ -437,8 +434,6 @@ def make_hub_dataset(args: argparse.Namespace, accelerator: Accelerator) -> torc
             resolution=args.resolution,
             seed=args.seed,
             shuffle_buffer_size=args.shuffle_buffer_size,
-            process_index=accelerator.process_index,
-            num_processes=accelerator.num_processes,
             token=args.hub_token,
         )
     else:

@@ -66,7 +66,7 @@ def arguments(workspace: Path, output: str, *extra: str) -> list[str]:
         str(workspace / output),
         *extra,
     ]
-    if "--prepared_data_dir" not in extra:
+    if "--prepared_data_dir" not in extra and "--dataset_name" not in extra:
         args += ["--train_data_dir", str(workspace / "hr")]
     return args
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from .test_train_dit4sr import EXAMPLES, load_script, train, transformer_state, workspace  # noqa: F401 (a fixture)
+from .test_train_dit4sr import arguments as train_arguments
 from .training.hub_data import save_photos, write_parquet, write_webdataset
 
 
@@ -26,29 +27,8 @@ def data(workspace) -> Path:  # noqa: F811
 
 
 def arguments(workspace: Path, output: str, *extra: str) -> list[str]:  # noqa: F811
-    return [
-        "--pretrained_model_name_or_path",
-        str(workspace / "tiny"),
-        "--transformer_model_name_or_path",
-        str(workspace / "tiny"),
-        "--transformer_subfolder",
-        "transformer",
-        "--resolution",
-        "64",
-        "--train_batch_size",
-        "2",
-        "--lr_warmup_steps",
-        "0",
-        "--learning_rate",
-        "1e-3",
-        "--report_to",
-        "none",
-        "--cache_dir",
-        str(workspace / "datasets_cache"),
-        "--output_dir",
-        str(workspace / output),
-        *extra,
-    ]
+    """test_train_dit4sr.py's tiny-pipeline arguments, with 🤗 Datasets' cache in the workspace."""
+    return train_arguments(workspace, output, "--cache_dir", str(workspace / "datasets_cache"), *extra)
 
 
 def run(workspace: Path, output: str, *extra: str) -> dict:  # noqa: F811

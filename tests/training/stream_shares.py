@@ -16,18 +16,15 @@ from diffusers_dit4sr.training.hf_datasets import DatasetSource, StreamedRowsDat
 
 def main(pattern: str, output: Path) -> None:
     accelerator = Accelerator(cpu=True)
-    rows = load_training_rows([DatasetSource(pattern, caption_column="text")], streaming=True)
+    rows = load_training_rows(
+        [DatasetSource(pattern, caption_column="text")],
+        streaming=True,
+        process_index=accelerator.process_index,
+        num_processes=accelerator.num_processes,
+    )
 
     def loader() -> StreamLoader:
-        dataset = StreamedRowsDataset(
-            rows,
-            resolution=32,
-            seed=5,
-            shuffle_buffer_size=2,
-            process_index=accelerator.process_index,
-            num_processes=accelerator.num_processes,
-        )
-        return StreamLoader(dataset, batch_size=1)
+        return StreamLoader(StreamedRowsDataset(rows, resolution=32, seed=5, shuffle_buffer_size=2), batch_size=1)
 
     straight = loader()
     iterator = iter(straight)

@@ -95,16 +95,15 @@ def test_datasets_mix_with_their_weights(tmp_path):
 
 
 def test_streamed_processes_get_disjoint_shares_of_every_row(data):
+    """By shards (2 parquet files, 2 processes) or, with more processes than shards, by rows."""
     source = DatasetSource(str(data / "parquet" / "*.parquet"), caption_column="text")
-    streamed = rows(source, cache=None, streaming=True)
-    shares = []
-    for process_index in range(2):
-        dataset = StreamedRowsDataset(
-            streamed, resolution=RESOLUTION, seed=0, process_index=process_index, num_processes=2
-        )
-        shares.append({sample["caption"] for sample in dataset})
-    assert shares[0].isdisjoint(shares[1])
-    assert shares[0] | shares[1] == {f"photo number {index}" for index in range(6)}
+    for num_processes in (2, 3):
+        shares = []
+        for process_index in range(num_processes):
+            share = rows(source, cache=None, streaming=True, process_index=process_index, num_processes=num_processes)
+            shares.append([sample["caption"] for sample in StreamedRowsDataset(share, resolution=RESOLUTION)])
+        assert sorted(caption for share in shares for caption in share) == [f"photo number {i}" for i in range(6)]
+        assert [len(share) for share in shares] == [6 // num_processes] * num_processes
 
 
 def batches(loader: StreamLoader, count: int) -> list[dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import glob
 import itertools
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,6 +44,7 @@ from .datasets import collate_samples, crop_generator, derive_seed, random_crop
 __all__ = [
     "EMPTY_PROMPT_FILE",
     "PREPARED_COLUMNS",
+    "SOURCE_FLAGS",
     "DatasetSource",
     "RowsDataset",
     "StreamLoader",
@@ -61,6 +63,16 @@ PREPARED_TENSORS = ("hr_latents", "lr_latents", "prompt_embeds", "pooled_prompt_
 """Its optional array columns: the cached latents and text embeddings."""
 EMPTY_PROMPT_FILE = "empty_prompt.safetensors"
 """The file beside a prepared dataset's shards with the empty prompt's embeddings (as in a prepared folder)."""
+SOURCE_FLAGS = {
+    "name": "--dataset_name",
+    "config": "--dataset_config_name",
+    "split": "--dataset_split",
+    "revision": "--dataset_revision",
+    "image_column": "--image_column",
+    "caption_column": "--caption_column",
+}
+"""The command-line flags Diffusers' training examples (and ours) give the `DatasetSource` fields, for
+`message_with_options`."""
 _FILE_BUILDERS = {".parquet": "parquet", ".tar": "webdataset", ".arrow": "arrow"}
 """Builders of the files a source may name directly (paths or glob patterns)."""
 _POSITION = "_stream_position"
@@ -101,6 +113,7 @@ class TrainingRows:
         tensors: The cached tensor columns of prepared pairs (some of `PREPARED_TENSORS`).
         empty_prompt: Where the empty prompt's embeddings are (`EMPTY_PROMPT_FILE`) when `prompt_embeds` are cached.
         names: The sources' names, for messages.
+        process_index, num_processes: The share of a stream the rows are (`load_training_rows`).
     """
 
     rows: datasets.Dataset | datasets.IterableDataset
@@ -108,6 +121,8 @@ class TrainingRows:
     tensors: tuple[str, ...] = ()
     empty_prompt: str | None = None
     names: tuple[str, ...] = ()
+    process_index: int = 0
+    num_processes: int = 1
 
     @property
     def streaming(self) -> bool:
@@ -131,6 +146,8 @@ def load_training_rows(
     max_samples: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
+    process_index: int = 0,
+    num_processes: int = 1,
 ) -> TrainingRows:
     """Opens, checks and mixes `sources` into one dataset of training rows.
 
@@ -142,9 +159,14 @@ def load_training_rows(
             epoch lasts until every source has given all its rows; smaller shares repeat.
         streaming: Stream the rows (`IterableDataset`) instead of downloading and preparing whole datasets.
         seed: Seed of the mixing.
-        max_samples: Keep only the first this many mixed rows.
+        max_samples: Keep only the first this many mixed rows (streamed by several processes: each process keeps
+            its share of them, `max_samples / num_processes` rounded up).
         cache_dir: Where 🤗 Datasets caches downloads and prepared data (default: its own cache).
         token: Hub token for private or gated datasets (default: the logged-in one).
+        process_index, num_processes: With `streaming`, the rows are this process's share: each source is split
+            with `datasets.distributed.split_dataset_by_node` before the mixing, by whole shards where it has at least
+            as many shards as processes (each process then downloads only its own), else by rows (every process
+            reads every row and keeps one in `num_processes`). Shares may differ in size by a shard.
 
     Raises `ValueError` naming the parameter (`name`, `split`, `image_column`, `caption_column`, `weights`,
     `max_samples`) for a source that cannot be opened, needs a loading script (`trust_remote_code`), lacks a column
@@ -159,6 +181,8 @@ def load_training_rows(
             raise ValueError(f"`weights` must be positive numbers, got {list(weights)}.")
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"`max_samples` must be at least 1, got {max_samples}.")
+    if not 0 <= process_index < num_processes:
+        raise ValueError(f"`process_index` {process_index} is not below `num_processes` {num_processes}.")
 
     parts = []
     for source in sources:
@@ -174,6 +198,8 @@ def load_training_rows(
         raise ValueError(f"`sources` are prepared datasets with different cached tensors: {sorted(tensor_sets)}.")
     prepared, tensors = kinds.pop(), tensor_sets.pop()
     rows = [dataset for dataset, _, _ in parts]
+    if streaming and num_processes > 1:
+        rows = [_share(dataset, process_index, num_processes) for dataset in rows]
 
     if len(rows) > 1:
         if weights is None:
@@ -194,7 +220,10 @@ def load_training_rows(
     else:
         rows = rows[0]
     if max_samples is not None:
-        rows = rows.take(max_samples) if streaming else rows.select(range(min(max_samples, len(rows))))
+        if streaming:
+            rows = rows.take(math.ceil(max_samples / num_processes))
+        else:
+            rows = rows.select(range(min(max_samples, len(rows))))
     if prepared:
         rows = rows.with_format("numpy")
     empty_prompt = _empty_prompt_location(sources[0], token) if "prompt_embeds" in tensors else None
@@ -204,7 +233,15 @@ def load_training_rows(
         tensors=tensors,
         empty_prompt=empty_prompt,
         names=tuple(source.name for source in sources),
+        process_index=process_index if streaming else 0,
+        num_processes=num_processes if streaming else 1,
     )
+
+
+def _share(dataset: datasets.IterableDataset, process_index: int, num_processes: int) -> datasets.IterableDataset:
+    """A process's share of a stream: whole shards where there are enough of them, else every `num_processes`-th row."""
+    strategy = "shards" if dataset.num_shards >= num_processes else "examples"
+    return split_dataset_by_node(dataset, rank=process_index, world_size=num_processes, strategy=strategy)
 
 
 def _open(source: DatasetSource, *, streaming: bool, cache_dir, token) -> datasets.Dataset | datasets.IterableDataset:
@@ -543,9 +580,8 @@ class RowsDataset(_PreparedInfo, torch.utils.data.Dataset):
 class StreamedRowsDataset(_PreparedInfo, torch.utils.data.IterableDataset):
     """Training samples streamed from `TrainingRows`: this process's share of the rows, shuffled in blocks.
 
-    The rows are split across processes with `datasets.distributed.split_dataset_by_node` (whole shards per process
-    where the shard count allows, else every `num_processes`-th row) and, in DataLoader workers, across workers by
-    🤗 Datasets. Each worker reads `shuffle_buffer_size` rows at a time and yields them in an order drawn from
+    The rows are this process's share (`load_training_rows(..., process_index=, num_processes=)`); in DataLoader
+    workers, 🤗 Datasets splits them across the workers by shards. Each worker reads `shuffle_buffer_size` rows at a time and yields them in an order drawn from
     `(seed, epoch, process, worker, block)`; a sample's crop comes from a generator seeded with its place. Unlike a
     rolling shuffle buffer, whose content is lost on a resume, a block is read again from its start, so resuming
     (`StreamLoader.load_state_dict`) gives exactly the samples an uninterrupted run gives. Shards change order every
@@ -557,7 +593,6 @@ class StreamedRowsDataset(_PreparedInfo, torch.utils.data.IterableDataset):
         random_flip: Flip crops horizontally with probability 0.5.
         seed: Seed of the block orders and crops.
         shuffle_buffer_size: Rows per shuffled block (1: the stream's own order); they are held in memory.
-        process_index, num_processes: This process's place among the training processes.
         token: Hub token to read images stored as remote paths.
     """
 
@@ -568,25 +603,17 @@ class StreamedRowsDataset(_PreparedInfo, torch.utils.data.IterableDataset):
         random_flip: bool = True,
         seed: int = 0,
         shuffle_buffer_size: int = 256,
-        process_index: int = 0,
-        num_processes: int = 1,
         token=None,
     ) -> None:
         if not rows.streaming:
             raise ValueError("`rows` are not streamed: read them with `RowsDataset`.")
         if shuffle_buffer_size < 1:
             raise ValueError(f"`shuffle_buffer_size` must be at least 1, got {shuffle_buffer_size}.")
-        if not 0 <= process_index < num_processes:
-            raise ValueError(f"`process_index` {process_index} is not below `num_processes` {num_processes}.")
         self.rows = rows
-        self.stream = (
-            split_dataset_by_node(rows.rows, rank=process_index, world_size=num_processes)
-            if num_processes > 1
-            else rows.rows
-        )
+        self.stream = rows.rows
         self.reader = RowReader(resolution, random_flip, rows.prepared, token)
         self.resolution, self.seed, self.shuffle_buffer_size = resolution, seed, shuffle_buffer_size
-        self.process_index, self.num_processes = process_index, num_processes
+        self.process_index, self.num_processes = rows.process_index, rows.num_processes
         self.epoch = 0
         self.start_positions: dict[int, dict[str, Any]] = {}
         """Per worker, where to continue (a sample's `_stream_position`); set by `StreamLoader`."""
