@@ -31,13 +31,8 @@ from torch.utils.data import DataLoader
 
 from diffusers_dit4sr.training import RealESRGANDegradation
 from diffusers_dit4sr.training.datasets import HRImageDataset, collate_samples
-from diffusers_dit4sr.training.hf_datasets import (
-    DatasetSource,
-    RowsDataset,
-    StreamedRowsDataset,
-    StreamLoader,
-    load_training_rows,
-)
+from diffusers_dit4sr.training.hf_datasets import DatasetSource, RowsDataset, load_training_rows
+from diffusers_dit4sr.training.hf_streaming import StreamedRowsDataset, StreamLoader
 
 SOURCES = ("folder", "parquet", "streamed parquet")
 

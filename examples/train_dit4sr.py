@@ -384,12 +384,8 @@ def as_flags(error: Exception) -> str:
 
 def make_hub_dataset(args: argparse.Namespace, accelerator: Accelerator) -> torch.utils.data.Dataset:
     """The --dataset_name datasets, opened, checked and mixed: map-style, or this process's share of the stream."""
-    from diffusers_dit4sr.training.hf_datasets import (
-        DatasetSource,
-        RowsDataset,
-        StreamedRowsDataset,
-        load_training_rows,
-    )
+    from diffusers_dit4sr.training.hf_datasets import DatasetSource, RowsDataset, load_training_rows
+    from diffusers_dit4sr.training.hf_streaming import StreamedRowsDataset
 
     count = len(args.dataset_name)
 
@@ -803,7 +799,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     stream = None
     if args.streaming:
-        from diffusers_dit4sr.training.hf_datasets import StreamLoader
+        from diffusers_dit4sr.training.hf_streaming import StreamLoader
 
         # Each process streams its own shards: not `prepare`d (accelerate would read every batch on the main process
         # and dispatch it). Its position is saved with the checkpoints and restored on resume.

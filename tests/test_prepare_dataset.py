@@ -319,6 +319,7 @@ def test_the_export_reads_back_as_the_prepared_samples(workspace, tmp_path):
     import datasets
 
     from diffusers_dit4sr.training.hf_datasets import DatasetSource, RowsDataset, load_training_rows
+    from diffusers_dit4sr.training.hf_streaming import StreamedRowsDataset
     from diffusers_dit4sr.training.prepared_hub import export_prepared_dataset
 
     export_prepared_dataset(workspace.root / "out", tmp_path / "hf", shard_size=2, progress=False)
@@ -340,6 +341,11 @@ def test_the_export_reads_back_as_the_prepared_samples(workspace, tmp_path):
             assert ours[key].dtype == torch.float32 and torch.equal(ours[key], theirs[key].float()), key
     for ours, theirs in zip(exported.empty_prompt_embeds(), folder.empty_prompt_embeds(), strict=True):
         assert torch.equal(ours, theirs)
+    streamed = load_training_rows([DatasetSource(str(tmp_path / "hf"))], streaming=True)
+    for index, ours in enumerate(StreamedRowsDataset(streamed, resolution=RESOLUTION, shuffle_buffer_size=1)):
+        for key in SAMPLE_KEYS:
+            assert torch.equal(ours[key], folder[index][key].float()), key
+    assert index == 2
     card = (tmp_path / "hf" / "README.md").read_text()
     assert "path: data/train-*.parquet" in card and "seed: 3" in card and "blur_kernel_size: 7" in card
     assert f'"folder": "{workspace.hr_dir}"' in card

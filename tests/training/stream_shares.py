@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from diffusers_dit4sr.training.hf_datasets import DatasetSource, StreamedRowsDataset, StreamLoader, load_training_rows
+from diffusers_dit4sr.training.hf_datasets import DatasetSource, load_training_rows
+from diffusers_dit4sr.training.hf_streaming import StreamedRowsDataset, StreamLoader
 
 
 def main(pattern: str, output: Path) -> None:

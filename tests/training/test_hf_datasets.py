@@ -13,13 +13,8 @@ import pytest
 import torch
 
 from diffusers_dit4sr.training.datasets import HRImageDataset
-from diffusers_dit4sr.training.hf_datasets import (
-    DatasetSource,
-    RowsDataset,
-    StreamedRowsDataset,
-    StreamLoader,
-    load_training_rows,
-)
+from diffusers_dit4sr.training.hf_datasets import DatasetSource, RowsDataset, load_training_rows
+from diffusers_dit4sr.training.hf_streaming import StreamedRowsDataset, StreamLoader
 
 from .hub_data import as_dataset, save_photos, save_unusual_photos, write_parquet, write_webdataset
 

@@ -5,20 +5,17 @@ read whole or streamed across processes, and resumable.
 `load_training_rows` opens every `DatasetSource`, checks its columns, and mixes them into one 🤗 dataset whose rows
 hold the undecoded image and its caption (or the LR/HR pair and cached tensors of a dataset written by
 `examples/prepare_dataset.py`). `RowsDataset` reads it like the folder readers of `datasets.py`: the same image
-with the same seed, epoch and index gives the same crop, read by the same reader (`read_photo`). `StreamedRowsDataset`
-and `StreamLoader` stream it instead: each process reads its own shards (`datasets.distributed.split_dataset_by_node`),
-shuffled in blocks, and `StreamLoader.state_dict` resumes exactly after the last batch trained on.
+with the same seed, epoch and index gives the same crop, read by the same reader (`read_photo`). Streamed rows (each
+process's own shards, `datasets.distributed.split_dataset_by_node`) are read by `hf_streaming`.
 """
 
 from __future__ import annotations
 
-import copy
 import glob
-import itertools
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,6 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.utils import logging
 from safetensors import safe_open
 
 try:
@@ -39,23 +35,22 @@ except ImportError as error:  # an optional dependency: the `train` extra
 
 from ..constants import IMAGE_EXTENSIONS
 from ..photo import read_photo
-from .datasets import collate_samples, crop_generator, derive_seed, random_crop
+from ..runtime import one_line
+from .datasets import crop_generator, random_crop
 
 __all__ = [
     "EMPTY_PROMPT_FILE",
     "PREPARED_COLUMNS",
     "SOURCE_FLAGS",
     "DatasetSource",
+    "PreparedInfo",
+    "RowReader",
     "RowsDataset",
-    "StreamLoader",
-    "StreamedRowsDataset",
     "TrainingRows",
     "load_training_rows",
     "message_with_options",
     "read_row_image",
 ]
-
-logger = logging.get_logger(__name__)
 
 PREPARED_COLUMNS = ("hr", "lr")
 """The image columns of a dataset written by `prepare_dataset.py`, which marks it as prepared pairs."""
@@ -75,8 +70,6 @@ SOURCE_FLAGS = {
 `message_with_options`."""
 _FILE_BUILDERS = {".parquet": "parquet", ".tar": "webdataset", ".arrow": "arrow"}
 """Builders of the files a source may name directly (paths or glob patterns)."""
-_POSITION = "_stream_position"
-_PLACEHOLDER = "_placeholder"
 
 
 @dataclass(frozen=True)
@@ -247,9 +240,8 @@ def _share(dataset: datasets.IterableDataset, process_index: int, num_processes:
 def _open(source: DatasetSource, *, streaming: bool, cache_dir, token) -> datasets.Dataset | datasets.IterableDataset:
     """`datasets.load_dataset` (or `load_from_disk`) of one source, with its errors as one-line `ValueError`s."""
     name, split, first_rows = source.name, source.split, None
-    match = re.fullmatch(r"(.+)\[:(\d+)\]", split)
-    if streaming and match:  # streams cannot be sliced by 🤗 Datasets: take the first rows instead
-        split, first_rows = match[1], int(match[2])
+    if streaming:  # streams cannot be sliced by 🤗 Datasets: take the first rows instead
+        split, first_rows = _split_and_limit(split)
     options: dict[str, Any] = {"cache_dir": str(cache_dir) if cache_dir is not None else None, "token": token}
     path = Path(name).expanduser()
     try:
@@ -284,20 +276,20 @@ def _open(source: DatasetSource, *, streaming: bool, cache_dir, token) -> datase
         if "corresponds to no data" in message:  # an empty split, or empty data files
             raise ValueError(f"`split` {source.split!r} of {name!r} has no rows.") from error
         if "split" in message:
-            raise ValueError(f"`split` {source.split!r} of {name!r}: {_one_line(error)}") from error
+            raise ValueError(f"`split` {source.split!r} of {name!r}: {one_line(error)}") from error
         if "config" in message:
-            raise ValueError(f"`config` {source.config!r} of {name!r}: {_one_line(error)}") from error
-        raise ValueError(f"`name` {name!r}: {_one_line(error)}") from error
+            raise ValueError(f"`config` {source.config!r} of {name!r}: {one_line(error)}") from error
+        raise ValueError(f"`name` {name!r}: {one_line(error)}") from error
     except RuntimeError as error:
         if "scripts are no longer supported" in str(error):
             raise ValueError(
                 f"`name` {name!r} is defined by a loading script, which would need `trust_remote_code`; 🤗 Datasets "
                 "no longer runs loading scripts: use a version of it in data files (parquet, images, WebDataset), "
-                f"e.g. the Hub's automatic parquet conversion (`revision` 'refs/convert/parquet') ({_one_line(error)})"
+                f"e.g. the Hub's automatic parquet conversion (`revision` 'refs/convert/parquet') ({one_line(error)})"
             ) from error
-        raise ValueError(f"`name` {name!r}: {_one_line(error)}") from error
+        raise ValueError(f"`name` {name!r}: {one_line(error)}") from error
     except (OSError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise ValueError(f"`name` {name!r} cannot be opened: {_one_line(error)}") from error
+        raise ValueError(f"`name` {name!r} cannot be opened: {one_line(error)}") from error
     return dataset.take(first_rows) if first_rows is not None else dataset
 
 
@@ -386,23 +378,27 @@ def _check_not_empty(dataset, source: DatasetSource) -> None:
         raise ValueError(f"`split` {source.split!r} of {source.name!r} has no rows.")
 
 
+def _split_and_limit(split: str) -> tuple[str, int | None]:
+    """`"train[:N]"` -> `("train", N)`; other splits -> `(split, None)`."""
+    match = re.fullmatch(r"(.+)\[:(\d+)\]", split)
+    return (match[1], int(match[2])) if match else (split, None)
+
+
 def _size(dataset, source: DatasetSource) -> int | None:
     """Rows of a source: its length, or for a stream the size its metadata gives (None if unknown)."""
     if isinstance(dataset, datasets.Dataset):
         return len(dataset)
-    splits = dataset.info.splits or {}
-    split = splits.get(source.split.split("[")[0])
-    return split.num_examples if split is not None and split.num_examples else None
+    name, limit = _split_and_limit(source.split)
+    split = (dataset.info.splits or {}).get(name)
+    if split is None or not split.num_examples:
+        return None
+    return min(split.num_examples, limit) if limit is not None else split.num_examples
 
 
 def _describe(feature) -> str:
     if isinstance(feature, datasets.Value):
         return f"{feature.dtype} values"
     return type(feature).__name__
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _empty_prompt_location(source: DatasetSource, token) -> str:
@@ -422,14 +418,14 @@ def _empty_prompt_location(source: DatasetSource, token) -> str:
     except Exception as error:  # huggingface_hub reports missing files and network failures with many types
         raise ValueError(
             f"`name` {source.name!r} has cached text embeddings but its {EMPTY_PROMPT_FILE} cannot be read: "
-            f"{_one_line(error)}"
+            f"{one_line(error)}"
         ) from error
 
 
 def message_with_options(error: BaseException, options: Mapping[str, str]) -> str:
     """`error`'s message on one line, with each parameter it names in backticks replaced by the command-line option
     that sets it (`options`, e.g. `{"image_column": "--image_column"}`): how a script reports this module's errors."""
-    return re.sub(r"`(\w+)`", lambda match: options.get(match[1], match[0]), _one_line(error))
+    return re.sub(r"`(\w+)`", lambda match: options.get(match[1], match[0]), one_line(error))
 
 
 def read_row_image(value: Any, token: str | bool | None = None) -> PIL.Image.Image | np.ndarray:
@@ -506,7 +502,7 @@ class RowReader:
         return sample
 
 
-class _PreparedInfo:
+class PreparedInfo:
     """What the training script asks a prepared dataset (as `PreparedDataset` answers it)."""
 
     rows: TrainingRows
@@ -535,7 +531,7 @@ class _PreparedInfo:
             raise ValueError(f"cannot read {self.rows.empty_prompt}: {error}") from error
 
 
-class RowsDataset(_PreparedInfo, torch.utils.data.Dataset):
+class RowsDataset(PreparedInfo, torch.utils.data.Dataset):
     """Map-style training samples from `TrainingRows`: items are those of `HRImageDataset` (or, for prepared pairs,
     of `PreparedDataset`).
 
@@ -575,208 +571,3 @@ class RowsDataset(_PreparedInfo, torch.utils.data.Dataset):
     def first_sample(self) -> dict[str, Any]:
         """Item 0: reading it before training checks that the rows hold what they should."""
         return self[0]
-
-
-class StreamedRowsDataset(_PreparedInfo, torch.utils.data.IterableDataset):
-    """Training samples streamed from `TrainingRows`: this process's share of the rows, shuffled in blocks.
-
-    The rows are this process's share (`load_training_rows(..., process_index=, num_processes=)`); in DataLoader
-    workers, 🤗 Datasets splits them across the workers by shards. Each worker reads `shuffle_buffer_size` rows at a time and yields them in an order drawn from
-    `(seed, epoch, process, worker, block)`; a sample's crop comes from a generator seeded with its place. Unlike a
-    rolling shuffle buffer, whose content is lost on a resume, a block is read again from its start, so resuming
-    (`StreamLoader.load_state_dict`) gives exactly the samples an uninterrupted run gives. Shards change order every
-    epoch (🤗 Datasets' `set_epoch`).
-
-    Args:
-        rows: From `load_training_rows(..., streaming=True)`.
-        resolution: Side of the HR crops.
-        random_flip: Flip crops horizontally with probability 0.5.
-        seed: Seed of the block orders and crops.
-        shuffle_buffer_size: Rows per shuffled block (1: the stream's own order); they are held in memory.
-        token: Hub token to read images stored as remote paths.
-    """
-
-    def __init__(
-        self,
-        rows: TrainingRows,
-        resolution: int = 512,
-        random_flip: bool = True,
-        seed: int = 0,
-        shuffle_buffer_size: int = 256,
-        token=None,
-    ) -> None:
-        if not rows.streaming:
-            raise ValueError("`rows` are not streamed: read them with `RowsDataset`.")
-        if shuffle_buffer_size < 1:
-            raise ValueError(f"`shuffle_buffer_size` must be at least 1, got {shuffle_buffer_size}.")
-        self.rows = rows
-        self.stream = rows.rows
-        self.reader = RowReader(resolution, random_flip, rows.prepared, token)
-        self.resolution, self.seed, self.shuffle_buffer_size = resolution, seed, shuffle_buffer_size
-        self.process_index, self.num_processes = rows.process_index, rows.num_processes
-        self.epoch = 0
-        self.start_positions: dict[int, dict[str, Any]] = {}
-        """Per worker, where to continue (a sample's `_stream_position`); set by `StreamLoader`."""
-        self.placeholder_batches: dict[int, int] = {}
-        """Per worker, how many placeholder samples to yield first (`StreamLoader` keeps the workers' order)."""
-
-    def first_sample(self) -> dict[str, Any]:
-        """A sample of this process's first row: reading it before training checks that the rows hold what they
-        should (without reading a whole block)."""
-        row = next(iter(copy.deepcopy(self.stream)), None)
-        if row is None:
-            raise ValueError(f"process {self.process_index} has no rows in its share of the stream.")
-        return self.reader(row, torch.Generator().manual_seed(0), f"the first row of process {self.process_index}")
-
-    def count_rows(self, limit: int) -> int:
-        """How many rows (up to `limit`) this process's share has in an epoch, read without decoding images."""
-        return sum(1 for _ in itertools.islice(copy.deepcopy(self.stream), limit))
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        for _ in range(self.placeholder_batches.get(worker, 0)):
-            yield {_PLACEHOLDER: True}
-        stream = copy.deepcopy(self.stream)  # its state stays this iterator's
-        stream.set_epoch(self.epoch)
-        position = self.start_positions.get(worker)
-        block, offset, block_start = 0, 0, None
-        if position is not None:
-            block, offset, block_start = position["block"], position["offset"], position["block_start"]
-            if block_start is not None:
-                stream.load_state_dict(block_start)
-        rows = iter(stream)
-        while True:
-            rows_of_block = list(itertools.islice(rows, self.shuffle_buffer_size))
-            if not rows_of_block:
-                return
-            next_start = stream.state_dict()
-            keys = (self.seed, self.epoch, self.process_index, worker, block)
-            order = torch.randperm(len(rows_of_block), generator=torch.Generator().manual_seed(derive_seed(*keys)))
-            for place in range(offset, len(rows_of_block)):
-                generator = torch.Generator().manual_seed(derive_seed(*keys, place))
-                name = f"block {block} row {place} of worker {worker} of process {self.process_index} (stream)"
-                sample = self.reader(rows_of_block[int(order[place])], generator, name)
-                sample[_POSITION] = {"worker": worker, "block": block, "offset": place + 1, "block_start": block_start}
-                yield sample
-            block, offset, block_start = block + 1, 0, next_start
-
-
-class StreamLoader:
-    """Endless batches of a `StreamedRowsDataset`, epoch after epoch, that can continue exactly where they stopped.
-
-    It keeps, per DataLoader worker, the position after the last batch it yielded, and the order of the workers;
-    `state_dict` / `load_state_dict` save and restore them (register it with `accelerate`'s
-    `register_for_checkpointing`). accelerate writes registered objects from the main process only, so with several
-    processes every process calls `gather_positions()` (a collective) before the main one saves the state; each
-    process then loads its own position.
-
-    Args:
-        dataset: The process's `StreamedRowsDataset`.
-        batch_size: Samples per batch (every batch is full: a worker's last partial batch of an epoch is dropped).
-        num_workers: DataLoader worker processes (0: read in this process). The shards are split across workers, so
-            resuming needs the same number.
-        collate_fn: Batches a list of samples (default: `collate_samples`).
-    """
-
-    def __init__(
-        self,
-        dataset: StreamedRowsDataset,
-        batch_size: int,
-        num_workers: int = 0,
-        collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate_samples,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
-        if num_workers < 0:
-            raise ValueError(f"`num_workers` must be at least 0, got {num_workers}.")
-        self.dataset, self.batch_size, self.num_workers, self.collate_fn = dataset, batch_size, num_workers, collate_fn
-        self.epoch = 0
-        self.batches = 0
-        """Batches yielded in this epoch."""
-        self.positions: dict[int, dict[str, Any]] = {}
-        self.last_worker: int | None = None
-        self._gathered: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
-
-    def _collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        if _PLACEHOLDER in samples[0]:
-            return {_PLACEHOLDER: True}
-        return self.collate_fn(samples)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        while True:
-            workers = max(1, self.num_workers)
-            first = 0 if self.last_worker is None else (self.last_worker + 1) % workers
-            self.dataset.epoch = self.epoch
-            self.dataset.start_positions = dict(self.positions)
-            # DataLoader asks workers for batches in turn from worker 0: those before the next worker of the
-            # interrupted run first yield one placeholder batch, dropped here, so the batches come in the same order.
-            self.dataset.placeholder_batches = dict.fromkeys(range(first), self.batch_size)
-            loader = torch.utils.data.DataLoader(
-                self.dataset,
-                batch_size=self.batch_size,
-                num_workers=self.num_workers,
-                collate_fn=self._collate,
-                drop_last=True,
-            )
-            for batch in loader:
-                if _PLACEHOLDER in batch:
-                    continue
-                positions = batch.pop(_POSITION)
-                self.positions[positions[-1]["worker"]] = positions[-1]
-                self.last_worker = positions[-1]["worker"]
-                self.batches += 1
-                yield batch
-            if self.batches == 0:
-                raise ValueError(
-                    f"process {self.dataset.process_index} got no full batch of {self.batch_size} samples in an "
-                    "epoch of its share of the stream: lower `batch_size` or use fewer processes."
-                )
-            self.epoch, self.batches, self.positions, self.last_worker = self.epoch + 1, 0, {}, None
-
-    def position(self) -> dict[str, Any]:
-        """This process's position: after the last batch yielded."""
-        return {
-            "epoch": self.epoch,
-            "batches": self.batches,
-            "positions": copy.deepcopy(self.positions),
-            "last_worker": self.last_worker,
-            "num_workers": self.num_workers,
-        }
-
-    def gather_positions(self) -> None:
-        """Collects every process's position into the main process's `state_dict` (call it on every process)."""
-        position = self.position()
-        num_processes = self.dataset.num_processes
-        if num_processes > 1:
-            gathered: list[Any] = [None] * num_processes
-            torch.distributed.all_gather_object(gathered, position)
-        else:
-            gathered = [position]
-        self._gathered = ((self.epoch, self.batches), gathered)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Every process's position; with several processes, as collected by the last `gather_positions()`."""
-        if self.dataset.num_processes == 1:
-            positions = [self.position()]
-        elif self._gathered is None or self._gathered[0] != (self.epoch, self.batches):
-            raise RuntimeError("call `gather_positions()` on every process before saving the stream's state.")
-        else:
-            positions = self._gathered[1]
-        return {"num_processes": self.dataset.num_processes, "positions": positions}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continues after the batch at which `state` was saved (this process's entry of it)."""
-        if state["num_processes"] != self.dataset.num_processes:
-            raise ValueError(
-                f"the stream's position was saved by {state['num_processes']} process(es); resume it with as many, "
-                f"not {self.dataset.num_processes} (each process streams its own shards)."
-            )
-        position = state["positions"][self.dataset.process_index]
-        if position["num_workers"] != self.num_workers:
-            raise ValueError(
-                f"the stream's position was saved with `num_workers` {position['num_workers']}; resume with as many, "
-                f"not {self.num_workers} (each worker streams its own shards)."
-            )
-        self.epoch, self.batches, self.last_worker = position["epoch"], position["batches"], position["last_worker"]
-        self.positions = copy.deepcopy(position["positions"])
