@@ -99,6 +99,29 @@ def test_a_streamed_run_resumes_to_the_same_parameters(workspace, data):  # noqa
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+def test_a_stream_resumed_with_other_workers_stops_in_one_line(workspace, data, capsys):  # noqa: F811
+    stream = ["--dataset_name", str(data / "photos.tar"), "--image_column", "png", "--streaming"]
+    run(workspace, "stream_workers", *stream, "--max_train_steps", "1", "--checkpointing_steps", "1")
+    with pytest.raises(SystemExit) as error:
+        run(
+            workspace,
+            "stream_workers",
+            *stream,
+            "--max_train_steps",
+            "2",
+            "--dataloader_num_workers",
+            "1",
+            "--resume_from_checkpoint",
+            "latest",
+        )
+    assert error.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"train_dit4sr.py: error: --resume_from_checkpoint {workspace / 'stream_workers' / 'checkpoint-1'}: the "
+        "stream's position was saved with --dataloader_num_workers 0; resume with as many, not 1 (each worker "
+        "streams its own shards)."
+    )
+
+
 def test_pairs_prepared_from_a_dataset_train_from_their_export(workspace, data):  # noqa: F811
     """prepare_dataset.py --dataset_name ... --export_dataset -> datasets.load_dataset -> train_dit4sr.py."""
     prepare = load_script("prepare_dataset")
