@@ -34,8 +34,8 @@ except ImportError as error:  # an optional dependency: the `train` extra
     ) from error
 
 from ..constants import IMAGE_EXTENSIONS
+from ..errors import one_line
 from ..photo import read_photo
-from ..runtime import one_line
 from .datasets import crop_generator, random_crop
 
 __all__ = [
