@@ -14,6 +14,13 @@ Sample `i` depends only on the settings and on `i` (its crop, flip and degradati
 with `derive_seed(seed, i, stream)`), and each sample file is written atomically, so an interrupted run resumes where
 it stopped when started again with the same arguments (other settings: one line and exit code 2). Unreadable
 images are reported, skipped, and make the exit code 1.
+
+The source images may also come from a 🤗 dataset (`--dataset_name`), and the prepared pairs can be written as a 🤗
+dataset (`--export_dataset DIR`: parquet shards and a dataset card) and uploaded (`--push_to_hub`); training reads it
+with `--dataset_name`:
+
+    python examples/prepare_dataset.py --dataset_name you/hr-photos --caption_column text --output_dir data/pairs \
+        --export_dataset data/pairs_hf --push_to_hub --hub_dataset_id you/dit4sr-pairs
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderMo
 
 from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.file_utils import atomic_write_path
-from diffusers_dit4sr.image_processing import load_image, resize
+from diffusers_dit4sr.image_processing import resize
+from diffusers_dit4sr.photo import read_photo
 from diffusers_dit4sr.training import DegradationConfig, RealESRGANDegradation
 from diffusers_dit4sr.training.datasets import (
     PREPARED_FORMAT,
@@ -50,6 +58,14 @@ from diffusers_dit4sr.training.datasets import (
     random_crop,
     read_caption,
 )
+from diffusers_dit4sr.training.hf_datasets import (
+    SOURCE_FLAGS,
+    DatasetSource,
+    load_training_rows,
+    message_with_options,
+    read_row_image,
+)
+from diffusers_dit4sr.training.prepared_hub import export_prepared_dataset, push_prepared_dataset
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CROP_STREAM, DEGRADATION_STREAM, HR_LATENT_STREAM, LR_LATENT_STREAM = range(4)
@@ -75,7 +91,34 @@ RESUME_KEYS = (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Prepare DiT4SR training pairs (LR/HR crops, latents, embeddings).")
-    parser.add_argument("--input_dir", type=Path, required=True, help="Folder of HR images, searched recursively.")
+    parser.add_argument("--input_dir", type=Path, default=None, help="Folder of HR images, searched recursively.")
+    # 🤗 datasets (issue 28): the HR images from a dataset, and the pairs written as one.
+    hub = parser.add_argument_group("🤗 datasets")
+    hub.add_argument(
+        "--dataset_name",
+        default=None,
+        help="🤗 dataset of HR images instead of --input_dir: a Hub id, a local folder datasets.load_dataset reads, "
+        "or parquet / .tar files (with --captions txt, captions come from --caption_column)",
+    )
+    hub.add_argument("--dataset_config_name", default=None, help="The dataset's configuration (subset).")
+    hub.add_argument("--dataset_split", default="train", help='Split to read; "train[:N]": its first N rows.')
+    hub.add_argument("--dataset_revision", default=None, help="Branch, tag or commit of a Hub dataset.")
+    hub.add_argument("--image_column", default="image", help="Column of the HR images (default: image).")
+    hub.add_argument("--caption_column", default=None, help="Column of the captions (default: empty captions).")
+    hub.add_argument("--cache_dir", default=None, help="🤗 Datasets' cache of downloads (default: its own).")
+    hub.add_argument(
+        "--export_dataset",
+        type=Path,
+        default=None,
+        help="Also write the prepared pairs as a 🤗 dataset in this folder: parquet shards (images as Image, latents "
+        "and embeddings as arrays), the empty prompt's embeddings and a dataset card (default with --push_to_hub: "
+        "OUTPUT_DIR/hf_dataset).",
+    )
+    hub.add_argument("--shard_size", type=int, default=256, help="Samples per parquet shard (default: %(default)s).")
+    hub.add_argument("--push_to_hub", action="store_true", help="Upload the exported dataset to the Hub.")
+    hub.add_argument("--hub_dataset_id", default=None, help="Dataset repository (default: the export folder's name).")
+    hub.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in one).")
+    hub.add_argument("--hub_private", action="store_true", help="Create the repository as private.")
     parser.add_argument(
         "--output_dir", type=Path, required=True, help="Folder to write (or resume) the prepared dataset in."
     )
@@ -118,9 +161,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_samples", type=int, default=None, help="Stop after this many samples (for trials).")
     args = parser.parse_args(argv)
 
+    if (args.input_dir is None) == (args.dataset_name is None):
+        parser.error("pass exactly one of --input_dir and --dataset_name")
+    if args.push_to_hub and args.export_dataset is None:
+        args.export_dataset = args.output_dir / "hf_dataset"
     for name in ("resolution", "crops_per_image", "batch_size", "max_sequence_length", "caption_max_new_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
+    if args.shard_size < 1:
+        parser.error("--shard_size must be >= 1")
     if args.max_samples is not None and args.max_samples < 1:
         parser.error("--max_samples must be >= 1")
     if args.dataloader_num_workers < 0:
@@ -165,6 +214,38 @@ def atomic_write_json(data: dict[str, Any], path: Path) -> None:
         temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+class SourceImages:
+    """The HR images: the files under --input_dir, or the rows of --dataset_name (issue 28)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.rows = args, None
+        if args.dataset_name is None:
+            self.paths = list_images(args.input_dir)
+            self.names = [path.relative_to(args.input_dir).as_posix() for path in self.paths]
+            return
+        source = DatasetSource(
+            args.dataset_name,
+            config=args.dataset_config_name,
+            split=args.dataset_split,
+            revision=args.dataset_revision,
+            image_column=args.image_column,
+            caption_column=args.caption_column,
+        )
+        self.rows = load_training_rows([source], cache_dir=args.cache_dir, token=args.hub_token).rows
+        self.names = [f"row {index}" for index in range(len(self.rows))]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, index: int):
+        """`(pixels, caption)` of image `index` (the caption of --captions txt); a `ValueError` if unreadable."""
+        if self.rows is None:
+            path = self.paths[index]
+            return read_photo(path).pixels, read_caption(path, self.args.caption_extension)
+        row = self.rows[index]
+        return read_row_image(row["image"], self.args.hub_token), row["caption"]
+
+
 class PairSource(Dataset):
     """Sample `index`: crop `index % crops_per_image` of image `index // crops_per_image`, degraded.
 
@@ -173,7 +254,7 @@ class PairSource(Dataset):
     model must write it), or `error` when the image cannot be read.
     """
 
-    def __init__(self, images: list[Path], samples_dir: Path, total: int, args: argparse.Namespace) -> None:
+    def __init__(self, images: SourceImages, samples_dir: Path, total: int, args: argparse.Namespace) -> None:
         self.images, self.samples_dir, self.total, self.args = images, samples_dir, total, args
         self.degradation = RealESRGANDegradation(args.degradation)
 
@@ -182,8 +263,7 @@ class PairSource(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         args = self.args
-        path = self.images[index // args.crops_per_image]
-        source = path.relative_to(args.input_dir).as_posix()
+        source = self.images.names[index // args.crops_per_image]
         item: dict[str, Any] = {"index": index, "source": source}
         sample_path = self.samples_dir / sample_name(index)
         if sample_path.exists():
@@ -192,12 +272,12 @@ class PairSource(Dataset):
                 hr, lr = file.get_tensor("hr"), file.get_tensor("lr")
             return {**item, "pending": False, "hr": hr, "lr": lr, "caption": caption}
         try:
-            image = load_image(path)
+            pixels, caption = self.images.read(index // args.crops_per_image)
         except ValueError as error:
             return {**item, "error": str(error)}
-        crop = random_crop(image, args.resolution, seeded(args.seed, index, CROP_STREAM))
+        crop = random_crop(pixels, args.resolution, seeded(args.seed, index, CROP_STREAM))
         lr, hr = self.degradation(crop[None], generator=seeded(args.seed, index, DEGRADATION_STREAM))
-        caption = read_caption(path, args.caption_extension) if args.captions == "txt" else ""
+        caption = caption if args.captions == "txt" else ""
         if args.captions == "model":
             caption = None
         return {**item, "pending": True, "hr": to_uint8(hr[0]), "lr": to_uint8(lr[0]), "caption": caption}
@@ -263,9 +343,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def dataset_info(args: argparse.Namespace, images: list[Path]) -> dict[str, Any]:
+def dataset_info(args: argparse.Namespace, images: SourceImages) -> dict[str, Any]:
     """`dataset.json` of this run (`num_samples`, `complete` and `failed_sources` are updated as it goes)."""
-    sources = "\n".join(path.relative_to(args.input_dir).as_posix() for path in images)
+    sources = "\n".join(images.names)
+    if args.dataset_name is not None:  # rows have no file names: the dataset, its version and its size name them
+        sources = f"{args.dataset_name}\n{args.dataset_config_name}\n{args.dataset_split}\n{args.dataset_revision}\n{sources}"
     model = args.pretrained_model_name_or_path
     return {
         "format": PREPARED_FORMAT,
@@ -287,7 +369,17 @@ def dataset_info(args: argparse.Namespace, images: list[Path]) -> dict[str, Any]
         "captions": args.captions,
         "caption_model": args.caption_model if args.captions == "model" else None,
         "caption_prompt": args.caption_prompt if args.captions == "model" else None,
-        "input_dir": str(args.input_dir),
+        "input_dir": str(args.input_dir) if args.input_dir is not None else None,
+        "source_dataset": None
+        if args.dataset_name is None
+        else {
+            "name": args.dataset_name,
+            "config": args.dataset_config_name,
+            "split": args.dataset_split,
+            "revision": args.dataset_revision,
+            "image_column": args.image_column,
+            "caption_column": args.caption_column,
+        },
         "num_source_images": len(images),
         "sources_sha256": hashlib.sha256(sources.encode("utf-8")).hexdigest(),
     }
@@ -353,7 +445,11 @@ def write_chunk(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output_dir, samples_dir = args.output_dir, args.output_dir / "samples"
-    images = list_images(args.input_dir)
+    try:
+        images = SourceImages(args)
+    except ValueError as error:  # the library names its parameters, mapped to their flags
+        print(f"prepare_dataset.py: error: {message_with_options(error, SOURCE_FLAGS)}", file=sys.stderr)
+        return 2
     total = len(images) * args.crops_per_image
     if args.max_samples is not None:
         total = min(total, args.max_samples)
@@ -435,6 +531,15 @@ def main(argv: list[str] | None = None) -> int:
     info.update(num_samples=len(written), complete=True, failed_sources=sorted(failed))
     atomic_write_json(info, output_dir / "dataset.json")
     print(f"{output_dir}: {new_samples} new samples, {len(written)} in all.")
+    if args.export_dataset is not None:
+        repo_id = args.hub_dataset_id or args.export_dataset.name
+        export_prepared_dataset(output_dir, args.export_dataset, shard_size=args.shard_size, repo_id=repo_id)
+        print(f"{args.export_dataset}: the {len(written)} pairs as a 🤗 dataset (train with --dataset_name).")
+        if args.push_to_hub:
+            repo_id = push_prepared_dataset(
+                args.export_dataset, repo_id, token=args.hub_token, private=args.hub_private or None
+            )
+            print(f"uploaded to the Hub dataset {repo_id}.")
     if failed:
         print(f"{len(failed)} source image(s) could not be read and were skipped:", file=sys.stderr)
         for source, error in sorted(failed.items()):

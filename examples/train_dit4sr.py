@@ -10,9 +10,10 @@ The authors' recipes: `--init_from_sd3` trains a new model like `dit4sr_q` and `
 `train_dit4sr.py`); `--init_from_sd3 --lr_key_source lr` like `dit4sr_r1` (their `train_dit4sr_r1.py`, the LR tokens
 attending with keys of their own). Without `--init_from_sd3`, training fine-tunes a released or saved transformer.
 
-Data comes either as a folder of HR photos, degraded on the accelerator at every step (Real-ESRGAN second-order
-degradation, SeeSR's parameters), or as a folder written by `examples/prepare_dataset.py` (cached LR/HR pairs,
-latents and text embeddings). See docs/training.md.
+Data comes either as HR photos, degraded on the accelerator at every step (Real-ESRGAN second-order degradation,
+SeeSR's parameters), or as pairs written by `examples/prepare_dataset.py` (cached LR/HR pairs, latents and text
+embeddings); from a folder, or from 🤗 datasets (`--dataset_name`: the Hub, parquet, WebDataset, image folders;
+several mixed with `--dataset_weights`; `--streaming` across processes). See docs/training.md and docs/data.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 from diffusers import SD3Transformer2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
@@ -137,6 +138,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("data")
     data.add_argument("--train_data_dir", default=None, help="folder of HR images, degraded on the fly")
     data.add_argument("--prepared_data_dir", default=None, help="folder written by examples/prepare_dataset.py")
+    # 🤗 datasets (issue 28): options that take one value, or one per --dataset_name.
+    data.add_argument(
+        "--dataset_name",
+        nargs="+",
+        default=None,
+        help="🤗 dataset(s) of HR images, or of pairs written by prepare_dataset.py --export_dataset: Hub ids, local "
+        "folders datasets.load_dataset reads (image folders, parquet, WebDataset tars), or parquet / .tar files (paths "
+        "or glob patterns); several are mixed (--dataset_weights)",
+    )
+    data.add_argument("--dataset_config_name", nargs="+", default=None, help="the dataset's configuration (subset)")
+    data.add_argument(
+        "--dataset_split", nargs="+", default=["train"], help='split to read; "train[:N]": its first N rows'
+    )
+    data.add_argument("--dataset_revision", nargs="+", default=None, help="branch, tag or commit of a Hub dataset")
+    data.add_argument(
+        "--dataset_weights",
+        nargs="+",
+        type=float,
+        default=None,
+        help="share of the samples each --dataset_name gives (normalized; default: proportional to their sizes, "
+        "every image equally often)",
+    )
+    data.add_argument("--image_column", nargs="+", default=["image"], help="column of the HR images (default: image)")
+    data.add_argument(
+        "--caption_column", nargs="+", default=None, help="column of the captions (default: empty captions)"
+    )
+    data.add_argument("--max_train_samples", type=int, default=None, help="keep only the first N (mixed) samples")
+    data.add_argument("--cache_dir", default=None, help="🤗 Datasets' cache of downloads (default: its own)")
+    data.add_argument(
+        "--streaming",
+        action="store_true",
+        help="stream --dataset_name instead of downloading it: each process reads its own shards, resumable; needs "
+        "--max_train_steps",
+    )
+    data.add_argument(
+        "--shuffle_buffer_size",
+        type=int,
+        default=256,
+        help="--streaming: rows per shuffled block, held in memory by each process and worker (default: %(default)s)",
+    )
     data.add_argument("--resolution", type=int, default=512)
     data.add_argument("--caption_extension", default=".txt")
     data.add_argument("--degradation_config", default=None, help="JSON/YAML DegradationConfig (default: released)")
@@ -207,8 +248,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     saving.add_argument("--hub_token", default=None)
 
     args = parser.parse_args(argv)
-    if (args.train_data_dir is None) == (args.prepared_data_dir is None):
-        parser.error("pass exactly one of --train_data_dir and --prepared_data_dir")
+    if sum(source is not None for source in (args.train_data_dir, args.prepared_data_dir, args.dataset_name)) != 1:
+        parser.error("pass exactly one of --train_data_dir, --prepared_data_dir and --dataset_name")
+    if args.dataset_name is not None:
+        for name in ("dataset_config_name", "dataset_split", "dataset_revision", "image_column", "caption_column"):
+            values = getattr(args, name)
+            if values is not None and len(values) not in (1, len(args.dataset_name)):
+                parser.error(f"--{name} needs one value, or one per --dataset_name ({len(args.dataset_name)})")
+        if args.dataset_weights is not None and len(args.dataset_weights) != len(args.dataset_name):
+            parser.error(f"--dataset_weights needs one weight per --dataset_name ({len(args.dataset_name)})")
+    elif args.streaming:
+        parser.error("--streaming needs --dataset_name")
+    if args.streaming and args.max_train_steps is None:
+        parser.error("--streaming needs --max_train_steps (a stream's length is not known in advance)")
     if not 0 <= args.proportion_empty_prompts <= 1:
         parser.error("--proportion_empty_prompts must be in [0, 1]")
     if args.validation_prompt is not None and args.validation_image is not None:
@@ -231,9 +283,27 @@ def check_setup(accelerator: Accelerator, args: argparse.Namespace, num_samples:
     kernels) and fewer samples than one batch across the processes (no batch is left after `drop_last`)."""
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         usage_error(accelerator, "--mixed_precision fp16 does not run on the CPU; use bf16 or no")
+    if args.streaming:  # `num_samples`: the fewest rows (up to one batch) a process's share of the stream has
+        if num_samples < args.train_batch_size:
+            usage_error(
+                accelerator,
+                f"--dataset_name --streaming gives a process only {num_samples} sample(s) an epoch"
+                f"{limited_by(args)}, fewer than one batch: --train_batch_size {args.train_batch_size}; lower "
+                "--train_batch_size or use fewer processes",
+            )
+        return
     needed = args.train_batch_size * accelerator.num_processes
     if num_samples < needed:
-        source = "--train_data_dir" if args.prepared_data_dir is None else "--prepared_data_dir"
+        source = next(
+            flag
+            for flag, value in (
+                ("--train_data_dir", args.train_data_dir),
+                ("--prepared_data_dir", args.prepared_data_dir),
+                ("--dataset_name", args.dataset_name),
+            )
+            if value is not None
+        )
+        source += limited_by(args)
         usage_error(
             accelerator,
             f"{source} holds {num_samples} sample(s), fewer than one batch: --train_batch_size "
@@ -288,6 +358,86 @@ def select_trainable_parameters(transformer: DiT4SRTransformer2DModel, args: arg
     return list(parameters.values())
 
 
+def limited_by(args: argparse.Namespace) -> str:
+    return f" (--max_train_samples {args.max_train_samples})" if args.max_train_samples is not None else ""
+
+
+DATASET_FLAGS = {
+    "sources": "--dataset_name",
+    "weights": "--dataset_weights",
+    "max_samples": "--max_train_samples",
+    "resolution": "--resolution",
+    "shuffle_buffer_size": "--shuffle_buffer_size",
+    "batch_size": "--train_batch_size",
+    "num_workers": "--dataloader_num_workers",
+}
+"""The flags of the other parameters that `diffusers_dit4sr.training.hf_datasets` names in its errors (besides
+`SOURCE_FLAGS`)."""
+
+
+def as_flags(error: Exception) -> str:
+    """A library error on one line, with the parameters it names (`name`) replaced by their flags."""
+    from diffusers_dit4sr.training.hf_datasets import SOURCE_FLAGS, message_with_options
+
+    return message_with_options(error, {**SOURCE_FLAGS, **DATASET_FLAGS})
+
+
+def make_hub_dataset(args: argparse.Namespace, accelerator: Accelerator) -> torch.utils.data.Dataset:
+    """The --dataset_name datasets, opened, checked and mixed: map-style, or this process's share of the stream."""
+    from diffusers_dit4sr.training.hf_datasets import DatasetSource, RowsDataset, load_training_rows
+    from diffusers_dit4sr.training.hf_streaming import StreamedRowsDataset
+
+    count = len(args.dataset_name)
+
+    def each(values: list | None) -> list:
+        return [None] * count if values is None else values * count if len(values) == 1 else values
+
+    sources = [
+        DatasetSource(
+            name=name, config=config, split=split, revision=revision, image_column=image, caption_column=caption
+        )
+        for name, config, split, revision, image, caption in zip(
+            args.dataset_name,
+            each(args.dataset_config_name),
+            each(args.dataset_split),
+            each(args.dataset_revision),
+            each(args.image_column),
+            each(args.caption_column),
+            strict=True,
+        )
+    ]
+    # The main process opens the datasets first: a download or a conversion to Arrow happens once.
+    with accelerator.main_process_first():
+        try:
+            rows = load_training_rows(
+                sources,
+                weights=args.dataset_weights,
+                streaming=args.streaming,
+                seed=args.seed,
+                max_samples=args.max_train_samples,
+                cache_dir=args.cache_dir,
+                token=args.hub_token,
+                process_index=accelerator.process_index,
+                num_processes=accelerator.num_processes,
+            )
+        except ValueError as error:  # raised after the context: the other processes wait for the main one
+            rows, problem = None, error
+    if rows is None:
+        raise problem
+    if args.streaming:
+        dataset = StreamedRowsDataset(
+            rows,
+            resolution=args.resolution,
+            seed=args.seed,
+            shuffle_buffer_size=args.shuffle_buffer_size,
+            token=args.hub_token,
+        )
+    else:
+        dataset = RowsDataset(rows, resolution=args.resolution, seed=args.seed, token=args.hub_token)
+    dataset.first_sample()  # a column of non-images, or prepared pairs of another size, stop here
+    return dataset
+
+
 def make_dataset(args: argparse.Namespace) -> torch.utils.data.Dataset:
     if args.prepared_data_dir is not None:
         dataset = PreparedDataset(args.prepared_data_dir)
@@ -314,12 +464,13 @@ class BatchPreparer:
     def __init__(self, pipeline: StableDiffusion3SRPipeline, dataset, args: argparse.Namespace, device, dtype):
         self.pipeline, self.args, self.device, self.dtype = pipeline, args, device, dtype
         self.degradation = None
-        if args.train_data_dir is not None:
+        prepared = isinstance(dataset, PreparedDataset) or getattr(dataset, "prepared", False)
+        if not prepared:
             config = (
                 DegradationConfig.load(args.degradation_config) if args.degradation_config else DegradationConfig()
             )
             self.degradation = RealESRGANDegradation(config)
-        self.empty_prompt = dataset.empty_prompt_embeds() if isinstance(dataset, PreparedDataset) else None
+        self.empty_prompt = dataset.empty_prompt_embeds() if prepared else None
         if self.empty_prompt is None:
             self.empty_prompt = self.encode_text([""])
 
@@ -540,6 +691,8 @@ def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace, 
             else (f"`{args.transformer_model_name_or_path}` (`{args.transformer_subfolder}`)")
         )
         data = args.train_data_dir and "HR images degraded on the fly" or "a prepared dataset"
+        if args.dataset_name:
+            data = f"🤗 dataset(s) {', '.join(f'`{name}`' for name in args.dataset_name)}"
         summary = (
             f"- started from: {start}\n- LR attention keys: `lr_key_source={transformer.config.lr_key_source!r}`\n"
             f"- trained: `{args.trainable}`\n- data: {data}, {args.resolution} px crops\n"
@@ -577,8 +730,24 @@ def main(argv: list[str] | None = None) -> dict:
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    dataset = make_dataset(args)
-    check_setup(accelerator, args, len(dataset))
+    if args.dataset_name is None:
+        dataset = make_dataset(args)
+        num_samples = len(dataset)
+    else:
+        try:
+            dataset = make_hub_dataset(args, accelerator)
+            problem = None
+        except ValueError as error:
+            dataset, problem = None, as_flags(error)
+        # Every process stops on a problem any of them found; a stream's shares may differ, the fewest rows decide.
+        problems = [problem for problem in gather_object([problem]) if problem is not None]
+        if problems:
+            usage_error(accelerator, problems[0])
+        if args.streaming:
+            num_samples = min(gather_object([dataset.count_rows(limit=args.train_batch_size)]))
+        else:
+            num_samples = len(dataset)
+    check_setup(accelerator, args, num_samples)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     transformer = load_transformer(args)
     pipeline = StableDiffusion3SRPipeline.from_pretrained(
@@ -593,7 +762,7 @@ def main(argv: list[str] | None = None) -> dict:
     for component in (pipeline.vae, *text_encoders):
         component.requires_grad_(False).to(accelerator.device, dtype=weight_dtype)
     validation_prompt_embeddings = None
-    if isinstance(dataset, PreparedDataset) and dataset.has_text_embeddings:
+    if getattr(dataset, "has_text_embeddings", False):
         # Captions come cached, so the text encoders (T5-XXL alone is 8.6 GiB in bf16) only serve the validation
         # prompts: encoded now, before the transformer arrives, then the encoders leave the accelerator.
         if args.validation_image:
@@ -628,17 +797,28 @@ def main(argv: list[str] | None = None) -> dict:
         eps=args.adam_epsilon,
     )
 
-    dataloader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=args.train_batch_size,
-        shuffle=True,
-        collate_fn=collate_samples,
-        num_workers=args.dataloader_num_workers,
-        drop_last=True,
-    )
-    transformer, optimizer, dataloader = accelerator.prepare(transformer, optimizer, dataloader)
-    # After `prepare`: each process iterates over its own share of the batches.
-    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    stream = None
+    if args.streaming:
+        from diffusers_dit4sr.training.hf_streaming import StreamLoader
+
+        # Each process streams its own shards: not `prepare`d (accelerate would read every batch on the main process
+        # and dispatch it). Its position is saved with the checkpoints and restored on resume.
+        stream = StreamLoader(dataset, batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers)
+        accelerator.register_for_checkpointing(stream)
+        transformer, optimizer = accelerator.prepare(transformer, optimizer)
+        steps_per_epoch = args.max_train_steps  # one endless pass: the loader starts the processes' epochs itself
+    else:
+        dataloader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=args.train_batch_size,
+            shuffle=True,
+            collate_fn=collate_samples,
+            num_workers=args.dataloader_num_workers,
+            drop_last=True,
+        )
+        transformer, optimizer, dataloader = accelerator.prepare(transformer, optimizer, dataloader)
+        # After `prepare`: each process iterates over its own share of the batches.
+        steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
@@ -668,14 +848,19 @@ def main(argv: list[str] | None = None) -> dict:
         if not path or not path[0].is_dir():
             raise ValueError(f"--resume_from_checkpoint: no checkpoint found for {args.resume_from_checkpoint!r}.")
         accelerator.print(f"resuming from {path[0]}")
-        accelerator.load_state(str(path[0]))
+        try:
+            accelerator.load_state(str(path[0]))
+        except ValueError as error:  # the stream's position, saved with other process or worker counts
+            usage_error(accelerator, f"--resume_from_checkpoint {path[0]}: {as_flags(error)}")
         global_step = int(path[0].name.split("-")[-1])
         first_epoch = global_step // steps_per_epoch
         skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+        if stream is not None:  # the stream continues from its restored position
+            first_epoch = skip_batches = 0
 
     logger.info(
-        f"training {sum(param.numel() for param in trainable):,} parameters ({args.trainable}) on {len(dataset)} "
-        f"samples for {args.max_train_steps} steps, batch {args.train_batch_size} x {accelerator.num_processes} "
+        f"training {sum(param.numel() for param in trainable):,} parameters ({args.trainable}) on "
+        f"{'a stream of' if stream is not None else len(dataset)} samples for {args.max_train_steps} steps, batch {args.train_batch_size} x {accelerator.num_processes} "
         f"processes x {args.gradient_accumulation_steps} accumulation"
     )
     progress_bar = tqdm(
@@ -683,10 +868,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     loss_value = float("nan")
     for epoch in range(first_epoch, num_epochs):
-        dataloader.set_epoch(epoch)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(dataloader, skip_batches) if epoch == first_epoch else dataloader
+        if stream is not None:
+            batches = stream
+        else:
+            dataloader.set_epoch(epoch)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(dataloader, skip_batches) if epoch == first_epoch else dataloader
         for micro_step, batch in enumerate(batches):
             with accelerator.accumulate(transformer):
                 generator = step_generator(
@@ -717,6 +905,8 @@ def main(argv: list[str] | None = None) -> dict:
             progress_bar.set_postfix(loss=f"{loss_value:.4f}")
 
             if global_step % args.checkpointing_steps == 0:
+                if stream is not None:
+                    stream.gather_positions()  # accelerate saves registered objects from the main process only
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     save_checkpoint(accelerator, args, global_step)

@@ -397,3 +397,15 @@ def test_sd35_medium_counts_match_the_issue(breakdown):
     # Issue #5: "about 62 TFLOP per forward, half of it attention over 8,346 tokens" (counting the LR key layers).
     assert sum(counts.values()) / 1e12 == pytest.approx(62, rel=0.01)
     assert counts["attention (QK^T, PV)"] / sum(counts.values()) == pytest.approx(0.5, abs=0.03)
+
+
+def test_data_loading_benchmark_times_every_source(tmp_path):
+    bench = import_benchmark("bench_data_loading")
+    argv = ["--photos", "4", "--photo-size", "96x80", "--resolution", "64", "--batch", "2", "--batches", "1"]
+    argv += ["--repeats", "1", "--workers", "0", "--shards", "2", "--shuffle-buffer-size", "2"]
+    result = bench.main([*argv, "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out.json")])
+    assert json.loads((tmp_path / "out.json").read_text()) == result
+    measured = {(row["source"], row["workers"], row["degradation"]) for row in result["results"]}
+    assert measured == {(source, 0, degraded) for source in bench.SOURCES for degraded in (False, True)}
+    assert all(row["samples_per_second"] > 0 for row in result["results"])
+    assert result["settings"]["mean_png_bytes"] > 0 and result["machine"]["cpu_count"] == os.cpu_count()

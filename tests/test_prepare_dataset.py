@@ -310,3 +310,81 @@ def test_bad_arguments(workspace, script, tmp_path, extra):
     with pytest.raises(SystemExit) as error, contextlib.redirect_stderr(io.StringIO()):
         script.main([str(arg) for arg in workspace.common] + ["--output_dir", str(tmp_path), *extra])
     assert error.value.code == 2
+
+
+# --- As a 🤗 dataset (issue 28) ----------------------------------------------------------------------------------------
+
+
+def test_the_export_reads_back_as_the_prepared_samples(workspace, tmp_path):
+    import datasets
+
+    from diffusers_dit4sr.training.hf_datasets import DatasetSource, RowsDataset, load_training_rows
+    from diffusers_dit4sr.training.hf_streaming import StreamedRowsDataset
+    from diffusers_dit4sr.training.prepared_hub import export_prepared_dataset
+
+    export_prepared_dataset(workspace.root / "out", tmp_path / "hf", shard_size=2, progress=False)
+    assert sorted(path.name for path in (tmp_path / "hf" / "data").iterdir()) == [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
+    pairs = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(tmp_path / "cache"))
+    assert isinstance(pairs.features["hr"], datasets.Image) and pairs.features["hr_latents"].shape == (16, 8, 8)
+    assert pairs["source"] == sorted(SIZES)
+    folder = PreparedDataset(workspace.root / "out")
+    rows = load_training_rows([DatasetSource(str(tmp_path / "hf"))], cache_dir=tmp_path / "cache")
+    exported = RowsDataset(rows, resolution=RESOLUTION)
+    assert exported.prepared and exported.has_latents and exported.has_text_embeddings and len(exported) == 3
+    for index in range(3):
+        ours, theirs = exported[index], folder[index]
+        assert ours["caption"] == theirs["caption"]
+        for key in SAMPLE_KEYS:
+            assert ours[key].dtype == torch.float32 and torch.equal(ours[key], theirs[key].float()), key
+    for ours, theirs in zip(exported.empty_prompt_embeds(), folder.empty_prompt_embeds(), strict=True):
+        assert torch.equal(ours, theirs)
+    streamed = load_training_rows([DatasetSource(str(tmp_path / "hf"))], streaming=True)
+    for index, ours in enumerate(StreamedRowsDataset(streamed, resolution=RESOLUTION, shuffle_buffer_size=1)):
+        for key in SAMPLE_KEYS:
+            assert torch.equal(ours[key], folder[index][key].float()), key
+    assert index == 2
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "path: data/train-*.parquet" in card and "seed: 3" in card and "blur_kernel_size: 7" in card
+    assert f'"folder": "{workspace.hr_dir}"' in card
+
+
+def test_push_to_hub_uploads_the_export_as_a_dataset_repository(workspace, script, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    def create_repo(repo_id, **kwargs):
+        calls["create_repo"] = {"repo_id": repo_id, **kwargs}
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(**kwargs):  # what would be uploaded: the files the patterns select
+        folder = Path(kwargs["folder_path"])
+        calls["files"] = sorted(
+            path.relative_to(folder).as_posix()
+            for path in folder.rglob("*")
+            if any(path.relative_to(folder).match(pattern) for pattern in kwargs["allow_patterns"])
+        )
+        calls["upload"] = kwargs
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
+    shutil.copytree(workspace.root / "out", tmp_path / "out")
+    result = run(
+        script, *workspace.cached, "--output_dir", tmp_path / "out", "--push_to_hub", "--hub_dataset_id", "you/pairs"
+    )
+    assert result.code == 1  # the broken source image, as in the first run
+    assert calls["create_repo"] == {
+        "repo_id": "you/pairs",
+        "repo_type": "dataset",
+        "private": None,
+        "exist_ok": True,
+        "token": None,
+    }
+    assert calls["upload"]["repo_type"] == "dataset" and calls["upload"]["folder_path"] == str(
+        tmp_path / "out" / "hf_dataset"
+    )
+    assert calls["files"] == ["README.md", "data/train-00000-of-00001.parquet", "empty_prompt.safetensors"]
+    assert 'load_dataset("you/pairs", split="train")' in (tmp_path / "out" / "hf_dataset" / "README.md").read_text()

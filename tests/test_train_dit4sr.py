@@ -66,7 +66,7 @@ def arguments(workspace: Path, output: str, *extra: str) -> list[str]:
         str(workspace / output),
         *extra,
     ]
-    if "--prepared_data_dir" not in extra:
+    if "--prepared_data_dir" not in extra and "--dataset_name" not in extra:
         args += ["--train_data_dir", str(workspace / "hr")]
     return args
 
@@ -314,7 +314,7 @@ def test_full_fine_tuning_selects_every_used_parameter():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        ([], "exactly one of --train_data_dir and --prepared_data_dir"),
+        ([], "exactly one of --train_data_dir, --prepared_data_dir and --dataset_name"),
         (["--train_data_dir", "a", "--prepared_data_dir", "b"], "exactly one"),
         (["--train_data_dir", "a", "--proportion_empty_prompts", "1.5"], "proportion_empty_prompts"),
         (

@@ -28,6 +28,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL.ExifTags
@@ -162,24 +163,31 @@ class UpscaledPhoto:
         return path
 
 
-def read_photo(path: str | os.PathLike) -> Photo:
+def read_photo(path: str | os.PathLike | bytes) -> Photo:
     """
     Reads an image file: its pixels turned upright as its EXIF orientation says, with its alpha, ICC profile, EXIF,
     XMP, DPI, bit depth and format.
 
+    `path` may also be the file's content (`bytes`, e.g. an image stored in a 🤗 dataset), read the same way.
     8-bit images become RGB as Pillow converts them (CMYK, palette and grey images included); RGBA, LA and palette
     or colour-key (tRNS) transparency give the alpha. 16-bit PNG and TIFF files (grey or RGB, with or without alpha)
     and float TIFFs are read at full precision. Raises a `ValueError` naming the file when it cannot be decoded.
     """
-    path = Path(path)
+    source = path if isinstance(path, bytes) else Path(path)
     try:
-        with PIL.Image.open(path) as image:
-            return _read_open_photo(image, path)
+        with _open_binary(source) as file, PIL.Image.open(file) as image:
+            return _read_open_photo(image, source)
     except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
-        raise ValueError(f"cannot read {path}: {error}") from error
+        name = f"{len(source)} bytes of image data" if isinstance(source, bytes) else source
+        raise ValueError(f"cannot read {name}: {error}") from error
 
 
-def _read_open_photo(image: PIL.Image.Image, path: Path) -> Photo:
+def _open_binary(source: Path | bytes) -> BinaryIO:
+    """The file at `source`, or an in-memory file of its bytes, opened for reading."""
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
+def _read_open_photo(image: PIL.Image.Image, path: Path | bytes) -> Photo:
     # Pillow turns TIFFs upright on loading (wrongly for orientations 5 to 8 in Pillow 12) and drops their
     # Orientation: such TIFFs are read with tifffile instead. PNGs may carry their EXIF after the pixels.
     orientation = image.getexif().get(PIL.ExifTags.Base.Orientation, 1)
@@ -382,9 +390,9 @@ def _updated_exif(raw: bytes, width: int, height: int, dpi: tuple[float, float] 
     return exif.tobytes()
 
 
-def _bits_per_sample(image: PIL.Image.Image, path: Path) -> int:
+def _bits_per_sample(image: PIL.Image.Image, path: Path | bytes) -> int:
     if image.format == "PNG":
-        with open(path, "rb") as file:
+        with _open_binary(path) as file:
             reader = png.Reader(file=file)
             reader.preamble()
             return reader.bitdepth
@@ -394,18 +402,18 @@ def _bits_per_sample(image: PIL.Image.Image, path: Path) -> int:
     return 8
 
 
-def _read_png_samples(path: Path) -> np.ndarray:
+def _read_png_samples(path: Path | bytes) -> np.ndarray:
     """A PNG of more than 8 bits as float32 `(H, W, C)` in [0, 1] (C: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA)."""
-    with open(path, "rb") as file:
+    with _open_binary(path) as file:
         width, height, rows, info = png.Reader(file=file).asDirect()
         samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
     return samples.astype(np.float32) / (2 ** info["bitdepth"] - 1)
 
 
-def _read_tiff_samples(path: Path) -> np.ndarray | None:
+def _read_tiff_samples(path: Path | bytes) -> np.ndarray | None:
     """The first image of a grey or RGB TIFF as stored, `(H, W, C)` (C: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA);
     None for other TIFFs (palette, CMYK, YCbCr: Pillow converts those)."""
-    with tifffile.TiffFile(path) as tiff:
+    with _open_binary(path) as file, tifffile.TiffFile(file) as tiff:
         page = tiff.pages[0]
         if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
             return None

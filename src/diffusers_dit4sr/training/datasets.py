@@ -23,7 +23,8 @@ from diffusers.utils import logging
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
-from ..image_processing import IMAGE_EXTENSIONS, load_image
+from ..image_processing import IMAGE_EXTENSIONS, pil_bicubic_resize
+from ..photo import read_photo
 
 __all__ = [
     "PREPARED_FORMAT",
@@ -31,6 +32,7 @@ __all__ = [
     "HRImageDataset",
     "PreparedDataset",
     "collate_samples",
+    "crop_generator",
     "derive_seed",
     "list_images",
     "random_crop",
@@ -84,26 +86,47 @@ def read_caption(image_path: str | os.PathLike, caption_extension: str = ".txt")
 
 
 def random_crop(
-    image: PIL.Image.Image, resolution: int, generator: torch.Generator, random_flip: bool = True
+    image: PIL.Image.Image | np.ndarray, resolution: int, generator: torch.Generator, random_flip: bool = True
 ) -> torch.Tensor:
     """A random `resolution` x `resolution` crop as a (3, R, R) float tensor in [0, 1], flipped with probability 0.5.
 
-    Images whose short side is below `resolution` are first upscaled (bicubic) so that it equals `resolution`. All
-    draws come from `generator`: the same generator state gives the same crop.
+    `image` is what `read_photo` returns as pixels: an RGB image (8-bit files) or a float32 `(H, W, 3)` array in
+    [0, 1] (16-bit and float files, kept at their precision). Images whose short side is below `resolution` are first
+    upscaled (bicubic) so that it equals `resolution`. All draws come from `generator`: the same generator state
+    gives the same crop.
     """
-    width, height = image.size
+    width, height = image.size if isinstance(image, PIL.Image.Image) else (image.shape[1], image.shape[0])
     if min(width, height) < resolution:
         factor = resolution / min(width, height)
-        size = (max(resolution, round(width * factor)), max(resolution, round(height * factor)))
-        image = image.resize(size, PIL.Image.Resampling.BICUBIC)
-        width, height = size
+        width, height = max(resolution, round(width * factor)), max(resolution, round(height * factor))
+        if isinstance(image, PIL.Image.Image):
+            image = image.resize((width, height), PIL.Image.Resampling.BICUBIC)
+        else:
+            pixels = torch.from_numpy(image).permute(2, 0, 1)[None]
+            image = pil_bicubic_resize(pixels, (height, width))[0].permute(1, 2, 0).numpy()
     top = int(torch.randint(0, height - resolution + 1, (), generator=generator))
     left = int(torch.randint(0, width - resolution + 1, (), generator=generator))
     flip = random_flip and bool(torch.rand((), generator=generator) < 0.5)
-    image = image.crop((left, top, left + resolution, top + resolution))
+    if isinstance(image, PIL.Image.Image):
+        image = image.crop((left, top, left + resolution, top + resolution))
+        crop = np.asarray(image, dtype=np.float32) / 255.0
+    else:
+        crop = np.asarray(image[top : top + resolution, left : left + resolution], dtype=np.float32)
     if flip:
-        image = image.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        crop = crop[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).contiguous()
+
+
+def crop_generator(seed: int | None, epoch: int, index: int) -> torch.Generator:
+    """The generator of item `index`'s crop in `epoch`: seeded with `derive_seed(seed, epoch, index)`, or fresh
+    randomness without a seed. Every reader of HR images draws its crops from it, so that the same image at the same
+    place gives the same crop whichever way it was stored."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(derive_seed(seed, epoch, index))
+    return generator
 
 
 class HRImageDataset(Dataset):
@@ -150,13 +173,9 @@ class HRImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        generator = torch.Generator()
-        if self.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(derive_seed(self.seed, self.epoch, index))
+        generator = crop_generator(self.seed, self.epoch, index)
         return {
-            "pixel_values": random_crop(load_image(path), self.resolution, generator, self.random_flip),
+            "pixel_values": random_crop(read_photo(path).pixels, self.resolution, generator, self.random_flip),
             "caption": read_caption(path, self.caption_extension),
             "path": str(path),
         }
