@@ -20,8 +20,9 @@ gr = pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e
 from gradio.data_classes import ImageData  # noqa: E402
 
 from diffusers_dit4sr.captioning import Captioner  # noqa: E402
+from diffusers_dit4sr.cli.demo import main  # noqa: E402
 from diffusers_dit4sr.cli.main import main as upscale_main  # noqa: E402
-from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo, main  # noqa: E402
+from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo  # noqa: E402
 from diffusers_dit4sr.image_processing import MAX_OUTPUT_SIDE  # noqa: E402
 from diffusers_dit4sr.runtime import prepare_pipeline  # noqa: E402
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner  # noqa: E402
@@ -333,4 +334,4 @@ def test_space_app_builds_the_demo(model_dir, monkeypatch):
 
 def test_command_is_installed():
     scripts = importlib.metadata.entry_points(group="console_scripts")
-    assert scripts["dit4sr-demo"].value == "diffusers_dit4sr.demo:main"
+    assert scripts["dit4sr-demo"].value == "diffusers_dit4sr.cli.demo:main"

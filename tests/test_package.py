@@ -54,6 +54,24 @@ print(",".join(sorted(name for name in ("torch", "pyiqa", "PIL", "tqdm") if name
     assert run_python(code).stdout.strip() == ""
 
 
+def test_the_demo_command_help_does_not_import_torch_or_gradio():
+    code = """
+import contextlib, io, sys
+from diffusers_dit4sr.cli import demo
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    demo.main(["--help"])
+assert "usage: dit4sr-demo" in out.getvalue()
+print(",".join(sorted(name for name in ("torch", "gradio", "PIL", "argparse") if name in sys.modules)))
+"""
+    assert run_python(code).stdout.strip() == "argparse"
+
+
+def test_only_the_command_lines_know_argparse():
+    for path in PACKAGE.rglob("*.py"):
+        if "cli" not in path.relative_to(PACKAGE).parts:
+            assert "argparse" not in local_imports(path) | third_party_imports(path), path
+
+
 def test_package_names_are_imported_on_first_use():
     code = """
 import sys
@@ -81,7 +99,7 @@ logging.getLogger().setLevel(logging.DEBUG)
 handlers = list(logging.getLogger().handlers)
 import diffusers_dit4sr
 from diffusers_dit4sr import StableDiffusion3SRPipeline, Captioner, upscale_files
-import diffusers_dit4sr.cli.main, diffusers_dit4sr.runtime
+import diffusers_dit4sr.cli.main, diffusers_dit4sr.runtime, diffusers_dit4sr.cli.demo
 if importlib.util.find_spec("gradio") is not None:  # the `demo` extra
     import diffusers_dit4sr.demo
 levels = [library.get_verbosity() for library in
@@ -145,6 +163,7 @@ ENTRY_POINTS = dict(
 def test_the_entry_points_are_the_three_commands():
     assert set(ENTRY_POINTS) == {"dit4sr-upscale", "dit4sr-evaluate", "dit4sr-demo"}
     assert ENTRY_POINTS["dit4sr-upscale"] == "diffusers_dit4sr.cli.main:main"
+    assert ENTRY_POINTS["dit4sr-demo"] == "diffusers_dit4sr.cli.demo:main"
 
 
 @pytest.mark.parametrize("script", sorted(ENTRY_POINTS))
@@ -169,6 +188,17 @@ def local_imports(path: Path) -> set[str]:
             names.update(f"{module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("diffusers_dit4sr"):
             names.add(node.module)
+    return names
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the modules `path` imports by absolute name, anywhere in it."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
     return names
 
 

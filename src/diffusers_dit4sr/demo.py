@@ -1,21 +1,19 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""`dit4sr-demo`: a web page to try DiT4SR: drop in a photo, compare it before and after, download the result.
+"""The web page to try DiT4SR: drop in a photo, compare it before and after, download the result.
 
 `build_demo(pipe, captioner)` makes the Gradio app around an already-loaded pipeline, to launch, mount in another
-app or deploy as a Space; `DemoHandlers` holds what its events call, so they can be tested without a browser; `main`
-is the `dit4sr-demo` command, which loads one pipeline (and optionally a captioner) and serves it. Requests run one
-at a time, in the order they came; Stop, or closing the page, interrupts a running request after its current
+app or deploy as a Space; `DemoHandlers` holds what its events call, so they can be tested without a browser. The
+`dit4sr-demo` command, which loads one pipeline (and optionally a captioner) and serves it, is `cli.demo`. Requests
+run one at a time, in the order they came; Stop, or closing the page, interrupts a running request after its current
 denoising step. See `docs/demo.md`.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
 import random
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -27,20 +25,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from . import runtime
 from .captioning import Captioner
-from .cli.options import add_caption_model_options, add_model_options, model_options
-from .constants import (
-    COLOR_FIXES,
-    DEFAULT_CAPTION_MODEL,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    MAX_OUTPUT_SIDE,
-    RELEASED_DIT4SR_MODEL,
-    RELEASED_SD3_MODEL,
-    color_fix_argument,
-)
+from .constants import COLOR_FIXES, DEMO_MAX_INPUT_SIDE, DEMO_MAX_OUTPUT_SIDE, MAX_OUTPUT_SIDE, color_fix_argument
 from .image_processing import pil_bicubic_resize, plan_sizes, to_rgb_tensors
 from .photo import Photo, read_photo, save_upscaled
 from .pipelines import StableDiffusion3SRPipeline
@@ -51,11 +37,6 @@ try:
 except ImportError as error:  # the `demo` extra
     raise ImportError("the DiT4SR demo needs Gradio: pip install 'diffusers-dit4sr[demo]'") from error
 
-PROG = "dit4sr-demo"
-MAX_INPUT_SIDE = 2048
-"""Largest input side, in pixels, the page accepts by default: larger photos are rarely low-resolution."""
-MAX_DEMO_OUTPUT_SIDE = 4096
-"""Largest output side, in pixels, the page makes by default; a 4096 px square takes minutes on a large GPU."""
 MAX_SEED = 2**32 - 1
 RELEASED = {
     name: parameter.default
@@ -97,8 +78,8 @@ class DemoHandlers:
         pipe: StableDiffusion3SRPipeline,
         captioner: Captioner | None = None,
         *,
-        max_input_side: int = MAX_INPUT_SIDE,
-        max_output_side: int = MAX_DEMO_OUTPUT_SIDE,
+        max_input_side: int = DEMO_MAX_INPUT_SIDE,
+        max_output_side: int = DEMO_MAX_OUTPUT_SIDE,
     ) -> None:
         for name, value, maximum in (
             ("max_input_side", max_input_side, math.inf),
@@ -266,8 +247,8 @@ def build_demo(
     pipe: StableDiffusion3SRPipeline,
     captioner: Captioner | None = None,
     *,
-    max_input_side: int = MAX_INPUT_SIDE,
-    max_output_side: int = MAX_DEMO_OUTPUT_SIDE,
+    max_input_side: int = DEMO_MAX_INPUT_SIDE,
+    max_output_side: int = DEMO_MAX_OUTPUT_SIDE,
     title: str = "DiT4SR super-resolution",
 ) -> gr.Blocks:
     """The demo page around `pipe` (and `captioner`), as a `gr.Blocks` app: `.launch()` it, mount it with
@@ -409,111 +390,3 @@ def _eight_bit(pixels: PIL.Image.Image | np.ndarray) -> PIL.Image.Image:
     if isinstance(pixels, PIL.Image.Image):
         return pixels
     return PIL.Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of `dit4sr-demo`."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Serve a web page to try DiT4SR super-resolution on your photos. Without --model, the released weights are "
-            f"used: {RELEASED_DIT4SR_MODEL} on top of {RELEASED_SD3_MODEL} (gated: accept its license on the Hub and "
-            "run `hf auth login` first)."
-        ),
-        epilog="More: docs/demo.md.",
-    )
-    model = add_model_options(parser)
-    add_caption_model_options(
-        model,
-        caption_model_help=(
-            f"a transformers vision-language model that fills the caption box, e.g. {DEFAULT_CAPTION_MODEL} (the "
-            "released captioner); it stays loaded beside the pipeline"
-        ),
-    )
-
-    server = parser.add_argument_group("server")
-    server.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on; 0.0.0.0 serves the whole network (default: %(default)s)",
-    )
-    server.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
-    server.add_argument(
-        "--share", action="store_true", help="also serve through a temporary public gradio.live link (needs internet)"
-    )
-    server.add_argument(
-        "--max-input-side",
-        type=int,
-        metavar="PX",
-        default=MAX_INPUT_SIDE,
-        help="largest input side accepted (default: %(default)s)",
-    )
-    server.add_argument(
-        "--max-output-side",
-        type=int,
-        metavar="PX",
-        default=MAX_DEMO_OUTPUT_SIDE,
-        help=f"largest output side made, at most {MAX_OUTPUT_SIDE} (default: %(default)s)",
-    )
-    return parser
-
-
-def check_options(args: argparse.Namespace, device: torch.device) -> None:
-    """Option combinations that cannot work, caught before the slow model loading: a `ValueError` says which."""
-    runtime.check_model_options(**model_options(args), device=device)
-    if args.caption_8bit:
-        if args.caption_model is None:
-            raise ValueError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
-        runtime.check_caption_8bit(device)
-    if args.max_input_side < 1:
-        raise ValueError(f"--max-input-side must be a positive number of pixels, got {args.max_input_side}")
-    if not 1 <= args.max_output_side <= MAX_OUTPUT_SIDE:
-        raise ValueError(f"--max-output-side must be in [1, {MAX_OUTPUT_SIDE}], got {args.max_output_side}")
-    if not 1 <= args.port <= 65535:
-        raise ValueError(f"--port must be in [1, 65535], got {args.port}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs `dit4sr-demo` with `argv` (default: the process arguments) until interrupted; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        device = runtime.resolve_device(args.device, option="--device")
-        check_options(args, device)
-    except ValueError as error:
-        parser.error(str(error))  # exits with code 2, like argparse's own errors
-    try:
-        with runtime.quiet_libraries(hide_progress_bars=False):
-            return serve(args, device)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-def serve(args: argparse.Namespace, device: torch.device) -> int:
-    """Loads the captioner (with `--caption-model`) and the pipeline, then serves the page until Ctrl+C."""
-    dtype = runtime.resolve_dtype(args.dtype, device)
-    hub = runtime.check_hub_access(args.model, *([args.caption_model] if args.caption_model else []))
-    captioner = None
-    try:
-        if args.caption_model is not None:
-            print(f"loading the captioner {args.caption_model}", file=sys.stderr)
-            captioner = runtime.open_captioner(
-                args.caption_model, device=device, dtype=dtype, hub=hub, load_in_8bit=args.caption_8bit
-            )
-        print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
-        pipe = runtime.open_pipeline(**model_options(args), device=device, hub=hub)
-    except runtime.LoadError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    demo = build_demo(pipe, captioner, max_input_side=args.max_input_side, max_output_side=args.max_output_side)
-    try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share)  # returns on Ctrl+C
-    except OSError as error:  # e.g. the port is taken
-        print(f"{PROG}: error: cannot serve on {args.host}:{args.port}: {one_line(error)}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
