@@ -344,7 +344,7 @@ def test_a_broken_model_folder_is_the_same_line_in_the_command_and_the_demo(
     breaking, saved_pipeline, tmp_path, monkeypatch, capsys
 ):
     gr = pytest.importorskip("gradio")
-    from diffusers_dit4sr import demo
+    from diffusers_dit4sr.cli import demo
 
     folder = tmp_path / "broken"
     folder.mkdir()
