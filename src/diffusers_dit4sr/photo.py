@@ -28,6 +28,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL.ExifTags
@@ -39,7 +40,7 @@ import tifffile
 import torch
 
 from .constants import BIT_DEPTHS
-from .file_utils import atomic_write_path
+from .file_utils import atomic_write_file
 from .image_processing import HIGH_PRECISION_MODES, pil_bicubic_resize
 
 __all__ = [
@@ -152,13 +153,13 @@ class UpscaledPhoto:
             color = color * alpha[..., None] + background * (1 - alpha[..., None])
             alpha = None
         channels = color if alpha is None else np.concatenate([color, alpha[..., None]], axis=-1)
-        with atomic_write_path(path) as temporary:
+        with atomic_write_file(path) as file:
             if depth == 16:
                 samples = np.round(np.clip(channels, 0, 1) * 65535).astype(np.uint16)
-                _write_sixteen_bit(samples, temporary, file_format, self)
+                _write_sixteen_bit(samples, file, file_format, self)
             else:
                 samples = np.round(np.clip(channels, 0, 1) * 255).astype(np.uint8)
-                _write_eight_bit(samples, temporary, file_format, self)
+                _write_eight_bit(samples, file, file_format, self)
         return path
 
 
@@ -440,7 +441,7 @@ def _split_alpha(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(color, dtype=np.float32), alpha
 
 
-def _write_eight_bit(samples: np.ndarray, path: Path, file_format: str, photo: UpscaledPhoto) -> None:
+def _write_eight_bit(samples: np.ndarray, file: BinaryIO, file_format: str, photo: UpscaledPhoto) -> None:
     image = PIL.Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
     options: dict = {}
     if photo.dpi is not None:
@@ -463,18 +464,17 @@ def _write_eight_bit(samples: np.ndarray, path: Path, file_format: str, photo: U
             tiffinfo.load(photo.exif)
         tiffinfo[_TIFF_XMP_TAG] = photo.xmp
         options["tiffinfo"] = tiffinfo
-    image.save(path, format=file_format, **options)
+    image.save(file, format=file_format, **options)
 
 
-def _write_sixteen_bit(samples: np.ndarray, path: Path, file_format: str, photo: UpscaledPhoto) -> None:
+def _write_sixteen_bit(samples: np.ndarray, file: BinaryIO, file_format: str, photo: UpscaledPhoto) -> None:
     height, width, channels = samples.shape
     if file_format == "PNG":
         encoded = io.BytesIO()
         writer = png.Writer(width, height, greyscale=False, alpha=channels == 4, bitdepth=16, compression=6)
         writer.write(encoded, samples.reshape(height, width * channels))
         chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
-        with open(path, "wb") as file:
-            png.write_chunks(file, chunks[:1] + _png_metadata_chunks(photo) + chunks[1:])
+        png.write_chunks(file, chunks[:1] + _png_metadata_chunks(photo) + chunks[1:])
         return
     extratags = []
     if photo.xmp is not None:
@@ -486,8 +486,9 @@ def _write_sixteen_bit(samples: np.ndarray, path: Path, file_format: str, photo:
         for tag in (tags.Make, tags.Model, tags.DateTime, tags.Artist, tags.Copyright, tags.ImageDescription):
             if isinstance(exif.get(tag), str):
                 extratags.append((tag, "s", 0, exif[tag], True))
+    encoded = io.BytesIO()  # tifffile takes the name of a file object, which ours (a bare descriptor) lacks
     tifffile.imwrite(
-        path,
+        encoded,
         samples,
         photometric="rgb",
         extrasamples=("unassalpha",) if channels == 4 else None,
@@ -498,6 +499,7 @@ def _write_sixteen_bit(samples: np.ndarray, path: Path, file_format: str, photo:
         extratags=extratags,
         metadata=None,
     )
+    file.write(encoded.getbuffer())
 
 
 def _png_metadata_chunks(photo: UpscaledPhoto) -> list[tuple[bytes, bytes]]:
