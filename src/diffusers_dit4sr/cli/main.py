@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         check_models(args)
     except UsageError as error:
         if processes.is_main:  # every process found the same error: one says it
+            from .progress import printable
+
             parser.print_usage(sys.stderr)
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+            print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
 
     # The other processes report problems only: progress bars and file-by-file lines come from the main one.
