@@ -52,6 +52,7 @@ __all__ = [
     "check_save_options",
     "eight_bit_rgb",
     "read_photo",
+    "read_photo_size",
     "save_upscaled",
     "upscaled_photo",
 ]
@@ -178,6 +179,22 @@ def read_photo(path: str | os.PathLike) -> Photo:
             return _read_open_photo(image, path)
     except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
         raise ValueError(f"cannot read {path}: {error}") from error
+
+
+def read_photo_size(path: str | os.PathLike) -> tuple[int, int]:
+    """
+    The (width, height) of the photo in an image file, turned upright as its EXIF orientation says (as `read_photo`
+    reads it), from the file's header alone: nothing is decoded, so a small file that would decode into gigabytes
+    is measured at no cost. Raises a `ValueError` naming the file when its header cannot be read.
+    """
+    path = Path(path)
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(PIL.ExifTags.Base.Orientation)
+    except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
+        raise ValueError(f"cannot read {path}: {error}") from error
+    return (height, width) if orientation in _ROTATED_ORIENTATIONS else (width, height)
 
 
 def _read_open_photo(image: PIL.Image.Image, path: Path) -> Photo:
