@@ -1,6 +1,7 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Writing files so that no reader ever sees half of one, and a power cut loses none: write a temporary file next to
-the target, flush it to the disk, rename it over the target, flush the folder.
+the target, flush it to the disk, rename it over the target, flush the folder. Whole folders (saved models) the same
+way: `atomic_write_folder`, `replace_folder`.
 
 The temporary file is created exclusively under a random name (never an existing file, never through a link someone
 planted), and its name stays short whatever the target's, so that a target of 255 bytes still has one. A process
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import stat
 import sys
 import time
@@ -22,10 +24,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
+    "INCOMPLETE_SUFFIX",
     "atomic_write_file",
+    "atomic_write_folder",
     "atomic_write_path",
     "flush_to_disk",
     "remove_stale_temporary_files",
+    "replace_folder",
     "temporary_path",
 ]
 
@@ -37,6 +42,8 @@ _CLOCK_SLACK = 2.0
 _KEPT_STEM_BYTES = 32
 _KEPT_SUFFIX_BYTES = 16
 """How much of the target's stem and extension a temporary name keeps: at most about 80 bytes in all."""
+INCOMPLETE_SUFFIX = ".incomplete"
+"""The suffix of a folder being written (`atomic_write_folder`): whatever holds it is not to be read."""
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 
@@ -117,6 +124,48 @@ def _create_temporary(path: Path) -> tuple[Path, int]:
             return temporary, os.open(temporary, _NEW_FILE_FLAGS, 0o666)
         except FileExistsError:  # 2**32 random names: someone planted this one
             continue
+
+
+@contextmanager
+def atomic_write_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """
+    Yields a new, empty folder `{path}.incomplete` next to `path` to fill; when the block ends without error, it
+    replaces `path` as `replace_folder` does, so that `path` is never a half-written folder, even after a power cut.
+
+    A failed block removes the folder; a killed one leaves it (its name says what it is), and the next call for the
+    same `path` removes it.
+    """
+    path = Path(path)
+    incomplete = path.with_name(path.name + INCOMPLETE_SUFFIX)
+    if incomplete.exists():
+        shutil.rmtree(incomplete)
+    incomplete.mkdir(parents=True)
+    try:
+        yield incomplete
+        replace_folder(incomplete, path)
+    finally:
+        shutil.rmtree(incomplete, ignore_errors=True)
+
+
+def replace_folder(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """
+    Flushes every file and folder under `source` to the disk, then renames `source` to `destination` and flushes
+    their parent. An existing `destination` is first set aside as `{destination}.replaced.incomplete` and removed once
+    `source` is in its place: a crash in between leaves both, never neither.
+    """
+    source, destination = Path(source), Path(destination)
+    for path in sorted(source.rglob("*"), reverse=True):  # files before the folders that hold them
+        flush_to_disk(path)
+    flush_to_disk(source)
+    if destination.exists():
+        replaced = destination.with_name(destination.name + ".replaced" + INCOMPLETE_SUFFIX)
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(destination, replaced)
+        os.replace(source, destination)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(source, destination)
+    _flush_folder(destination.parent)
 
 
 def flush_to_disk(path: str | os.PathLike) -> None:
