@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -26,9 +27,17 @@ import PIL.Image
 import torch
 
 from .captioning import Captioner
-from .constants import COLOR_FIXES, DEMO_MAX_INPUT_SIDE, DEMO_MAX_OUTPUT_SIDE, MAX_OUTPUT_SIDE, color_fix_argument
+from .constants import (
+    COLOR_FIXES,
+    DEMO_MAX_FILE_SIZE,
+    DEMO_MAX_INPUT_SIDE,
+    DEMO_MAX_OUTPUT_SIDE,
+    DEMO_QUEUE_SIZE,
+    MAX_OUTPUT_SIDE,
+    color_fix_argument,
+)
 from .image_processing import pil_bicubic_resize, plan_sizes, to_rgb_tensors
-from .photo import Photo, read_photo, save_upscaled
+from .photo import Photo, read_photo, read_photo_size, save_upscaled
 from .pipelines import StableDiffusion3SRPipeline
 from .runtime import CAPTION_ERRORS, one_line
 
@@ -52,7 +61,7 @@ CACHE_LIFETIME_S = 3600
 DESCRIPTION = (
     "Real-world super-resolution with [DiT4SR](https://huggingface.co/papers/2503.23580) on Stable Diffusion 3.5. "
     "Upload or paste a photo, optionally describe it, and compare the bicubic enlargement (left) with DiT4SR "
-    "(right). Inputs up to {max_input_side} px a side, outputs up to {max_output_side} px."
+    "(right). Inputs up to {max_input_side} px a side and {max_file_size}, outputs up to {max_output_side} px."
 )
 
 ProgressFn = Callable[..., Any]
@@ -67,8 +76,11 @@ class DemoHandlers:
         captioner: fills the caption box from the photo; `None` leaves captions to the user.
         max_input_side: largest input side accepted, in pixels.
         max_output_side: largest output side made, in pixels (at most the pipeline's `MAX_OUTPUT_SIDE`).
+        max_file_size: largest input file accepted, in bytes.
 
-    Invalid requests raise `gr.Error`, which Gradio shows in the page. Each result is written as a PNG to a
+    Invalid requests raise `gr.Error`, which Gradio shows in the page, naming the user's file (never the server's
+    path). A photo's size is read from its header and checked before it is decoded: a small file that would decode
+    into gigabytes costs nothing. Each result is written as a PNG to a
     temporary folder, replacing the previous one (Gradio keeps its own copy in its cache), with what the photo had
     besides colour (`photo.save_upscaled`: alpha, colour profile, EXIF, XMP, DPI, 16 bits).
     """
@@ -80,15 +92,17 @@ class DemoHandlers:
         *,
         max_input_side: int = DEMO_MAX_INPUT_SIDE,
         max_output_side: int = DEMO_MAX_OUTPUT_SIDE,
+        max_file_size: int = DEMO_MAX_FILE_SIZE,
     ) -> None:
         for name, value, maximum in (
             ("max_input_side", max_input_side, math.inf),
             ("max_output_side", max_output_side, MAX_OUTPUT_SIDE),
+            ("max_file_size", max_file_size, math.inf),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-                raise ValueError(f"{name} must be an integer in [1, {maximum}], got {value!r}")
+            _check_limit(name, value, maximum)
         self.pipe, self.captioner = pipe, captioner
         self.max_input_side, self.max_output_side = max_input_side, max_output_side
+        self.max_file_size = max_file_size
         self._lock = threading.Lock()  # the models serve one request at a time, whoever calls
         self._stop = threading.Event()
         self._running_session: str | None = None
@@ -196,18 +210,30 @@ class DemoHandlers:
             self._stop.set()
 
     def _read(self, image_path: str | None) -> Photo:
+        """The photo at `image_path` (an upload in Gradio's cache, named as the user's file), checked against the
+        limits before it is decoded: its file size, then its sides from its header."""
         if not image_path:
             raise _user_error("Upload a photo first.")
+        name = Path(image_path).name
         try:
-            photo = read_photo(image_path)
-        except ValueError as error:
-            raise _user_error(f"Cannot read this file as an image: {one_line(error)}") from error
-        if max(photo.size) > self.max_input_side:
+            file_size = os.path.getsize(image_path)
+            if file_size <= self.max_file_size:
+                width, height = read_photo_size(image_path)
+        except (OSError, ValueError) as error:
+            raise _unreadable(name, image_path, error) from error
+        if file_size > self.max_file_size:
             raise _user_error(
-                f"The photo is {photo.size[0]} × {photo.size[1]} px; this demo accepts photos up to "
-                f"{self.max_input_side} px a side. Downscale it first."
+                f"{name} is {_megabytes(file_size)}; this demo accepts files up to {_megabytes(self.max_file_size)}."
             )
-        return photo
+        if max(width, height) > self.max_input_side:
+            raise _user_error(
+                f"{name} is {width} × {height} px; this demo accepts photos up to {self.max_input_side} px a side. "
+                "Downscale it first."
+            )
+        try:
+            return read_photo(image_path)
+        except ValueError as error:
+            raise _unreadable(name, image_path, error) from error
 
     def _check_sizes(self, photo: Photo, scale: float) -> tuple[int, int]:
         """The output's (height, width), which must fit `max_output_side`.
@@ -243,23 +269,47 @@ class DemoHandlers:
         return path
 
 
+class DemoBlocks(gr.Blocks):
+    """The demo's `gr.Blocks`: `launch()` bounds uploads to the demo's `max_file_size` unless given another one, so
+    that a Space's plain `demo.launch()` is bounded too (Gradio's default is no limit)."""
+
+    max_upload_size: int = DEMO_MAX_FILE_SIZE
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("max_file_size", self.max_upload_size)
+        return super().launch(*args, **kwargs)
+
+
 def build_demo(
     pipe: StableDiffusion3SRPipeline,
     captioner: Captioner | None = None,
     *,
     max_input_side: int = DEMO_MAX_INPUT_SIDE,
     max_output_side: int = DEMO_MAX_OUTPUT_SIDE,
+    max_file_size: int = DEMO_MAX_FILE_SIZE,
+    queue_size: int = DEMO_QUEUE_SIZE,
     title: str = "DiT4SR super-resolution",
-) -> gr.Blocks:
+) -> DemoBlocks:
     """The demo page around `pipe` (and `captioner`), as a `gr.Blocks` app: `.launch()` it, mount it with
     `gr.mount_gradio_app`, or make it a Space's `app.py` (`examples/app.py`).
 
-    Events that run a model share one queue slot, so requests run one at a time. Gradio's analytics are off.
+    Events that run a model share one queue slot, so requests run one at a time; at most `queue_size` wait, and
+    more are turned away. Uploads above `max_file_size` bytes are refused by `launch()` before they are stored
+    (pass `max_file_size=` to `gr.mount_gradio_app` when mounting), and by the handlers before they are read; photos
+    above `max_input_side` px a side before they are decoded. Gradio's analytics are off.
     """
-    handlers = DemoHandlers(pipe, captioner, max_input_side=max_input_side, max_output_side=max_output_side)
-    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(CACHE_LIFETIME_S, CACHE_LIFETIME_S)) as demo:
+    _check_limit("queue_size", queue_size, math.inf)
+    handlers = DemoHandlers(
+        pipe, captioner, max_input_side=max_input_side, max_output_side=max_output_side, max_file_size=max_file_size
+    )
+    with DemoBlocks(title=title, analytics_enabled=False, delete_cache=(CACHE_LIFETIME_S, CACHE_LIFETIME_S)) as demo:
+        demo.max_upload_size = max_file_size
         gr.Markdown(f"# {title}")
-        gr.Markdown(DESCRIPTION.format(max_input_side=max_input_side, max_output_side=max_output_side))
+        gr.Markdown(
+            DESCRIPTION.format(
+                max_input_side=max_input_side, max_output_side=max_output_side, max_file_size=_megabytes(max_file_size)
+            )
+        )
         with gr.Row():
             with gr.Column():
                 image = gr.Image(
@@ -346,7 +396,23 @@ def build_demo(
                     concurrency_limit=1,
                     concurrency_id=CONCURRENCY_ID,
                 )
+    demo.queue(max_size=queue_size)
     return demo
+
+
+def _check_limit(name: str, value: int, maximum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [1, {maximum}], got {value!r}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.3g} MB"
+
+
+def _unreadable(name: str, path: str, error: Exception) -> gr.Error:
+    """The page's message for an upload that cannot be read: the user's file name, never the server's path."""
+    reason = one_line(error.__cause__ or error).replace(str(path), name)
+    return _user_error(f"Cannot read {name} as an image: {reason}")
 
 
 def _user_error(message: str) -> gr.Error:

@@ -191,7 +191,10 @@ def read_photo_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with PIL.Image.open(path) as image:
             width, height = image.size
-            orientation = image.getexif().get(PIL.ExifTags.Base.Orientation)
+            if image.format == "TIFF":  # as stored: Pillow 12 gives a turned TIFF's upright size
+                width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
+            # The base class reads what the header gave; PNG's own `getexif` decodes the pixels to find a late eXIf.
+            orientation = PIL.Image.Image.getexif(image).get(PIL.ExifTags.Base.Orientation)
     except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
         raise ValueError(f"cannot read {path}: {error}") from error
     return (height, width) if orientation in _ROTATED_ORIENTATIONS else (width, height)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..constants import (
     DEFAULT_CAPTION_MODEL,
+    DEMO_MAX_FILE_SIZE,
     DEMO_MAX_INPUT_SIDE,
     DEMO_MAX_OUTPUT_SIDE,
+    DEMO_QUEUE_SIZE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -24,9 +27,14 @@ from ..constants import (
 )
 from .options import add_caption_model_options, add_model_options, model_options
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "read_auth_file"]
 
 PROG = "dit4sr-demo"
+MEGABYTE = 2**20
+SHARE_WARNING = (
+    f"{PROG}: warning: --share makes the page public at a gradio.live link: anyone who has the link can run the "
+    "model on this machine and upload files to it; pass --auth FILE to ask for a user name and password"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
     server.add_argument(
-        "--share", action="store_true", help="also serve through a temporary public gradio.live link (needs internet)"
+        "--share",
+        action="store_true",
+        help=(
+            "also serve through a temporary public gradio.live link (needs internet); anyone with the link can use "
+            "the page and this machine's GPU: add --auth"
+        ),
+    )
+    server.add_argument(
+        "--auth",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "ask visitors for a user name and password, from FILE: one USER:PASSWORD a line (# comments); a file, so "
+            "that passwords stay out of the shell history and the process list"
+        ),
     )
     server.add_argument(
         "--max-input-side",
@@ -72,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         default=DEMO_MAX_OUTPUT_SIDE,
         help=f"largest output side made, at most {MAX_OUTPUT_SIDE} (default: %(default)s)",
+    )
+    server.add_argument(
+        "--max-file-size",
+        type=int,
+        metavar="MB",
+        default=DEMO_MAX_FILE_SIZE // MEGABYTE,
+        help="largest upload accepted, in megabytes (2**20 bytes); larger ones are refused before they are stored "
+        "(default: %(default)s)",
+    )
+    server.add_argument(
+        "--queue-size",
+        type=int,
+        metavar="N",
+        default=DEMO_QUEUE_SIZE,
+        help="requests that may wait while one runs; more are turned away (default: %(default)s)",
     )
     return parser
 
@@ -91,6 +128,31 @@ def check_options(args: argparse.Namespace, device) -> None:
         raise ValueError(f"--max-output-side must be in [1, {MAX_OUTPUT_SIDE}], got {args.max_output_side}")
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in [1, 65535], got {args.port}")
+    for option, value in (("--max-file-size", args.max_file_size), ("--queue-size", args.queue_size)):
+        if value < 1:
+            raise ValueError(f"{option} must be a positive number, got {value}")
+    if args.auth is not None:
+        read_auth_file(args.auth)
+
+
+def read_auth_file(path: Path) -> list[tuple[str, str]]:
+    """The (user, password) pairs of an `--auth` file: one `USER:PASSWORD` a line, blank lines and `#` comments
+    ignored; a `ValueError` names the line that is not one (without showing it: it may hold a password)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"--auth {path}: cannot read it: {error}") from None
+    credentials = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        user, separator, password = line.strip().partition(":")
+        if not (separator and user and password):
+            raise ValueError(f"--auth {path}: line {number} is not USER:PASSWORD")
+        credentials.append((user, password))
+    if not credentials:
+        raise ValueError(f"--auth {path}: no USER:PASSWORD line")
+    return credentials
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         check_options(args, device)
     except ValueError as error:
         parser.error(str(error))  # exits with code 2, like argparse's own errors
+    if args.share and args.auth is None:
+        print(SHARE_WARNING, file=sys.stderr)
     try:
         with runtime.quiet_libraries(hide_progress_bars=False):
             return serve(args, device)
@@ -136,9 +200,18 @@ def serve(args: argparse.Namespace, device) -> int:
     except runtime.LoadError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
-    demo = build_demo(pipe, captioner, max_input_side=args.max_input_side, max_output_side=args.max_output_side)
+    demo = build_demo(
+        pipe,
+        captioner,
+        max_input_side=args.max_input_side,
+        max_output_side=args.max_output_side,
+        max_file_size=args.max_file_size * MEGABYTE,
+        queue_size=args.queue_size,
+    )
+    auth = None if args.auth is None else read_auth_file(args.auth)
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share)  # returns on Ctrl+C
+        # Returns on Ctrl+C.
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth)
     except OSError as error:  # e.g. the port is taken
         print(f"{PROG}: error: cannot serve on {args.host}:{args.port}: {runtime.one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
