@@ -262,6 +262,22 @@ def test_a_failed_write_is_reported_and_leaves_no_temp_file(upscale, tmp_path, m
     assert "No space left on device" in capsys.readouterr().err
 
 
+def test_a_model_folder_of_pickle_weights_is_a_usage_error_that_says_how_to_convert_it(tmp_path, capsys, no_loading):
+    source = write_image(tmp_path / "photo.png")
+    folder = fake_pipeline_dir(tmp_path / "pickled")
+    (folder / "transformer").mkdir()
+    (folder / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle")
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(folder), "--device", "cpu"]) == 2
+
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(
+        f"dit4sr-upscale: error: --model {folder}: its weights are pickle files only "
+        "(transformer/diffusion_pytorch_model.bin), which can run any code when they are loaded."
+    )
+    assert f"P.from_pretrained({str(folder)!r}, allow_pickle=True).save_pretrained(" in error
+
+
 def test_a_model_folder_that_cannot_be_loaded_is_one_clear_error(tmp_path, capsys):
     source = write_image(tmp_path / "photo.png")
     broken = fake_pipeline_dir(tmp_path / "broken-pipeline")

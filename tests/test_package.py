@@ -174,6 +174,23 @@ def test_entry_points_resolve(script):
     assert callable(getattr(__import__(module, fromlist=[name]), name))
 
 
+def test_dependency_floors_are_above_known_fixed_vulnerabilities():
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    text = (ROOT / "pyproject.toml").read_text()
+    dependencies = text.split("dependencies = [")[1].split("]")[0]
+    eval_extra = re.search(r"^eval = \[(.*)\]$", text, flags=re.MULTILINE)[1]
+    requirements = {
+        requirement.name.lower(): requirement
+        for requirement in map(Requirement, re.findall(r'"([^"]+)"', dependencies + eval_extra))
+    }
+    floors = {"torch": "2.6", "transformers": "4.48", "pillow": "10.3", "tqdm": "4.66.3", "setuptools": "78.1.1"}
+    for name, fixed in floors.items():
+        lowest = [Version(spec.version) for spec in requirements[name].specifier if spec.operator == ">="]
+        assert lowest and min(lowest) >= Version(fixed), f"{requirements[name]} allows versions below {fixed}"
+
+
 def local_imports(path: Path) -> set[str]:
     """The package modules `path` imports at module level (relative imports resolved)."""
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
