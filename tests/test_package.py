@@ -42,28 +42,17 @@ print(",".join(heavy))
     assert run_python(code).stdout.strip() == ""
 
 
-def test_the_evaluate_command_help_does_not_import_torch():
-    code = """
+@pytest.mark.parametrize("command", ["evaluate", "demo"])
+def test_the_evaluate_and_demo_commands_help_imports_no_heavy_library(command):
+    code = f"""
 import contextlib, io, sys
-from diffusers_dit4sr.cli import evaluate
+from diffusers_dit4sr.cli import {command}
 with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
-    evaluate.main(["--help"])
-assert "usage: dit4sr-evaluate" in out.getvalue()
-print(",".join(sorted(name for name in ("torch", "pyiqa", "PIL", "tqdm") if name in sys.modules)))
+    {command}.main(["--help"])
+assert "usage: dit4sr-{command}" in out.getvalue()
+print(",".join(sorted(name for name in ("torch", "pyiqa", "gradio", "PIL", "tqdm") if name in sys.modules)))
 """
     assert run_python(code).stdout.strip() == ""
-
-
-def test_the_demo_command_help_does_not_import_torch_or_gradio():
-    code = """
-import contextlib, io, sys
-from diffusers_dit4sr.cli import demo
-with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
-    demo.main(["--help"])
-assert "usage: dit4sr-demo" in out.getvalue()
-print(",".join(sorted(name for name in ("torch", "gradio", "PIL", "argparse") if name in sys.modules)))
-"""
-    assert run_python(code).stdout.strip() == "argparse"
 
 
 def test_only_the_command_lines_know_argparse():
