@@ -10,7 +10,6 @@ denoising step. See `docs/demo.md`.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import random
@@ -36,10 +35,12 @@ from .constants import (
     MAX_OUTPUT_SIDE,
     color_fix_argument,
 )
+from .errors import one_line
 from .image_processing import pil_bicubic_resize, plan_sizes, to_rgb_tensors
+from .inference_defaults import INFERENCE_DEFAULTS
 from .photo import Photo, read_photo, read_photo_size, save_upscaled
 from .pipelines import StableDiffusion3SRPipeline
-from .runtime import CAPTION_ERRORS, one_line
+from .runtime import CAPTION_ERRORS
 
 try:
     import gradio as gr
@@ -47,13 +48,9 @@ except ImportError as error:  # the `demo` extra
     raise ImportError("the DiT4SR demo needs Gradio: pip install 'diffusers-dit4sr[demo]'") from error
 
 MAX_SEED = 2**32 - 1
-RELEASED = {
-    name: parameter.default
-    for name, parameter in inspect.signature(StableDiffusion3SRPipeline.__call__).parameters.items()
-}
-"""The released inference settings, the defaults of the pipeline's `__call__`: the page starts from them; the tile
-overlap is the released one for tiles of twice its side or more, and half the tile side for smaller tiles."""
-PROCESS_SIZE = RELEASED["process_size"]
+PROCESS_SIZE = INFERENCE_DEFAULTS.process_size
+"""The page starts from the released settings (`INFERENCE_DEFAULTS`); the tile overlap is the released one for tiles
+of twice its side or more, and half the tile side for smaller tiles."""
 CONCURRENCY_ID = "dit4sr"
 """The queue shared by every event that runs a model: one at a time."""
 CACHE_LIFETIME_S = 3600
@@ -177,7 +174,7 @@ class DemoHandlers:
                     color_fix=color_fix,
                     process_size=PROCESS_SIZE,
                     tile_size=tile_size,
-                    tile_overlap=min(RELEASED["tile_overlap"], tile_size // 32 * 16),
+                    tile_overlap=min(INFERENCE_DEFAULTS.tile_overlap, tile_size // 32 * 16),
                     generator=torch.Generator(device=self.pipe._execution_device).manual_seed(seed),
                     callback_on_step_end=on_step_end,
                     output_type="np",  # float: 16-bit photos are saved from it
@@ -333,13 +330,19 @@ def build_demo(
                     )
                 with gr.Row():
                     scale = gr.Number(
-                        RELEASED["upscale"], label="Scale", info="any positive factor", step=0.5, elem_id="scale"
+                        INFERENCE_DEFAULTS.upscale,
+                        label="Scale",
+                        info="any positive factor",
+                        step=0.5,
+                        elem_id="scale",
                     )
-                    steps = gr.Slider(1, 100, RELEASED["num_inference_steps"], step=1, label="Steps", elem_id="steps")
+                    steps = gr.Slider(
+                        1, 100, INFERENCE_DEFAULTS.num_inference_steps, step=1, label="Steps", elem_id="steps"
+                    )
                     guidance = gr.Slider(
                         0,
                         20,
-                        RELEASED["guidance_scale"],
+                        INFERENCE_DEFAULTS.guidance_scale,
                         step=0.5,
                         label="Guidance",
                         info="≤ 1: off",
@@ -349,12 +352,12 @@ def build_demo(
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
                     randomize_seed = gr.Checkbox(False, label="Randomize seed", elem_id="randomize-seed")
                     color_fix = gr.Dropdown(
-                        list(COLOR_FIXES), value=RELEASED["color_fix"], label="Color fix", elem_id="color-fix"
+                        list(COLOR_FIXES), value=INFERENCE_DEFAULTS.color_fix, label="Color fix", elem_id="color-fix"
                     )
                 tile_size = gr.Slider(
                     256,
                     1024,
-                    RELEASED["tile_size"],
+                    INFERENCE_DEFAULTS.tile_size,
                     step=64,
                     label="Tile size (px)",
                     info="smaller: less memory",

@@ -25,6 +25,7 @@ from ..constants import (
     RELEASED_DIT4SR_MODEL,
     RELEASED_SD3_MODEL,
 )
+from .messages import CommandLineTerms
 from .options import add_caption_model_options, add_model_options, model_options
 
 __all__ = ["build_parser", "main", "read_auth_file"]
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_QUEUE_SIZE,
         help="requests that may wait while one runs; more are turned away (default: %(default)s)",
     )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks when a model cannot be loaded")
     return parser
 
 
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs `dit4sr-demo` with `argv` (default: the process arguments) until interrupted; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    terms = CommandLineTerms(parser)  # the library's parameter names, as this command's options
     try:
         from .. import demo  # noqa: F401 (Gradio, the `demo` extra: missing, it is said before anything loads)
     except ImportError as error:
@@ -170,19 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         device = runtime.resolve_device(args.device, option="--device")
         check_options(args, device)
     except ValueError as error:
-        parser.error(str(error))  # exits with code 2, like argparse's own errors
+        parser.error(terms(str(error)))  # exits with code 2, like argparse's own errors
     if args.share and args.auth is None:
         print(SHARE_WARNING, file=sys.stderr)
     try:
         with runtime.quiet_libraries(hide_progress_bars=False):
-            return serve(args, device)
+            return serve(args, device, terms)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def serve(args: argparse.Namespace, device) -> int:
-    """Loads the captioner (with `--caption-model`) and the pipeline, then serves the page until Ctrl+C."""
+def serve(args: argparse.Namespace, device, terms: CommandLineTerms) -> int:
+    """Loads the captioner (with `--caption-model`) and the pipeline, then serves the page until Ctrl+C; says what
+    fails in the command's `terms`."""
     from .. import runtime
     from ..demo import build_demo
 
@@ -193,12 +197,17 @@ def serve(args: argparse.Namespace, device) -> int:
         if args.caption_model is not None:
             print(f"loading the captioner {args.caption_model}", file=sys.stderr)
             captioner = runtime.open_captioner(
-                args.caption_model, device=device, dtype=dtype, hub=hub, load_in_8bit=args.caption_8bit
+                args.caption_model,
+                device=device,
+                dtype=dtype,
+                hub=hub,
+                load_in_8bit=args.caption_8bit,
+                debug=args.debug,
             )
         print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
-        pipe = runtime.open_pipeline(**model_options(args), device=device, hub=hub)
+        pipe = runtime.open_pipeline(**model_options(args), device=device, hub=hub, debug=args.debug)
     except runtime.LoadError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {terms(str(error))}", file=sys.stderr)
         return EXIT_FAILED
     demo = build_demo(
         pipe,

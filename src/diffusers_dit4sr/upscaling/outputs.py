@@ -18,8 +18,8 @@ from pathlib import Path
 import PIL.Image
 
 from ..constants import OUTPUT_SUFFIXES
+from ..errors import one_line
 from ..file_utils import remove_stale_temporary_files
-from ..runtime import one_line
 from .events import RunEvents
 from .jobs import Job, JobError, output_size, screen_image
 
