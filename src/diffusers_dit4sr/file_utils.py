@@ -95,18 +95,17 @@ def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
     block ends without error, it is flushed to the disk and replaces `path`, as `atomic_write_file` does (prefer that
     one: writing through the path opens the file a second time).
 
-    The temporary file is created exclusively under a random name; if a link or anything but the regular file this
-    call created is found there when the block ends, nothing replaces `path` and an `OSError` says so. A failed or
-    interrupted write removes it.
+    The temporary file is created exclusively under a random name; if a link or anything but a regular file is
+    found there when the block ends, nothing replaces `path` and an `OSError` says so. A failed or interrupted write
+    removes it.
     """
     path = Path(path)
     temporary, descriptor = _create_temporary(path)
-    created = os.fstat(descriptor)
     os.close(descriptor)
     try:
         yield temporary
-        written = os.lstat(temporary)
-        if not stat.S_ISREG(written.st_mode) or (written.st_dev, written.st_ino) != (created.st_dev, created.st_ino):
+        # Writers may replace the file (safetensors does), but a link in its place is never renamed over `path`.
+        if not stat.S_ISREG(os.lstat(temporary).st_mode):
             raise OSError(f"{temporary} was replaced while it was written: {path} is left as it was")
         flush_to_disk(temporary)
         os.replace(temporary, path)
