@@ -14,7 +14,8 @@ Locally, e.g. offline with the tiny random pipeline:
     python scripts/make_tiny_pipeline.py tiny-pipeline
     DIT4SR_MODEL=tiny-pipeline python examples/app.py
 
-See docs/demo.md.
+The page bounds what visitors can send (uploads up to 50 MB, photos up to 2048 px a side, 20 waiting requests;
+`build_demo`'s arguments change them); a Space's visibility settings say who can open it. See docs/demo.md.
 """
 
 import os

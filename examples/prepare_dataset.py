@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from diffusers_dit4sr.captioning import Captioner
-from diffusers_dit4sr.file_utils import atomic_write_path
+from diffusers_dit4sr.file_utils import atomic_write_path, remove_stale_temporary_files
 from diffusers_dit4sr.image_processing import resize
 from diffusers_dit4sr.photo import read_photo
 from diffusers_dit4sr.training import DegradationConfig, RealESRGANDegradation
@@ -461,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepare_dataset.py: error: {error}", file=sys.stderr)
         return 2
     samples_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*output_dir.glob(".*.tmp"), *samples_dir.glob(".*.tmp")]:  # left by a killed run
-        stale.unlink()
+    for folder in (output_dir, samples_dir):  # what a killed run left; never a running one's file
+        remove_stale_temporary_files(folder, suffixes=(".safetensors", ".json"))
     written = {path.name for path in samples_dir.glob("*.safetensors")}
     info["num_samples"] = len(written)
     atomic_write_json(info, output_dir / "dataset.json")

@@ -22,7 +22,6 @@ import argparse
 import logging
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -41,7 +40,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
-from diffusers_dit4sr.file_utils import atomic_write_path
+from diffusers_dit4sr.file_utils import atomic_write_folder, atomic_write_path
 from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, make_training_model_card
 from diffusers_dit4sr.pipelines import DEFAULT_MAX_SEQUENCE_LENGTH
 from diffusers_dit4sr.training import (
@@ -50,6 +49,13 @@ from diffusers_dit4sr.training import (
     PreparedDataset,
     RealESRGANDegradation,
     collate_samples,
+)
+from diffusers_dit4sr.training.checkpoints import (
+    CHECKPOINT_MANIFEST,
+    check_checkpoint,
+    checkpoint_step,
+    latest_checkpoint,
+    save_checkpoint,
 )
 from diffusers_dit4sr.training.datasets import derive_seed
 
@@ -268,6 +274,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--validation_prompt needs one prompt, or one per --validation_image")
     if args.trainable == "lora" and args.lora_rank < 1:
         parser.error("--lora_rank must be >= 1")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error("--checkpoints_total_limit must be >= 1")
     return args
 
 
@@ -568,20 +576,28 @@ def step_generator(seed: int, step: int, micro_step: int, process_index: int, de
     return torch.Generator(device=device).manual_seed(derive_seed(seed, step, micro_step, process_index))
 
 
-def checkpoint_dirs(output_dir: str) -> list[Path]:
-    dirs = [path for path in Path(output_dir).glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
-    return sorted(dirs, key=lambda path: int(path.name.split("-")[-1]))
-
-
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_step: int) -> None:
-    if args.checkpoints_total_limit is not None:
-        existing = checkpoint_dirs(args.output_dir)
-        for old in existing[: max(0, len(existing) - args.checkpoints_total_limit + 1)]:
-            logger.info(f"removing old checkpoint {old}")
-            shutil.rmtree(old)
-    path = Path(args.output_dir) / f"checkpoint-{global_step}"
-    accelerator.save_state(str(path))
-    logger.info(f"saved state to {path}")
+def resume_checkpoint(args: argparse.Namespace) -> Path:
+    """The checkpoint `--resume_from_checkpoint` names: a folder, or "latest", the newest whole one in --output_dir
+    (the newer ones it passes over are logged, with why)."""
+    if args.resume_from_checkpoint != "latest":
+        path = Path(args.resume_from_checkpoint)
+        if not path.is_dir():
+            raise ValueError(f"--resume_from_checkpoint {path}: no such checkpoint folder.")
+        problem = check_checkpoint(path)
+        if problem is not None and (path / CHECKPOINT_MANIFEST).exists():
+            raise ValueError(f"--resume_from_checkpoint {path}: not a whole checkpoint, {problem}.")
+        if problem is not None:
+            logger.warning(f"{path} has no {CHECKPOINT_MANIFEST} to check it against: resuming from it as it is")
+        return path
+    latest = latest_checkpoint(args.output_dir)
+    for path, problem in latest.skipped:
+        logger.warning(f"skipping {path}: {problem}")
+    if latest.path is None:
+        passed = f" ({len(latest.skipped)} not whole)" if latest.skipped else ""
+        raise ValueError(f"--resume_from_checkpoint latest: no whole checkpoint in {args.output_dir}{passed}.")
+    newer = f", the newest whole one ({len(latest.skipped)} newer not)" if latest.skipped else ""
+    logger.info(f"resuming from {latest.path}{newer}")
+    return latest.path
 
 
 @torch.no_grad()
@@ -670,15 +686,19 @@ def log_validation(
 
 
 def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace, global_step: int) -> None:
+    """Saves the trained weights (a crash leaves the previous ones or the new ones, whole: atomic and durable writes)
+    and, with --push_to_hub, uploads them with a model card."""
     transformer = accelerator.unwrap_model(transformer)
     if args.trainable == "lora":
         from peft.utils import get_peft_model_state_dict
 
-        StableDiffusion3SRPipeline.save_lora_weights(
-            args.output_dir, transformer_lora_layers=get_peft_model_state_dict(transformer)
-        )
+        with atomic_write_path(Path(args.output_dir) / "pytorch_lora_weights.safetensors") as path:
+            StableDiffusion3SRPipeline.save_lora_weights(
+                path.parent, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name=path.name
+            )
     else:
-        transformer.save_pretrained(Path(args.output_dir) / "transformer")
+        with atomic_write_folder(Path(args.output_dir) / "transformer") as folder:
+            transformer.save_pretrained(folder)
     if args.push_to_hub:
         from huggingface_hub import create_repo, upload_folder
 
@@ -701,14 +721,23 @@ def save_final(accelerator: Accelerator, transformer, args: argparse.Namespace, 
             f"learning rate {args.learning_rate}"
         )
         card = make_training_model_card(repo_id, args.pretrained_model_name_or_path, args.trainable == "lora", summary)
-        card.save(Path(args.output_dir) / "README.md")
-        upload_folder(
-            repo_id=repo_id,
-            folder_path=args.output_dir,
-            commit_message="DiT4SR training: final weights",
-            ignore_patterns=["checkpoint-*/**", "logs/**", "validation/**"],
-            token=args.hub_token,
-        )
+        with atomic_write_path(Path(args.output_dir) / "README.md") as path:
+            card.save(path)
+        try:
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=args.output_dir,
+                commit_message="DiT4SR training: final weights",
+                # Checkpoints, logs and whatever an interrupted write left (*.incomplete folders, .*.tmp files) stay.
+                ignore_patterns=["checkpoint-*/**", "logs/**", "validation/**", "*.incomplete/**", ".*.tmp"],
+                token=args.hub_token,
+            )
+        except Exception:
+            logger.error(
+                f"the upload to {repo_id} failed; the weights are saved in {args.output_dir}: upload them with "
+                f"`hf upload {repo_id} {args.output_dir} --exclude 'checkpoint-*/**' 'logs/**' 'validation/**'`"
+            )
+            raise
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -840,19 +869,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     global_step, first_epoch, skip_batches = 0, 0, 0
     if args.resume_from_checkpoint:
-        path = (
-            checkpoint_dirs(args.output_dir)[-1:]
-            if args.resume_from_checkpoint == "latest"
-            else [Path(args.resume_from_checkpoint)]
-        )
-        if not path or not path[0].is_dir():
-            raise ValueError(f"--resume_from_checkpoint: no checkpoint found for {args.resume_from_checkpoint!r}.")
-        accelerator.print(f"resuming from {path[0]}")
+        path = resume_checkpoint(args)
+        accelerator.print(f"resuming from {path}")
         try:
-            accelerator.load_state(str(path[0]))
+            accelerator.load_state(str(path))
         except ValueError as error:  # the stream's position, saved with other process or worker counts
-            usage_error(accelerator, f"--resume_from_checkpoint {path[0]}: {as_flags(error)}")
-        global_step = int(path[0].name.split("-")[-1])
+            usage_error(accelerator, f"--resume_from_checkpoint {path}: {as_flags(error)}")
+        global_step = checkpoint_step(path)
         first_epoch = global_step // steps_per_epoch
         skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
         if stream is not None:  # the stream continues from its restored position
@@ -907,9 +930,13 @@ def main(argv: list[str] | None = None) -> dict:
             if global_step % args.checkpointing_steps == 0:
                 if stream is not None:
                     stream.gather_positions()  # accelerate saves registered objects from the main process only
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    save_checkpoint(accelerator, args, global_step)
+                # Every process writes its part; the checkpoint appears whole, and only then go the old ones.
+                saved = save_checkpoint(
+                    accelerator, args.output_dir, global_step, total_limit=args.checkpoints_total_limit
+                )
+                for old in saved.removed:
+                    logger.info(f"removed {old}")
+                logger.info(f"saved state to {saved.path}")
             if args.validation_image and global_step % args.validation_steps == 0 and accelerator.is_main_process:
                 log_validation(
                     pipeline,

@@ -179,15 +179,14 @@ def test_exif_orientation_is_applied(upscale, tmp_path):
 
 def test_existing_outputs_are_skipped_without_loading_the_model_and_replaced_with_overwrite(upscale, tmp_path, capsys):
     source = write_image(tmp_path / "photo.png")
-    target = tmp_path / "out" / "photo.png"
-    target.parent.mkdir()
-    target.write_bytes(b"an earlier result")
+    target = write_image(tmp_path / "out" / "photo.png", size=(80, 112), seed=1)  # an earlier result (x4)
+    earlier = target.read_bytes()
     os.utime(target, (1_000_000, 1_000_000))
     options = [source, "-o", target.parent, "--steps", "1", "--device", "cpu", "--quiet"]
 
     # Nothing to do: the model is not even loaded (this folder cannot be loaded).
     assert main([*map(str, options), "--model", str(fake_pipeline_dir(tmp_path / "no-model"))]) == 0
-    assert target.read_bytes() == b"an earlier result"
+    assert target.read_bytes() == earlier
     assert target.stat().st_mtime == 1_000_000
     assert capsys.readouterr().out.strip() == "0 upscaled, 1 skipped (exist), 0 failed"
 
@@ -228,11 +227,32 @@ def test_inputs_that_cannot_work_are_reported_before_the_model_loads(tmp_path, c
     assert captured.out.strip() == "0 upscaled, 0 skipped (exist), 2 failed"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows file names cannot hold control characters")
+def test_file_names_are_printed_escaped_so_that_they_cannot_forge_lines(tmp_path, capsys, no_loading):
+    forged = "x\n3 upscaled, 0 skipped (exist), 0 failed\x1b[1A.png"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / forged).write_bytes(b"not an image")
+    write_image(tmp_path / "out" / "ok.png", size=(80, 112))
+    write_image(tmp_path / "in" / "ok.png")
+    args = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--device", "cpu"]
+
+    assert main([*args, "--model", str(fake_pipeline_dir(tmp_path / "m"))]) == 1
+
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        f"skipped {tmp_path / 'in' / 'ok.png'}: {tmp_path / 'out' / 'ok.png'} exists (pass --overwrite to replace it)",
+        "0 upscaled, 1 skipped (exist), 1 failed",
+    ]
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"dit4sr-upscale: error: cannot read {tmp_path / 'in'}/x\\n3 upscaled, 0 skipped ")
+    assert "\\x1b[1A.png" in line and "\x1b" not in line
+
+
 def test_a_failed_write_is_reported_and_leaves_no_temp_file(upscale, tmp_path, monkeypatch, capsys):
     source = write_image(tmp_path / "photo.png")
 
     def failing_save(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"partial")
+        fp.write(b"partial")
         raise OSError("No space left on device")
 
     monkeypatch.setattr(PIL.Image.Image, "save", failing_save)
@@ -240,6 +260,22 @@ def test_a_failed_write_is_reported_and_leaves_no_temp_file(upscale, tmp_path, m
     assert upscale(source, "-o", tmp_path / "out") == 1
     assert os.listdir(tmp_path / "out") == []
     assert "No space left on device" in capsys.readouterr().err
+
+
+def test_a_model_folder_of_pickle_weights_is_a_usage_error_that_says_how_to_convert_it(tmp_path, capsys, no_loading):
+    source = write_image(tmp_path / "photo.png")
+    folder = fake_pipeline_dir(tmp_path / "pickled")
+    (folder / "transformer").mkdir()
+    (folder / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle")
+
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(folder), "--device", "cpu"]) == 2
+
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(
+        f"dit4sr-upscale: error: --model {folder}: its weights are pickle files only "
+        "(transformer/diffusion_pytorch_model.bin), which can run any code when they are loaded."
+    )
+    assert f"P.from_pretrained({str(folder)!r}, allow_pickle=True).save_pretrained(" in error
 
 
 def test_a_model_folder_that_cannot_be_loaded_is_one_clear_error(tmp_path, capsys):
@@ -852,8 +888,7 @@ def test_an_existing_caption_file_is_read_not_regenerated(upscale, caption_optio
 
 def test_a_skipped_image_is_not_captioned(upscale, caption_options, tmp_path, monkeypatch, capsys):
     source = write_image(tmp_path / "photo.png")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "photo.png").write_bytes(b"an earlier result")
+    write_image(tmp_path / "out" / "photo.png", size=(40, 56))  # an earlier result (x2)
     monkeypatch.setattr(Captioner, "__init__", lambda self, *args, **kwargs: pytest.fail("loaded"))
 
     assert upscale(source, "-o", tmp_path / "out", *caption_options) == 0
@@ -1013,8 +1048,7 @@ def test_a_local_model_folder_does_not_ask_the_hub(model_dir, tmp_path, monkeypa
     monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: pytest.fail("asked the Hub"))
     monkeypatch.setattr(runtime, "load_pipeline", lambda *args, **kwargs: pytest.fail("loaded"))
     source = write_image(tmp_path / "photo.png")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "photo.png").write_bytes(b"done")
+    write_image(tmp_path / "out" / "photo.png", size=(80, 112))  # done (x4)
     # Nothing to do: neither asked nor loaded (and with work to do, a folder needs no Hub: see the tests above).
     assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--quiet"]) == 0
     assert runtime.check_hub_access(str(model_dir)).unreachable is None
@@ -1056,8 +1090,7 @@ def dead_pid() -> int:
 @pytest.mark.skipif(sys.platform == "win32", reason="processes are looked up by pid on POSIX only")
 def test_stale_temporary_files_are_removed_on_the_next_run(tmp_path, capsys, no_loading):
     source = write_image(tmp_path / "photo.png")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "photo.png").write_bytes(b"done")
+    write_image(tmp_path / "out" / "photo.png", size=(80, 112))  # done (x4)
     stale = temporary_path(tmp_path / "out" / "other.png", pid=dead_pid())
     stale_caption = temporary_path(tmp_path / "out" / "photo.txt", pid=dead_pid())
     live = temporary_path(tmp_path / "out" / "third.png", pid=os.getppid())  # a running process: kept

@@ -5,6 +5,8 @@ import importlib.metadata
 import math
 import runpy
 import socket
+import struct
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,9 +21,11 @@ gr = pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e
 
 from gradio.data_classes import ImageData  # noqa: E402
 
+from diffusers_dit4sr import demo as demo_module  # noqa: E402
 from diffusers_dit4sr.captioning import Captioner  # noqa: E402
+from diffusers_dit4sr.cli.demo import main  # noqa: E402
 from diffusers_dit4sr.cli.main import main as upscale_main  # noqa: E402
-from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo, main  # noqa: E402
+from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo  # noqa: E402
 from diffusers_dit4sr.image_processing import MAX_OUTPUT_SIDE  # noqa: E402
 from diffusers_dit4sr.runtime import prepare_pipeline  # noqa: E402
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner  # noqa: E402
@@ -31,6 +35,7 @@ SAMPLE = ROOT / "assets" / "sample_lr.png"  # 128 x 85 px
 EXAMPLES = ROOT / "examples"
 SAMPLE_SIZE = (128, 85)
 BICUBIC = PIL.Image.Resampling.BICUBIC
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -201,23 +206,75 @@ def test_limits_on_input_and_output_sides(pipe, tmp_path):
     small = tmp_path / "small.png"
     PIL.Image.new("RGB", (64, 8)).save(small)
     handlers = DemoHandlers(pipe, max_input_side=64, max_output_side=100)
-    with pytest.raises(gr.Error, match=r"The photo is 65 × 8 px; this demo accepts photos up to 64 px a side"):
+    with pytest.raises(gr.Error, match=r"wide.png is 65 × 8 px; this demo accepts photos up to 64 px a side"):
         upscale(handlers, image=too_wide, scale=1)
     with pytest.raises(gr.Error, match=r"×2 of 64 × 8 px makes 128 × 16 px; this demo makes images up to 100 px"):
         upscale(handlers, image=small, scale=2)
 
 
-def test_unreadable_file_is_a_page_message(handlers, tmp_path):
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(b"not an image")
-    with pytest.raises(gr.Error, match="Cannot read this file as an image"):
-        upscale(handlers, image=broken)
+@pytest.mark.parametrize("content", [b"not an image", PNG_SIGNATURE + b"\0\0\0\x0dIHDR" + b"\0" * 8])
+def test_an_unreadable_upload_is_a_page_message_naming_the_users_file_not_the_servers_path(
+    handlers, tmp_path, content
+):
+    upload = tmp_path / "gradio" / "0a1b2c3d" / "holiday.png"  # where Gradio keeps an upload: its own name, inside
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(content)
+    with pytest.raises(gr.Error) as error:
+        upscale(handlers, image=upload)
+    message = error.value.message
+    assert message.startswith("Cannot read holiday.png as an image: ") and str(tmp_path) not in message
 
 
-@pytest.mark.parametrize("options", [{"max_input_side": 0}, {"max_output_side": MAX_OUTPUT_SIDE + 1}])
+def png_of_zeros(path: Path, width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> Path:
+    """A valid PNG of `width` x `height` black pixels, made without holding them: a small file that decodes big."""
+    samples = {0: 1, 2: 3}[colour_type] * bit_depth // 8
+    compressor, row = zlib.compressobj(1), bytes(1 + width * samples)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(
+    "width, height, bit_depth, colour_type",
+    [(12000, 12000, 8, 0), (6000, 6000, 16, 2)],  # 144 MB of grey pixels; 216 MB of 16-bit RGB
+)
+def test_a_photo_over_the_side_limit_is_refused_from_its_header_before_decoding(
+    handlers, tmp_path, monkeypatch, width, height, bit_depth, colour_type
+):
+    bomb = png_of_zeros(tmp_path / "bomb.png", width, height, bit_depth, colour_type)
+    assert bomb.stat().st_size < 2**20  # under a megabyte
+    monkeypatch.setattr(demo_module, "read_photo", lambda path: pytest.fail("decoded a photo over the limits"))
+    monkeypatch.setattr(PIL.Image.Image, "load", lambda self: pytest.fail("decoded a photo over the limits"))
+    with pytest.raises(gr.Error, match=rf"bomb.png is {width} × {height} px; this demo accepts photos up to 2048"):
+        upscale(handlers, image=bomb)
+    with pytest.raises(gr.Error, match=rf"bomb.png is {width} × {height} px"):
+        DemoHandlers(handlers.pipe, lambda images: pytest.fail("captioned")).caption(str(bomb))
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(pipe, tmp_path, monkeypatch):
+    big = tmp_path / "scan.png"
+    big.write_bytes(SAMPLE.read_bytes() + b"\0" * 2**20)
+    monkeypatch.setattr(demo_module, "read_photo_size", lambda path: pytest.fail("read a file over the limit"))
+    handlers = DemoHandlers(pipe, max_file_size=2**20)
+    with pytest.raises(gr.Error, match=r"scan.png is 1.0\d* MB; this demo accepts files up to 1 MB"):
+        upscale(handlers, image=big)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_input_side": 0}, {"max_output_side": MAX_OUTPUT_SIDE + 1}, {"max_file_size": 0}, {"max_file_size": 1.5}],
+)
 def test_limits_must_be_sensible(pipe, options):
     with pytest.raises(ValueError, match=next(iter(options))):
         DemoHandlers(pipe, **options)
+    with pytest.raises(ValueError, match="queue_size"):
+        build_demo(pipe, queue_size=0)
 
 
 def test_caption_fills_the_box(pipe, tmp_path):
@@ -262,8 +319,61 @@ def launches(monkeypatch) -> list:
 def test_main_serves_the_given_pipeline(model_dir, launches, monkeypatch):
     assert main(["--model", str(model_dir), "--device", "cpu", "--host", "0.0.0.0", "--port", "8123"]) == 0
     ((demo, options),) = launches
-    assert options == {"server_name": "0.0.0.0", "server_port": 8123, "share": False}
+    assert options == {
+        "server_name": "0.0.0.0",
+        "server_port": 8123,
+        "share": False,
+        "auth": None,
+        "max_file_size": 50 * 2**20,
+    }
     assert demo.analytics_enabled is False and events_by_name(demo)["upscale"][0].concurrency_limit == 1
+    assert demo._queue.max_size == 20
+
+
+def test_main_bounds_uploads_and_the_queue_and_asks_for_a_login(model_dir, launches, tmp_path, capsys):
+    auth = tmp_path / "users.txt"
+    auth.write_text("# who may use the demo\nalice:correct horse\n\nbob:b:at:tery\n")
+    argv = ["--model", str(model_dir), "--device", "cpu", "--max-file-size", "8", "--queue-size", "3"]
+    assert main([*argv, "--share", "--auth", str(auth)]) == 0
+    ((demo, options),) = launches
+    assert options["max_file_size"] == 8 * 2**20 and demo._queue.max_size == 3 and options["share"] is True
+    assert options["auth"] == [("alice", "correct horse"), ("bob", "b:at:tery")]
+    assert "--share" not in capsys.readouterr().err
+
+    assert main([*argv, "--share"]) == 0
+    assert launches[-1][1]["auth"] is None
+    assert (
+        "warning: --share makes the page public at a gradio.live link: anyone who has the link can run the model"
+        in (capsys.readouterr().err)
+    )
+
+
+def test_the_server_refuses_an_upload_over_the_limit_before_storing_it(pipe, tmp_path, monkeypatch):
+    import httpx
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = build_demo(pipe, max_file_size=200_000)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/gradio_api/upload"
+        small = httpx.post(url, files={"files": ("photo.png", SAMPLE.read_bytes(), "image/png")}, timeout=60)
+        big = httpx.post(url, files={"files": ("huge.png", bytes(300_000), "image/png")}, timeout=60)
+    finally:
+        demo.close()
+    assert small.status_code == 200 and Path(small.json()[0]).name == "photo.png"
+    assert big.status_code == 413
+    assert not list((tmp_path / "gradio").rglob("huge.png"))
+
+
+def test_build_demo_bounds_launch_and_the_queue(pipe, launches):
+    demo = build_demo(pipe, max_file_size=1234, queue_size=5)
+    assert demo._queue.max_size == 5
+    demo.launch()
+    demo.launch(max_file_size="1gb")  # the caller's own bound wins
+    assert [options["max_file_size"] for _, options in launches] == [1234, "1gb"]
 
 
 def test_main_serves_a_quantized_pipeline(model_dir, launches):
@@ -292,6 +402,9 @@ def test_main_loads_the_captioner(model_dir, launches, tmp_path):
         (["--caption-8bit", "--device", "cpu"], "--caption-8bit loads --caption-model in 8 bits on CUDA"),
         (["--max-output-side", str(MAX_OUTPUT_SIDE + 1)], "--max-output-side must be in"),
         (["--port", "0"], "--port must be in"),
+        (["--max-file-size", "0"], "--max-file-size must be a positive number, got 0"),
+        (["--queue-size", "-1"], "--queue-size must be a positive number, got -1"),
+        (["--auth", "/nonexistent/users.txt"], "--auth /nonexistent/users.txt: cannot read it"),
         (["--device", "cuda:7"], "--device cuda:7"),
         (["--quantize-components", "transformer"], "--quantize-components picks what --quantize quantizes"),
         (
@@ -333,4 +446,4 @@ def test_space_app_builds_the_demo(model_dir, monkeypatch):
 
 def test_command_is_installed():
     scripts = importlib.metadata.entry_points(group="console_scripts")
-    assert scripts["dit4sr-demo"].value == "diffusers_dit4sr.demo:main"
+    assert scripts["dit4sr-demo"].value == "diffusers_dit4sr.cli.demo:main"

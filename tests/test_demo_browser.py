@@ -223,6 +223,18 @@ def test_upscale_in_the_browser(server, browser, downloads, tmp_path):
     assert outside_requests(browser) == []  # the page, its fonts and its scripts all come from the demo server
 
 
+def test_a_refused_photo_is_a_message_naming_the_users_file(server, browser, tmp_path):
+    wide = tmp_path / "panorama.png"
+    PIL.Image.new("RGB", (2100, 4)).save(wide)  # 2100 px: over the page's 2048 px limit
+    open_page(browser, server)
+    browser.find_element(By.CSS_SELECTOR, "#lr-image input[type=file]").send_keys(str(wide))
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#lr-image img"))
+    browser.find_element(By.ID, "run").click()
+    toast = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".toast-body").text)
+    assert "panorama.png is 2100 × 4 px; this demo accepts photos up to 2048 px a side" in toast
+    assert os.environ.get("GRADIO_TEMP_DIR", "/tmp/gradio") not in toast and "/" not in toast
+
+
 def start_a_long_run(browser, server, pipeline_calls) -> None:
     """Opens the page and starts a 100-step upscale of the sample; returns once it is denoising."""
     open_page(browser, server)

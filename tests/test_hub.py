@@ -91,7 +91,15 @@ class TestModelCard:
         assert "from diffusers_dit4sr import StableDiffusion3SRPipeline" in text
         assert f'StableDiffusion3SRPipeline.from_pretrained("{REPO_ID}", dtype=torch.bfloat16)' in text
         assert "from diffusers import DiffusionPipeline" in text
-        assert f'DiffusionPipeline.from_pretrained("{REPO_ID}", trust_remote_code=True, dtype=torch.bfloat16)' in text
+        # The library's class, which runs no code from the repository, comes first; the generic loader, which does
+        # (trust_remote_code), pins the revision the reader checked and says why.
+        assert text.index("StableDiffusion3SRPipeline.from_pretrained(") < text.index(
+            "DiffusionPipeline.from_pretrained("
+        )
+        generic = f'DiffusionPipeline.from_pretrained("{REPO_ID}", revision=COMMIT, trust_remote_code=True, dtype='
+        assert generic in text and 'COMMIT = "..."  # the full hash of a commit whose pipeline_dit4sr.py you' in text
+        assert "import and run this repository's `pipeline_dit4sr.py` as it is in the" in text
+        assert "pin the commit you read with `revision=`" in text
         assert "`pipeline_dit4sr.py`" in text
         assert "pipe(image=" in text and "prompt=" in text
         assert f"dit4sr-upscale photo.png --model {REPO_ID}" in text

@@ -42,16 +42,23 @@ print(",".join(heavy))
     assert run_python(code).stdout.strip() == ""
 
 
-def test_the_evaluate_command_help_does_not_import_torch():
-    code = """
+@pytest.mark.parametrize("command", ["evaluate", "demo"])
+def test_the_evaluate_and_demo_commands_help_imports_no_heavy_library(command):
+    code = f"""
 import contextlib, io, sys
-from diffusers_dit4sr.cli import evaluate
+from diffusers_dit4sr.cli import {command}
 with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
-    evaluate.main(["--help"])
-assert "usage: dit4sr-evaluate" in out.getvalue()
-print(",".join(sorted(name for name in ("torch", "pyiqa", "PIL", "tqdm") if name in sys.modules)))
+    {command}.main(["--help"])
+assert "usage: dit4sr-{command}" in out.getvalue()
+print(",".join(sorted(name for name in ("torch", "pyiqa", "gradio", "PIL", "tqdm") if name in sys.modules)))
 """
     assert run_python(code).stdout.strip() == ""
+
+
+def test_only_the_command_lines_know_argparse():
+    for path in PACKAGE.rglob("*.py"):
+        if "cli" not in path.relative_to(PACKAGE).parts:
+            assert "argparse" not in local_imports(path) | third_party_imports(path), path
 
 
 def test_package_names_are_imported_on_first_use():
@@ -81,7 +88,7 @@ logging.getLogger().setLevel(logging.DEBUG)
 handlers = list(logging.getLogger().handlers)
 import diffusers_dit4sr
 from diffusers_dit4sr import StableDiffusion3SRPipeline, Captioner, upscale_files
-import diffusers_dit4sr.cli.main, diffusers_dit4sr.runtime
+import diffusers_dit4sr.cli.main, diffusers_dit4sr.runtime, diffusers_dit4sr.cli.demo
 if importlib.util.find_spec("gradio") is not None:  # the `demo` extra
     import diffusers_dit4sr.demo
 levels = [library.get_verbosity() for library in
@@ -145,6 +152,7 @@ ENTRY_POINTS = dict(
 def test_the_entry_points_are_the_three_commands():
     assert set(ENTRY_POINTS) == {"dit4sr-upscale", "dit4sr-evaluate", "dit4sr-demo"}
     assert ENTRY_POINTS["dit4sr-upscale"] == "diffusers_dit4sr.cli.main:main"
+    assert ENTRY_POINTS["dit4sr-demo"] == "diffusers_dit4sr.cli.demo:main"
 
 
 @pytest.mark.parametrize("script", sorted(ENTRY_POINTS))
@@ -153,6 +161,23 @@ def test_entry_points_resolve(script):
         pytest.skip("the demo needs gradio (the `demo` extra), which is not installed")
     module, name = ENTRY_POINTS[script].split(":")
     assert callable(getattr(__import__(module, fromlist=[name]), name))
+
+
+def test_dependency_floors_are_above_known_fixed_vulnerabilities():
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    text = (ROOT / "pyproject.toml").read_text()
+    dependencies = text.split("dependencies = [")[1].split("]")[0]
+    eval_extra = re.search(r"^eval = \[(.*)\]$", text, flags=re.MULTILINE)[1]
+    requirements = {
+        requirement.name.lower(): requirement
+        for requirement in map(Requirement, re.findall(r'"([^"]+)"', dependencies + eval_extra))
+    }
+    floors = {"torch": "2.6", "transformers": "4.48", "pillow": "10.3", "tqdm": "4.66.3", "setuptools": "78.1.1"}
+    for name, fixed in floors.items():
+        lowest = [Version(spec.version) for spec in requirements[name].specifier if spec.operator == ">="]
+        assert lowest and min(lowest) >= Version(fixed), f"{requirements[name]} allows versions below {fixed}"
 
 
 def local_imports(path: Path) -> set[str]:
@@ -169,6 +194,17 @@ def local_imports(path: Path) -> set[str]:
             names.update(f"{module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("diffusers_dit4sr"):
             names.add(node.module)
+    return names
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the modules `path` imports by absolute name, anywhere in it."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
     return names
 
 

@@ -14,6 +14,7 @@ from diffusers_dit4sr.photo import (
     FLATTEN_BACKGROUND,
     check_save_options,
     read_photo,
+    read_photo_size,
     save_upscaled,
     upscaled_photo,
 )
@@ -329,3 +330,19 @@ def test_read_photo_names_a_broken_file(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read .*broken.png"):
         read_photo(tmp_path / "broken.png")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+@pytest.mark.parametrize("orientation, size", [(1, (30, 20)), (6, (20, 30)), (8, (20, 30))])
+def test_read_photo_size_gives_the_upright_size_from_the_header_alone(
+    tmp_path, monkeypatch, suffix, orientation, size
+):
+    path = tmp_path / f"photo{suffix}"
+    PIL.Image.fromarray((gradient(20, 30) * 255).astype(np.uint8)).save(path, exif=camera_exif(orientation))
+    assert read_photo_size(path) == size == read_photo(path).size
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=f"cannot read {tmp_path / 'broken.png'}: cannot identify image file"):
+        read_photo_size(tmp_path / "broken.png")
+    # No format decodes its pixels for it (Pillow's PNG `getexif` does, looking for a late eXIf chunk).
+    monkeypatch.setattr(PIL.Image.Image, "load", lambda self: pytest.fail(f"decoded {path.name}"))
+    assert read_photo_size(path) == size

@@ -4,6 +4,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -201,7 +202,12 @@ def test_resume_recreates_only_missing_samples(workspace, script, tmp_path):
     output = tmp_path / "out"
     shutil.copytree(workspace.root / "out", output)
     samples = output / "samples"
-    (samples / ".00000005.safetensors.999.tmp").write_bytes(b"left by a killed run")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (samples / f".00000005.safetensors.{dead.pid}.tmp").write_bytes(b"left by a killed run")
+    # A concurrent run's file, still being written (its process runs): not touched.
+    writing = samples / f".00000006.safetensors.{os.getppid()}.tmp"
+    writing.write_bytes(b"being written")
     missing = samples / "00000001.safetensors"  # second of the batch (0, 1): sample 0 is read back, not rewritten
     missing.unlink()
     mtimes = {path.name: path.stat().st_mtime_ns for path in samples.glob("*.safetensors")}
@@ -209,7 +215,7 @@ def test_resume_recreates_only_missing_samples(workspace, script, tmp_path):
     result = run(script, *workspace.cached, "--output_dir", output)
 
     assert result.code == 1  # the broken image is still broken
-    assert sorted(path.name for path in samples.iterdir()) == sorted([*mtimes, missing.name])
+    assert sorted(path.name for path in samples.iterdir()) == sorted([*mtimes, missing.name, writing.name])
     assert {name: (samples / name).stat().st_mtime_ns for name in mtimes} == mtimes
     assert_same_sample(workspace.root / "out" / "samples" / missing.name, missing)
     assert json.loads((output / "dataset.json").read_text())["num_samples"] == 3

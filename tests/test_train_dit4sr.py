@@ -16,6 +16,7 @@ from transformers import T5EncoderModel
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
 from diffusers_dit4sr.tiny import make_tiny_pipeline, make_tiny_transformer
+from diffusers_dit4sr.training.checkpoints import CHECKPOINT_MANIFEST, latest_checkpoint
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -125,6 +126,11 @@ def test_two_processes_train_the_requested_number_of_steps(workspace):
     assert completed.returncode == 0, completed.stderr[-3000:]
     checkpoints = sorted(path.name for path in (workspace / "two_processes").glob("checkpoint-*"))
     assert checkpoints[-1] == "checkpoint-4"
+    # Every process wrote its part (its random state) before the checkpoint was made whole.
+    latest = latest_checkpoint(workspace / "two_processes")
+    assert latest.path.name == "checkpoint-4" and latest.skipped == []
+    files = json.loads((latest.path / CHECKPOINT_MANIFEST).read_text())["files"]
+    assert {"random_states_0.pkl", "random_states_1.pkl", "model.safetensors"} <= set(files)
 
 
 def test_resume_continues_to_the_same_parameters(workspace):
@@ -149,6 +155,92 @@ def test_resume_continues_to_the_same_parameters(workspace):
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
     initial = transformer_state(workspace / "tiny" / "transformer")
     assert any(not torch.equal(initial[name], tensor) for name, tensor in straight.items())
+
+
+KILLED_AT_THE_SECOND_SAVE = """
+import importlib.util, os, signal, sys
+from accelerate import Accelerator
+
+spec = importlib.util.spec_from_file_location("train_dit4sr", sys.argv[1])
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+save_state, calls = Accelerator.save_state, []
+
+def save_state_killed_at_the_second_save(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # the start of the checkpoint-2 save
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save_state(self, *args, **kwargs)
+
+Accelerator.save_state = save_state_killed_at_the_second_save
+train.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_run_killed_while_saving_with_a_limit_of_one_resumes_from_latest(workspace, tmp_path, caplog):
+    # Killed at the start of a save with --checkpoints_total_limit 1, the script used to leave only an empty
+    # checkpoint-2 (checkpoint-1 already deleted), and `latest` failed on it: every step trained so far was lost.
+    options = ("--max_train_steps", "3", "--checkpointing_steps", "1", "--checkpoints_total_limit", "1")
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AT_THE_SECOND_SAVE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(name, None)
+    command = [sys.executable, str(script), str(EXAMPLES / "train_dit4sr.py")]
+    completed = subprocess.run(
+        [*command, *arguments(workspace, "killed", *options)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == -9, completed.stderr[-3000:]
+    left = sorted(path.name for path in (workspace / "killed").glob("checkpoint-*"))
+    assert left == ["checkpoint-1", "checkpoint-2.incomplete"]  # the last whole checkpoint, and the interrupted save
+
+    with caplog.at_level("INFO"):
+        summary = run(workspace, "killed", *options, "--resume_from_checkpoint", "latest")
+    assert summary["global_step"] == 3
+    assert f"resuming from {workspace / 'killed' / 'checkpoint-1'}" in caplog.text
+    assert sorted(path.name for path in (workspace / "killed").iterdir() if "checkpoint" in path.name) == [
+        "checkpoint-3"
+    ]
+    run(workspace, "unkilled", *options)
+    resumed, straight = (transformer_state(workspace / name / "transformer") for name in ("killed", "unkilled"))
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_resume_latest_names_the_checkpoint_it_takes_and_what_it_passed_over(workspace, caplog):
+    run(workspace, "broken_latest", "--max_train_steps", "2", "--checkpointing_steps", "1")
+    output = workspace / "broken_latest"
+    weights = output / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short after the save, e.g. by a full disk elsewhere
+    (output / "checkpoint-3").mkdir()  # an older script's save, killed at its start
+
+    with caplog.at_level("INFO"):
+        summary = run(workspace, "broken_latest", "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
+    assert summary["global_step"] == 2
+    assert f"skipping {output / 'checkpoint-3'}: it has no {CHECKPOINT_MANIFEST}" in caplog.text
+    assert f"skipping {output / 'checkpoint-2'}: model.safetensors is 100 bytes" in caplog.text
+    assert f"resuming from {output / 'checkpoint-1'}, the newest whole one (2 newer not)" in caplog.text
+
+    with pytest.raises(ValueError, match=r"checkpoint-2: not a whole checkpoint, model.safetensors is 100 bytes"):
+        run(workspace, "broken_latest", "--resume_from_checkpoint", str(output / "checkpoint-2"))
+
+
+def test_the_final_weights_replace_the_previous_ones_whole(workspace, monkeypatch):
+    run(workspace, "final", "--max_train_steps", "1")
+    transformer = workspace / "final" / "transformer"
+    before = {path.name: path.read_bytes() for path in transformer.iterdir()}
+
+    def crash(self, *args, **kwargs):
+        (Path(args[0]) / "config.json").write_text("{ half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(DiT4SRTransformer2DModel, "save_pretrained", crash)
+    with pytest.raises(OSError, match="No space left"):
+        run(workspace, "final", "--max_train_steps", "1")
+    assert {path.name: path.read_bytes() for path in transformer.iterdir()} == before
+    assert not list((workspace / "final").glob("*.incomplete"))
 
 
 def test_checkpoints_total_limit_and_validation_images(workspace):

@@ -18,10 +18,11 @@ from diffusers_dit4sr import StableDiffusion3SRPipeline, UpscaleSettings, runtim
 from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.cli.main import main as upscale_main
 from diffusers_dit4sr.file_utils import temporary_path
-from diffusers_dit4sr.photo import eight_bit_rgb
+from diffusers_dit4sr.photo import eight_bit_rgb, read_photo, save_upscaled
 from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
 from diffusers_dit4sr.upscaling import Job, PlanError, RunEvents
 from diffusers_dit4sr.upscaling.jobs import plan_batches
+from diffusers_dit4sr.upscaling.outputs import damaged_output
 
 from .utils import camera_exif
 
@@ -305,6 +306,110 @@ def test_plan_batches_follows_the_order_of_each_batchs_first_image():
     assert plan_batches(jobs, sizes, batch_size=1) == [[job] for job in jobs]
 
 
+# --- Existing outputs, output names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage header"])
+def test_a_damaged_output_is_redone_on_the_next_run(pipe, tmp_path, damage):
+    write_image(tmp_path / "in" / "a.png", seed=0)
+    write_image(tmp_path / "in" / "b.png", seed=1)
+    upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=pipe, settings=FAST)
+    whole = {name: (tmp_path / "out" / name).read_bytes() for name in ("a.png", "b.png")}
+    broken = tmp_path / "out" / "b.png"
+    broken.write_bytes(
+        {"empty": b"", "truncated": whole["b.png"][: len(whole["b.png"]) // 2], "garbage header": b"\0" * 64}[damage]
+    )
+    events = Recorder()
+
+    counts = upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=pipe, settings=FAST, events=events)
+
+    assert (counts.upscaled, counts.skipped, counts.failed) == (1, 1, 0)
+    assert events.of("skipped") == ["a.png"]
+    (warning,) = events.of("warning")
+    assert warning.startswith(f"{broken} is damaged (") and warning.endswith(
+        f"upscaling {tmp_path / 'in' / 'b.png'} again"
+    )
+    assert {name: (tmp_path / "out" / name).read_bytes() for name in ("a.png", "b.png")} == whole
+
+
+def test_a_whole_output_of_other_settings_is_kept_with_a_warning(pipe, tmp_path):
+    source = write_image(tmp_path / "in" / "a.png")  # 20 x 28 px: 40 x 56 px at x2
+    earlier = write_image(tmp_path / "out" / "a.png", size=(80, 112)).read_bytes()  # an x4 run's
+    events = Recorder()
+    counts = upscale_files([source], tmp_path / "out", pipeline=no_loading, settings=FAST, events=events)
+    assert (counts.upscaled, counts.skipped, events.of("skipped")) == (0, 1, ["a.png"])
+    assert events.of("warning") == [
+        f"kept {tmp_path / 'out' / 'a.png'}: 80x112 px, made with other settings than this run's 40x56 px "
+        "(overwrite replaces it)"
+    ]
+    assert (tmp_path / "out" / "a.png").read_bytes() == earlier
+
+
+def whole_and_cut_files(folder: Path) -> list[tuple[Path, bool]]:
+    """Outputs as `photo.save_upscaled` writes them in every format and depth, whole (True) and cut short (False)."""
+    rgba = np.random.default_rng(0).random((24, 20, 4)).astype(np.float32)
+    source = read_photo(write_image(folder / "source.png", size=(10, 12)))
+    files = []
+    for name, depth in [("a.png", 8), ("b.png", 16), ("c.jpg", 8), ("d.webp", 8), ("e.bmp", 8), ("f.tif", 8)]:
+        path = save_upscaled(source, rgba[..., :3], folder / name, bit_depth=depth)
+        files.append((path, True))
+        data = path.read_bytes()
+        for index, cut in enumerate((len(data) - 1, len(data) // 2, 30, 0)):
+            damaged = folder / f"cut{index}-{name}"
+            damaged.write_bytes(data[:cut])
+            files.append((damaged, False))
+    deep_tiff = folder / "g.tif"
+    tifffile.imwrite(deep_tiff, (rgba * 65535).astype(np.uint16), photometric="rgb", extrasamples=("unassalpha",))
+    files.append((deep_tiff, True))
+    (folder / "cut-g.tif").write_bytes(deep_tiff.read_bytes()[:-5])
+    files.append((folder / "cut-g.tif", False))
+    return files
+
+
+def test_damaged_output_tells_whole_files_from_cut_ones_in_every_format(tmp_path):
+    for path, whole in whole_and_cut_files(tmp_path):
+        problem = damaged_output(path)
+        assert (problem is None) == whole, (path.name, problem)
+        if not whole:
+            assert problem.startswith(("cut short", "it does not decode")), (path.name, problem)
+
+
+@pytest.mark.parametrize(
+    "names", [("Photo.jpg", "photo.png"), ("CAFÉ.png", "café.jpg"), ("straße.png", "STRASSE.jpg")]
+)
+def test_outputs_that_differ_only_in_case_are_refused(tmp_path, names):
+    for index, name in enumerate(names):
+        write_image(tmp_path / "in" / name, seed=index)
+    with pytest.raises(PlanError, match="one file where names ignore case"):
+        upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=no_loading)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_252_byte_name_is_upscaled_and_an_output_name_too_long_refused_before_any_model(pipe, tmp_path):
+    long_source = write_image(tmp_path / "in" / ("a" * 248 + ".png"))  # 252 bytes: the longest common names
+    counts = upscale_files([long_source], tmp_path / "out", pipeline=pipe, settings=FAST)
+    assert counts.upscaled == 1 and os.listdir(tmp_path / "out") == [long_source.name]
+
+    too_long = tmp_path / "single" / ("b" * 252 + ".tiff")  # 257 bytes
+    with pytest.raises(PlanError, match=r"the output's name is 257 bytes long, and its folder takes names up to 255"):
+        upscale_files([long_source], too_long, pipeline=no_loading)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+def test_a_link_planted_where_an_output_is_written_is_not_followed(pipe, tmp_path):
+    source = write_image(tmp_path / "in" / "photo.png")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("an unrelated file")
+    planted = tmp_path / "out" / f".photo.png.{os.getpid()}.tmp"  # the temporary name earlier versions used
+    planted.parent.mkdir()
+    planted.symlink_to(victim)
+
+    assert upscale_files([source], tmp_path / "out", pipeline=pipe, settings=FAST).upscaled == 1
+    assert victim.read_text() == "an unrelated file" and planted.is_symlink()
+    output = tmp_path / "out" / "photo.png"
+    assert not output.is_symlink() and damaged_output(output) is None
+
+
 # --- One line for a model that cannot load, in the command line and the demo -----------------------------------
 
 
@@ -344,7 +449,7 @@ def test_a_broken_model_folder_is_the_same_line_in_the_command_and_the_demo(
     breaking, saved_pipeline, tmp_path, monkeypatch, capsys
 ):
     gr = pytest.importorskip("gradio")
-    from diffusers_dit4sr import demo
+    from diffusers_dit4sr.cli import demo
 
     folder = tmp_path / "broken"
     folder.mkdir()

@@ -16,6 +16,10 @@ __all__ = [
     "DEFAULT_CAPTION_TOP_P",
     "DEFAULT_EVALUATION_METRICS",
     "DEFAULT_OUTPUT_DIR",
+    "DEMO_MAX_FILE_SIZE",
+    "DEMO_MAX_INPUT_SIDE",
+    "DEMO_MAX_OUTPUT_SIDE",
+    "DEMO_QUEUE_SIZE",
     "DTYPE_NAMES",
     "EVALUATION_BENCHMARKS",
     "EXIT_FAILED",
@@ -59,6 +63,15 @@ DEFAULT_EVALUATION_METRICS = ("lpips", "musiq", "maniqa-pipal", "clipiqa+_vitL14
 """The paper's five metrics (Table 1), as pyiqa names; `lpips` needs references and is left out without them."""
 MAX_OUTPUT_SIDE = 16384
 """Largest output side in pixels the pipeline accepts (tiled denoising and VAE tiling keep memory bounded)."""
+DEMO_MAX_INPUT_SIDE = 2048
+"""Largest input side, in pixels, the demo page accepts by default: larger photos are rarely low-resolution."""
+DEMO_MAX_OUTPUT_SIDE = 4096
+"""Largest output side, in pixels, the demo page makes by default; a 4096 px square takes minutes on a large GPU."""
+DEMO_MAX_FILE_SIZE = 50 * 2**20
+"""Largest upload, in bytes, the demo page accepts by default (50 MB): a 2048 px photo takes at most 48 MB, as an
+uncompressed float TIFF; a 16-bit PNG at most 32 MB."""
+DEMO_QUEUE_SIZE = 20
+"""Requests the demo page lets wait by default; more are turned away with a "queue full" message."""
 PIXEL_MULTIPLE = 16
 """Tile sides and overlaps are multiples of this: the VAE's 8x downsampling times the transformer's 2x2 patches."""
 SEED_RANGE = (-(2**63), 2**64 - 1)

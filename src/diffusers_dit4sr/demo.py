@@ -1,21 +1,19 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""`dit4sr-demo`: a web page to try DiT4SR: drop in a photo, compare it before and after, download the result.
+"""The web page to try DiT4SR: drop in a photo, compare it before and after, download the result.
 
 `build_demo(pipe, captioner)` makes the Gradio app around an already-loaded pipeline, to launch, mount in another
-app or deploy as a Space; `DemoHandlers` holds what its events call, so they can be tested without a browser; `main`
-is the `dit4sr-demo` command, which loads one pipeline (and optionally a captioner) and serves it. Requests run one
-at a time, in the order they came; Stop, or closing the page, interrupts a running request after its current
+app or deploy as a Space; `DemoHandlers` holds what its events call, so they can be tested without a browser. The
+`dit4sr-demo` command, which loads one pipeline (and optionally a captioner) and serves it, is `cli.demo`. Requests
+run one at a time, in the order they came; Stop, or closing the page, interrupts a running request after its current
 denoising step. See `docs/demo.md`.
 """
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import math
+import os
 import random
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -27,43 +25,32 @@ import numpy as np
 import PIL.Image
 import torch
 
-from . import runtime
 from .captioning import Captioner
-from .cli.options import add_caption_model_options, add_model_options, model_options
 from .constants import (
     COLOR_FIXES,
-    DEFAULT_CAPTION_MODEL,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
+    DEMO_MAX_FILE_SIZE,
+    DEMO_MAX_INPUT_SIDE,
+    DEMO_MAX_OUTPUT_SIDE,
+    DEMO_QUEUE_SIZE,
     MAX_OUTPUT_SIDE,
-    RELEASED_DIT4SR_MODEL,
-    RELEASED_SD3_MODEL,
     color_fix_argument,
 )
+from .errors import one_line
 from .image_processing import pil_bicubic_resize, plan_sizes, to_rgb_tensors
-from .photo import Photo, read_photo, save_upscaled
+from .inference_defaults import INFERENCE_DEFAULTS
+from .photo import Photo, read_photo, read_photo_size, save_upscaled
 from .pipelines import StableDiffusion3SRPipeline
-from .runtime import CAPTION_ERRORS, one_line
+from .runtime import CAPTION_ERRORS
 
 try:
     import gradio as gr
 except ImportError as error:  # the `demo` extra
     raise ImportError("the DiT4SR demo needs Gradio: pip install 'diffusers-dit4sr[demo]'") from error
 
-PROG = "dit4sr-demo"
-MAX_INPUT_SIDE = 2048
-"""Largest input side, in pixels, the page accepts by default: larger photos are rarely low-resolution."""
-MAX_DEMO_OUTPUT_SIDE = 4096
-"""Largest output side, in pixels, the page makes by default; a 4096 px square takes minutes on a large GPU."""
 MAX_SEED = 2**32 - 1
-RELEASED = {
-    name: parameter.default
-    for name, parameter in inspect.signature(StableDiffusion3SRPipeline.__call__).parameters.items()
-}
-"""The released inference settings, the defaults of the pipeline's `__call__`: the page starts from them; the tile
-overlap is the released one for tiles of twice its side or more, and half the tile side for smaller tiles."""
-PROCESS_SIZE = RELEASED["process_size"]
+PROCESS_SIZE = INFERENCE_DEFAULTS.process_size
+"""The page starts from the released settings (`INFERENCE_DEFAULTS`); the tile overlap is the released one for tiles
+of twice its side or more, and half the tile side for smaller tiles."""
 CONCURRENCY_ID = "dit4sr"
 """The queue shared by every event that runs a model: one at a time."""
 CACHE_LIFETIME_S = 3600
@@ -71,7 +58,7 @@ CACHE_LIFETIME_S = 3600
 DESCRIPTION = (
     "Real-world super-resolution with [DiT4SR](https://huggingface.co/papers/2503.23580) on Stable Diffusion 3.5. "
     "Upload or paste a photo, optionally describe it, and compare the bicubic enlargement (left) with DiT4SR "
-    "(right). Inputs up to {max_input_side} px a side, outputs up to {max_output_side} px."
+    "(right). Inputs up to {max_input_side} px a side and {max_file_size}, outputs up to {max_output_side} px."
 )
 
 ProgressFn = Callable[..., Any]
@@ -86,8 +73,11 @@ class DemoHandlers:
         captioner: fills the caption box from the photo; `None` leaves captions to the user.
         max_input_side: largest input side accepted, in pixels.
         max_output_side: largest output side made, in pixels (at most the pipeline's `MAX_OUTPUT_SIDE`).
+        max_file_size: largest input file accepted, in bytes.
 
-    Invalid requests raise `gr.Error`, which Gradio shows in the page. Each result is written as a PNG to a
+    Invalid requests raise `gr.Error`, which Gradio shows in the page, naming the user's file (never the server's
+    path). A photo's size is read from its header and checked before it is decoded: a small file that would decode
+    into gigabytes costs nothing. Each result is written as a PNG to a
     temporary folder, replacing the previous one (Gradio keeps its own copy in its cache), with what the photo had
     besides colour (`photo.save_upscaled`: alpha, colour profile, EXIF, XMP, DPI, 16 bits).
     """
@@ -97,17 +87,19 @@ class DemoHandlers:
         pipe: StableDiffusion3SRPipeline,
         captioner: Captioner | None = None,
         *,
-        max_input_side: int = MAX_INPUT_SIDE,
-        max_output_side: int = MAX_DEMO_OUTPUT_SIDE,
+        max_input_side: int = DEMO_MAX_INPUT_SIDE,
+        max_output_side: int = DEMO_MAX_OUTPUT_SIDE,
+        max_file_size: int = DEMO_MAX_FILE_SIZE,
     ) -> None:
         for name, value, maximum in (
             ("max_input_side", max_input_side, math.inf),
             ("max_output_side", max_output_side, MAX_OUTPUT_SIDE),
+            ("max_file_size", max_file_size, math.inf),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-                raise ValueError(f"{name} must be an integer in [1, {maximum}], got {value!r}")
+            _check_limit(name, value, maximum)
         self.pipe, self.captioner = pipe, captioner
         self.max_input_side, self.max_output_side = max_input_side, max_output_side
+        self.max_file_size = max_file_size
         self._lock = threading.Lock()  # the models serve one request at a time, whoever calls
         self._stop = threading.Event()
         self._running_session: str | None = None
@@ -182,7 +174,7 @@ class DemoHandlers:
                     color_fix=color_fix,
                     process_size=PROCESS_SIZE,
                     tile_size=tile_size,
-                    tile_overlap=min(RELEASED["tile_overlap"], tile_size // 32 * 16),
+                    tile_overlap=min(INFERENCE_DEFAULTS.tile_overlap, tile_size // 32 * 16),
                     generator=torch.Generator(device=self.pipe._execution_device).manual_seed(seed),
                     callback_on_step_end=on_step_end,
                     output_type="np",  # float: 16-bit photos are saved from it
@@ -215,18 +207,30 @@ class DemoHandlers:
             self._stop.set()
 
     def _read(self, image_path: str | None) -> Photo:
+        """The photo at `image_path` (an upload in Gradio's cache, named as the user's file), checked against the
+        limits before it is decoded: its file size, then its sides from its header."""
         if not image_path:
             raise _user_error("Upload a photo first.")
+        name = Path(image_path).name
         try:
-            photo = read_photo(image_path)
-        except ValueError as error:
-            raise _user_error(f"Cannot read this file as an image: {one_line(error)}") from error
-        if max(photo.size) > self.max_input_side:
+            file_size = os.path.getsize(image_path)
+            if file_size <= self.max_file_size:
+                width, height = read_photo_size(image_path)
+        except (OSError, ValueError) as error:
+            raise _unreadable(name, image_path, error) from error
+        if file_size > self.max_file_size:
             raise _user_error(
-                f"The photo is {photo.size[0]} × {photo.size[1]} px; this demo accepts photos up to "
-                f"{self.max_input_side} px a side. Downscale it first."
+                f"{name} is {_megabytes(file_size)}; this demo accepts files up to {_megabytes(self.max_file_size)}."
             )
-        return photo
+        if max(width, height) > self.max_input_side:
+            raise _user_error(
+                f"{name} is {width} × {height} px; this demo accepts photos up to {self.max_input_side} px a side. "
+                "Downscale it first."
+            )
+        try:
+            return read_photo(image_path)
+        except ValueError as error:
+            raise _unreadable(name, image_path, error) from error
 
     def _check_sizes(self, photo: Photo, scale: float) -> tuple[int, int]:
         """The output's (height, width), which must fit `max_output_side`.
@@ -262,23 +266,47 @@ class DemoHandlers:
         return path
 
 
+class DemoBlocks(gr.Blocks):
+    """The demo's `gr.Blocks`: `launch()` bounds uploads to the demo's `max_file_size` unless given another one, so
+    that a Space's plain `demo.launch()` is bounded too (Gradio's default is no limit)."""
+
+    max_upload_size: int = DEMO_MAX_FILE_SIZE
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("max_file_size", self.max_upload_size)
+        return super().launch(*args, **kwargs)
+
+
 def build_demo(
     pipe: StableDiffusion3SRPipeline,
     captioner: Captioner | None = None,
     *,
-    max_input_side: int = MAX_INPUT_SIDE,
-    max_output_side: int = MAX_DEMO_OUTPUT_SIDE,
+    max_input_side: int = DEMO_MAX_INPUT_SIDE,
+    max_output_side: int = DEMO_MAX_OUTPUT_SIDE,
+    max_file_size: int = DEMO_MAX_FILE_SIZE,
+    queue_size: int = DEMO_QUEUE_SIZE,
     title: str = "DiT4SR super-resolution",
-) -> gr.Blocks:
+) -> DemoBlocks:
     """The demo page around `pipe` (and `captioner`), as a `gr.Blocks` app: `.launch()` it, mount it with
     `gr.mount_gradio_app`, or make it a Space's `app.py` (`examples/app.py`).
 
-    Events that run a model share one queue slot, so requests run one at a time. Gradio's analytics are off.
+    Events that run a model share one queue slot, so requests run one at a time; at most `queue_size` wait, and
+    more are turned away. Uploads above `max_file_size` bytes are refused by `launch()` before they are stored
+    (pass `max_file_size=` to `gr.mount_gradio_app` when mounting), and by the handlers before they are read; photos
+    above `max_input_side` px a side before they are decoded. Gradio's analytics are off.
     """
-    handlers = DemoHandlers(pipe, captioner, max_input_side=max_input_side, max_output_side=max_output_side)
-    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(CACHE_LIFETIME_S, CACHE_LIFETIME_S)) as demo:
+    _check_limit("queue_size", queue_size, math.inf)
+    handlers = DemoHandlers(
+        pipe, captioner, max_input_side=max_input_side, max_output_side=max_output_side, max_file_size=max_file_size
+    )
+    with DemoBlocks(title=title, analytics_enabled=False, delete_cache=(CACHE_LIFETIME_S, CACHE_LIFETIME_S)) as demo:
+        demo.max_upload_size = max_file_size
         gr.Markdown(f"# {title}")
-        gr.Markdown(DESCRIPTION.format(max_input_side=max_input_side, max_output_side=max_output_side))
+        gr.Markdown(
+            DESCRIPTION.format(
+                max_input_side=max_input_side, max_output_side=max_output_side, max_file_size=_megabytes(max_file_size)
+            )
+        )
         with gr.Row():
             with gr.Column():
                 image = gr.Image(
@@ -302,13 +330,19 @@ def build_demo(
                     )
                 with gr.Row():
                     scale = gr.Number(
-                        RELEASED["upscale"], label="Scale", info="any positive factor", step=0.5, elem_id="scale"
+                        INFERENCE_DEFAULTS.upscale,
+                        label="Scale",
+                        info="any positive factor",
+                        step=0.5,
+                        elem_id="scale",
                     )
-                    steps = gr.Slider(1, 100, RELEASED["num_inference_steps"], step=1, label="Steps", elem_id="steps")
+                    steps = gr.Slider(
+                        1, 100, INFERENCE_DEFAULTS.num_inference_steps, step=1, label="Steps", elem_id="steps"
+                    )
                     guidance = gr.Slider(
                         0,
                         20,
-                        RELEASED["guidance_scale"],
+                        INFERENCE_DEFAULTS.guidance_scale,
                         step=0.5,
                         label="Guidance",
                         info="≤ 1: off",
@@ -318,12 +352,12 @@ def build_demo(
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
                     randomize_seed = gr.Checkbox(False, label="Randomize seed", elem_id="randomize-seed")
                     color_fix = gr.Dropdown(
-                        list(COLOR_FIXES), value=RELEASED["color_fix"], label="Color fix", elem_id="color-fix"
+                        list(COLOR_FIXES), value=INFERENCE_DEFAULTS.color_fix, label="Color fix", elem_id="color-fix"
                     )
                 tile_size = gr.Slider(
                     256,
                     1024,
-                    RELEASED["tile_size"],
+                    INFERENCE_DEFAULTS.tile_size,
                     step=64,
                     label="Tile size (px)",
                     info="smaller: less memory",
@@ -365,7 +399,23 @@ def build_demo(
                     concurrency_limit=1,
                     concurrency_id=CONCURRENCY_ID,
                 )
+    demo.queue(max_size=queue_size)
     return demo
+
+
+def _check_limit(name: str, value: int, maximum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [1, {maximum}], got {value!r}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.3g} MB"
+
+
+def _unreadable(name: str, path: str, error: Exception) -> gr.Error:
+    """The page's message for an upload that cannot be read: the user's file name, never the server's path."""
+    reason = one_line(error.__cause__ or error).replace(str(path), name)
+    return _user_error(f"Cannot read {name} as an image: {reason}")
 
 
 def _user_error(message: str) -> gr.Error:
@@ -409,111 +459,3 @@ def _eight_bit(pixels: PIL.Image.Image | np.ndarray) -> PIL.Image.Image:
     if isinstance(pixels, PIL.Image.Image):
         return pixels
     return PIL.Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of `dit4sr-demo`."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Serve a web page to try DiT4SR super-resolution on your photos. Without --model, the released weights are "
-            f"used: {RELEASED_DIT4SR_MODEL} on top of {RELEASED_SD3_MODEL} (gated: accept its license on the Hub and "
-            "run `hf auth login` first)."
-        ),
-        epilog="More: docs/demo.md.",
-    )
-    model = add_model_options(parser)
-    add_caption_model_options(
-        model,
-        caption_model_help=(
-            f"a transformers vision-language model that fills the caption box, e.g. {DEFAULT_CAPTION_MODEL} (the "
-            "released captioner); it stays loaded beside the pipeline"
-        ),
-    )
-
-    server = parser.add_argument_group("server")
-    server.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on; 0.0.0.0 serves the whole network (default: %(default)s)",
-    )
-    server.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
-    server.add_argument(
-        "--share", action="store_true", help="also serve through a temporary public gradio.live link (needs internet)"
-    )
-    server.add_argument(
-        "--max-input-side",
-        type=int,
-        metavar="PX",
-        default=MAX_INPUT_SIDE,
-        help="largest input side accepted (default: %(default)s)",
-    )
-    server.add_argument(
-        "--max-output-side",
-        type=int,
-        metavar="PX",
-        default=MAX_DEMO_OUTPUT_SIDE,
-        help=f"largest output side made, at most {MAX_OUTPUT_SIDE} (default: %(default)s)",
-    )
-    return parser
-
-
-def check_options(args: argparse.Namespace, device: torch.device) -> None:
-    """Option combinations that cannot work, caught before the slow model loading: a `ValueError` says which."""
-    runtime.check_model_options(**model_options(args), device=device)
-    if args.caption_8bit:
-        if args.caption_model is None:
-            raise ValueError("--caption-8bit loads --caption-model in 8 bits on CUDA; it needs both")
-        runtime.check_caption_8bit(device)
-    if args.max_input_side < 1:
-        raise ValueError(f"--max-input-side must be a positive number of pixels, got {args.max_input_side}")
-    if not 1 <= args.max_output_side <= MAX_OUTPUT_SIDE:
-        raise ValueError(f"--max-output-side must be in [1, {MAX_OUTPUT_SIDE}], got {args.max_output_side}")
-    if not 1 <= args.port <= 65535:
-        raise ValueError(f"--port must be in [1, 65535], got {args.port}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs `dit4sr-demo` with `argv` (default: the process arguments) until interrupted; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        device = runtime.resolve_device(args.device, option="--device")
-        check_options(args, device)
-    except ValueError as error:
-        parser.error(str(error))  # exits with code 2, like argparse's own errors
-    try:
-        with runtime.quiet_libraries(hide_progress_bars=False):
-            return serve(args, device)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-def serve(args: argparse.Namespace, device: torch.device) -> int:
-    """Loads the captioner (with `--caption-model`) and the pipeline, then serves the page until Ctrl+C."""
-    dtype = runtime.resolve_dtype(args.dtype, device)
-    hub = runtime.check_hub_access(args.model, *([args.caption_model] if args.caption_model else []))
-    captioner = None
-    try:
-        if args.caption_model is not None:
-            print(f"loading the captioner {args.caption_model}", file=sys.stderr)
-            captioner = runtime.open_captioner(
-                args.caption_model, device=device, dtype=dtype, hub=hub, load_in_8bit=args.caption_8bit
-            )
-        print(f"loading the pipeline {args.model or RELEASED_DIT4SR_MODEL}", file=sys.stderr)
-        pipe = runtime.open_pipeline(**model_options(args), device=device, hub=hub)
-    except runtime.LoadError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    demo = build_demo(pipe, captioner, max_input_side=args.max_input_side, max_output_side=args.max_output_side)
-    try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share)  # returns on Ctrl+C
-    except OSError as error:  # e.g. the port is taken
-        print(f"{PROG}: error: cannot serve on {args.host}:{args.port}: {one_line(error)}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

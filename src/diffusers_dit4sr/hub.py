@@ -2,9 +2,10 @@
 """Sharing DiT4SR pipelines on the Hugging Face Hub: a model card that says how to use them, and `push_to_hub`.
 
 Diffusers' own `push_to_hub` writes a generic card that says nothing of this library. Ours tells users to install it
-and shows both ways to load the pipeline: `StableDiffusion3SRPipeline.from_pretrained`, and Diffusers' generic
-`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`, which the saved loader module `pipeline_dit4sr.py`
-serves (`diffusers_dit4sr.pipelines.remote_code`).
+and leads with the library's own `StableDiffusion3SRPipeline.from_pretrained`, which runs no code from the
+repository; Diffusers' generic `DiffusionPipeline.from_pretrained(..., revision=..., trust_remote_code=True)`, which
+the saved loader module `pipeline_dit4sr.py` serves (`diffusers_dit4sr.pipelines.remote_code`), comes second, with
+what the flag allows and a pinned revision.
 
 Downloading, for programs that load models (the `dit4sr-upscale` command): `hub_unreachable_reason` asks the Hub
 once, with a short timeout, whether it can be reached at all, and `describe_hub_error` turns what a failed
@@ -101,8 +102,9 @@ def make_model_card(
 
     Its metadata makes the Hub list the repository as a Diffusers image-to-image model derived from `base_model`, under
     the Stability AI Community License that the SD3.5 components carry; its text says what DiT4SR is and shows how to
-    load the repository with this library's class, with Diffusers' `DiffusionPipeline` (`trust_remote_code=True`,
-    which imports our class through the repository's `pipeline_dit4sr.py`) and with the `dit4sr-upscale` command.
+    load the repository: first with this library's class (no remote code), then with Diffusers' `DiffusionPipeline`
+    (`trust_remote_code=True`, which imports our class through the repository's `pipeline_dit4sr.py`: the snippet
+    pins `revision=` to a commit the reader has checked, and says why) and with the `dit4sr-upscale` command.
 
     Args:
         repo_id (`str`): The repository (or folder) the card describes; the usage examples load it.
@@ -157,18 +159,21 @@ image = pipe(image=Image.open("photo.png"), prompt="a red brick house by a lake"
 image.save("photo_x4.png")
 ```
 
-Diffusers' generic loader gives the same pipeline when diffusers-dit4sr is installed:
+Diffusers' generic loader gives the same pipeline when diffusers-dit4sr is installed, but only with
+`trust_remote_code=True`, which lets Diffusers import and run this repository's `pipeline_dit4sr.py` as it is in the
+revision you load. The file's only code imports `StableDiffusion3SRPipeline` from the installed library; read it, and
+pin the commit you read with `revision=`, so that a later change to the file cannot run on your machine. The first
+way needs no such permission.
 
 ```python
 import diffusers_dit4sr.pipelines  # noqa: F401 (registers the library's components with Diffusers)
 from diffusers import DiffusionPipeline
 
-pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True, dtype=torch.bfloat16)
+COMMIT = "..."  # the full hash of a commit whose pipeline_dit4sr.py you have read (the repository's history)
+pipe = DiffusionPipeline.from_pretrained("{repo_id}", revision=COMMIT, trust_remote_code=True, dtype=torch.bfloat16)
 ```
 
-`trust_remote_code=True` lets Diffusers import this repository's `pipeline_dit4sr.py`, whose only code imports
-`StableDiffusion3SRPipeline` from the installed library; the first way needs no such permission. Diffusers checks a
-repository's components before it reads that file, hence the import first.
+Diffusers checks a repository's components before it reads that file, hence the import first.
 
 From the command line:
 

@@ -40,7 +40,7 @@ import tifffile
 import torch
 
 from .constants import BIT_DEPTHS
-from .file_utils import atomic_write_path
+from .file_utils import atomic_write_file
 from .image_processing import HIGH_PRECISION_MODES, pil_bicubic_resize
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "check_save_options",
     "eight_bit_rgb",
     "read_photo",
+    "read_photo_size",
     "save_upscaled",
     "upscaled_photo",
 ]
@@ -153,13 +154,13 @@ class UpscaledPhoto:
             color = color * alpha[..., None] + background * (1 - alpha[..., None])
             alpha = None
         channels = color if alpha is None else np.concatenate([color, alpha[..., None]], axis=-1)
-        with atomic_write_path(path) as temporary:
+        with atomic_write_file(path) as file:
             if depth == 16:
                 samples = np.round(np.clip(channels, 0, 1) * 65535).astype(np.uint16)
-                _write_sixteen_bit(samples, temporary, file_format, self)
+                _write_sixteen_bit(samples, file, file_format, self)
             else:
                 samples = np.round(np.clip(channels, 0, 1) * 255).astype(np.uint8)
-                _write_eight_bit(samples, temporary, file_format, self)
+                _write_eight_bit(samples, file, file_format, self)
         return path
 
 
@@ -185,6 +186,25 @@ def read_photo(path: str | os.PathLike | bytes) -> Photo:
 def _open_binary(source: Path | bytes) -> BinaryIO:
     """The file at `source`, or an in-memory file of its bytes, opened for reading."""
     return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
+def read_photo_size(path: str | os.PathLike) -> tuple[int, int]:
+    """
+    The (width, height) of the photo in an image file, turned upright as its EXIF orientation says (as `read_photo`
+    reads it), from the file's header alone: nothing is decoded, so a small file that would decode into gigabytes
+    is measured at no cost. Raises a `ValueError` naming the file when its header cannot be read.
+    """
+    path = Path(path)
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+            if image.format == "TIFF":  # as stored: Pillow 12 gives a turned TIFF's upright size
+                width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
+            # The base class reads what the header gave; PNG's own `getexif` decodes the pixels to find a late eXIf.
+            orientation = PIL.Image.Image.getexif(image).get(PIL.ExifTags.Base.Orientation)
+    except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
+        raise ValueError(f"cannot read {path}: {error}") from error
+    return (height, width) if orientation in _ROTATED_ORIENTATIONS else (width, height)
 
 
 def _read_open_photo(image: PIL.Image.Image, path: Path | bytes) -> Photo:
@@ -448,7 +468,7 @@ def _split_alpha(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(color, dtype=np.float32), alpha
 
 
-def _write_eight_bit(samples: np.ndarray, path: Path, file_format: str, photo: UpscaledPhoto) -> None:
+def _write_eight_bit(samples: np.ndarray, file: BinaryIO, file_format: str, photo: UpscaledPhoto) -> None:
     image = PIL.Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
     options: dict = {}
     if photo.dpi is not None:
@@ -471,18 +491,17 @@ def _write_eight_bit(samples: np.ndarray, path: Path, file_format: str, photo: U
             tiffinfo.load(photo.exif)
         tiffinfo[_TIFF_XMP_TAG] = photo.xmp
         options["tiffinfo"] = tiffinfo
-    image.save(path, format=file_format, **options)
+    image.save(file, format=file_format, **options)
 
 
-def _write_sixteen_bit(samples: np.ndarray, path: Path, file_format: str, photo: UpscaledPhoto) -> None:
+def _write_sixteen_bit(samples: np.ndarray, file: BinaryIO, file_format: str, photo: UpscaledPhoto) -> None:
     height, width, channels = samples.shape
     if file_format == "PNG":
         encoded = io.BytesIO()
         writer = png.Writer(width, height, greyscale=False, alpha=channels == 4, bitdepth=16, compression=6)
         writer.write(encoded, samples.reshape(height, width * channels))
         chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
-        with open(path, "wb") as file:
-            png.write_chunks(file, chunks[:1] + _png_metadata_chunks(photo) + chunks[1:])
+        png.write_chunks(file, chunks[:1] + _png_metadata_chunks(photo) + chunks[1:])
         return
     extratags = []
     if photo.xmp is not None:
@@ -494,8 +513,9 @@ def _write_sixteen_bit(samples: np.ndarray, path: Path, file_format: str, photo:
         for tag in (tags.Make, tags.Model, tags.DateTime, tags.Artist, tags.Copyright, tags.ImageDescription):
             if isinstance(exif.get(tag), str):
                 extratags.append((tag, "s", 0, exif[tag], True))
+    encoded = io.BytesIO()  # tifffile takes the name of a file object, which ours (a bare descriptor) lacks
     tifffile.imwrite(
-        path,
+        encoded,
         samples,
         photometric="rgb",
         extrasamples=("unassalpha",) if channels == 4 else None,
@@ -506,6 +526,7 @@ def _write_sixteen_bit(samples: np.ndarray, path: Path, file_format: str, photo:
         extratags=extratags,
         metadata=None,
     )
+    file.write(encoded.getbuffer())
 
 
 def _png_metadata_chunks(photo: UpscaledPhoto) -> list[tuple[bytes, bytes]]:

@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         check_models(args)
     except UsageError as error:
         if processes.is_main:  # every process found the same error: one says it
+            from .progress import printable
+
             parser.print_usage(sys.stderr)
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+            print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE
 
     # The other processes report problems only: progress bars and file-by-file lines come from the main one.
@@ -264,8 +266,27 @@ def _check_model_source(option: str, value: str, required_file: str, kind: str) 
             raise UsageError(f"{option} {value}: cannot read {required_file}: {error}") from None
         if not isinstance(index, dict) or (required_file == "model_index.json" and "_class_name" not in index):
             raise UsageError(f"{option} {value}: {required_file} is not the index of {kind}")
+        if option == "--model":
+            _check_no_pickle_only(value)
         return
     try:
         huggingface_hub.utils.validate_repo_id(value)
     except HFValidationError:
         raise UsageError(f"{option} {value}: no such folder, and not a Hub id (namespace/name) either") from None
+
+
+def _check_no_pickle_only(value: str) -> None:
+    """A local pipeline folder must hold safetensors: the pipeline refuses pickle weights (`safe_loading`), and this
+    says so before anything loads, with the command that converts them."""
+    from ..safe_loading import PICKLE_RISK, pickle_only_weights
+
+    pickles = pickle_only_weights(value)
+    if pickles:
+        convert = (
+            f"from diffusers_dit4sr import StableDiffusion3SRPipeline as P; "
+            f"P.from_pretrained({value!r}, allow_pickle=True).save_pretrained({value + '-safetensors'!r})"
+        )
+        raise UsageError(
+            f"--model {value}: its weights are pickle files only ({', '.join(map(str, pickles))}), {PICKLE_RISK}. If "
+            f'you trust where they came from, convert them to safetensors once: python -c "{convert}"'
+        )

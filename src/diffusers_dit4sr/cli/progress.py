@@ -1,10 +1,11 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """What `dit4sr-upscale` shows while it works: tqdm bars over the captioned images and the denoising steps, and the
-run's messages on stderr (`TerminalEvents`, the command's `upscaling.RunEvents`)."""
+run's messages on stderr (`TerminalEvents`, the command's `upscaling.RunEvents`); file names are shown `printable`."""
 
 from __future__ import annotations
 
 import sys
+import unicodedata
 from collections.abc import Callable
 
 from tqdm import tqdm
@@ -13,12 +14,35 @@ from ..pipelines import StableDiffusion3SRPipeline
 from ..upscaling import Job, RunEvents
 from .options import PROG
 
-__all__ = ["StepProgress", "TerminalEvents", "report"]
+__all__ = ["StepProgress", "TerminalEvents", "printable", "report"]
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Characters that reorder the text after them on the terminal (right-to-left overrides and isolates)."""
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+"""Control characters (newline, carriage return, escape, ...), undecodable bytes, line and paragraph separators."""
+
+
+def printable(text: str) -> str:
+    """`text` with the characters that could forge terminal output escaped as Python writes them (`\\n`, `\\x1b`,
+    `\\u202e`): control characters, line separators, bidirectional overrides, and the undecodable bytes of a file
+    name (as `\\xff`). A file name printed through it stays on its line and cannot fake a summary or move the cursor;
+    other names print unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(_escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    if char not in _BIDI_CONTROLS and unicodedata.category(char) not in _ESCAPED_CATEGORIES:
+        return char
+    if "\udc80" <= char <= "\udcff":  # a byte of a name that is not valid in the file system's encoding
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def report(message: str) -> None:
-    """A line on stderr that does not break the progress bar."""
-    tqdm.write(message, file=sys.stderr)
+    """A line on stderr that does not break the progress bar; the names in it are shown `printable`."""
+    tqdm.write(printable(message), file=sys.stderr)
 
 
 class StepProgress:
@@ -38,7 +62,7 @@ class StepProgress:
         self.index, self.size, self.start, self.steps_done = index, len(batch), self.bar.n, 0
         first = f"{index + 1}" if len(batch) == 1 else f"{index + 1}-{index + len(batch)}"
         others = f" (+{len(batch) - 1})" if len(batch) > 1 else ""
-        self.bar.set_description(f"Upscaling {first}/{self.num_images} {batch[0].source.name}{others}")
+        self.bar.set_description(f"Upscaling {first}/{self.num_images} {printable(batch[0].source.name)}{others}")
 
     def on_step(self, pipe: StableDiffusion3SRPipeline) -> None:
         if self.steps_done == 0:
@@ -81,7 +105,7 @@ class TerminalEvents(RunEvents):
 
     def skipped(self, job: Job) -> None:
         if not self.quiet:
-            print(f"skipped {job.source}: {job.target} exists (pass --overwrite to replace it)")
+            print(printable(f"skipped {job.source}: {job.target} exists (pass --overwrite to replace it)"))
 
     def captioning_started(self, count: int) -> None:
         self.note(f"captioning {count} image{'s' if count != 1 else ''} with {self.caption_model}")

@@ -28,6 +28,7 @@ from diffusers.models.normalization import AdaLayerNormContinuous
 from diffusers.utils import apply_lora_scale, logging
 from torch import nn
 
+from ..safe_loading import safetensors_options
 from .attention_processor import DiT4SRAttention
 from .released import RELEASED_LR_KEY_SOURCES, describe_location, released_variant_in_path
 from .transformer_blocks import (
@@ -194,7 +195,11 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         Otherwise the checkpoint cannot be attributed and a `ValueError` says what to pass: a wrong guess would run
         without error and give wrong images. To start a new DiT4SR from an SD3 transformer, use
         [`~DiT4SRTransformer2DModel.from_transformer`].
+
+        Weights load from safetensors only unless `allow_pickle=True` is passed: a folder with only pickle weights is
+        refused with a `ValueError` that says how to convert it (`safe_loading`).
         """
+        kwargs = safetensors_options(cls, pretrained_model_name_or_path, kwargs)
         if kwargs.get("lr_key_source") is None:
             kwargs.pop("lr_key_source", None)
             config = cls.load_config(

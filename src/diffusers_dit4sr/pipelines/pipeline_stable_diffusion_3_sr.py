@@ -53,6 +53,7 @@ from ..image_processing import (
 from ..inference_defaults import INFERENCE_DEFAULTS
 from ..models import DiT4SRTransformer2DModel
 from ..models.released import RELEASED_LR_KEY_SOURCES
+from ..safe_loading import safetensors_options
 from ..tiling import Tile, blend_tiles, gaussian_tile_weights, plan_tiles
 from .remote_code import local_class_name, register_component_libraries, remote_class_name, write_loader_module
 
@@ -258,6 +259,17 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 8
         self.tokenizer_max_length = self.tokenizer.model_max_length if self.tokenizer is not None else 77
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+        r"""
+        Diffusers' [`~DiffusionPipeline.from_pretrained`] (same arguments), loading safetensors only unless
+        `allow_pickle=True` is passed: a folder whose components hold only pickle weights (`.bin`), which can run code
+        when loaded, is refused with a `ValueError` that says how to convert it (`safe_loading`).
+        """
+        return super().from_pretrained(
+            pretrained_model_name_or_path, **safetensors_options(cls, pretrained_model_name_or_path, kwargs)
+        )
 
     @classmethod
     def from_released(

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import glob
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import PIL.ExifTags
-import PIL.Image
-
 from ..constants import DEFAULT_OUTPUT_DIR, IMAGE_EXTENSIONS, MAX_OUTPUT_SIDE
 from ..errors import one_line
-from ..photo import check_save_options
+from ..photo import check_save_options, read_photo_size
 
 __all__ = [
     "Job",
@@ -28,9 +26,6 @@ __all__ = [
     "plan_jobs",
     "screen_image",
 ]
-
-EXIF_TRANSPOSED = (5, 6, 7, 8)
-"""EXIF orientations that swap the image's width and height (the rotations by 90 degrees)."""
 
 
 class PlanError(ValueError):
@@ -100,11 +95,20 @@ def plan_jobs(images: list[Path], output: str | os.PathLike | None) -> list[Job]
 
     folder = Path(output if output is not None else DEFAULT_OUTPUT_DIR)
     jobs = [Job(image, folder / f"{image.stem}.png") for image in images]
-    sources_by_target: dict[Path, Path] = {}
+    # Compared as case-insensitive file systems (macOS, Windows, exFAT) compare names: `Photo.jpg` and `photo.png`
+    # would write one file there, the second result silently replacing the first.
+    jobs_by_name: dict[str, Job] = {}
     for job in jobs:
-        if job.target in sources_by_target:
-            raise PlanError(f"{sources_by_target[job.target]} and {job.source} would both be written to {job.target}")
-        sources_by_target[job.target] = job.source
+        name = unicodedata.normalize("NFC", job.target.name).casefold()
+        if name in jobs_by_name:
+            other = jobs_by_name[name]
+            where = (
+                str(job.target)
+                if other.target == job.target
+                else f"{other.target} and {job.target}, one file where names ignore case (macOS, Windows)"
+            )
+            raise PlanError(f"{other.source} and {job.source} would both be written to {where}; rename one")
+        jobs_by_name[name] = job
     return jobs
 
 
@@ -122,6 +126,12 @@ def check_outputs(jobs: list[Job], output: str | os.PathLike | None, *, bit_dept
             check_save_options(job.target, bit_depth=bit_depth)
         except ValueError as error:
             raise PlanError(f"{job.target}: {error}") from None
+        longest = _longest_name(job.target.parent)
+        if len(os.fsencode(job.target.name)) > longest:
+            raise PlanError(
+                f"{job.target}: the output's name is {len(os.fsencode(job.target.name))} bytes long, and its folder "
+                f"takes names up to {longest} bytes; rename {job.source} or pass another output name"
+            )
     sources = {job.source.resolve(): job.source for job in jobs}
     folders = sorted({job.target.parent for job in jobs})
     if not names_output_file(output):
@@ -138,6 +148,17 @@ def check_outputs(jobs: list[Job], output: str | os.PathLike | None, *, bit_dept
             raise PlanError(f"-o {job.target} would replace the input {job.source} with its output; pass another -o")
     for folder in folders:
         _check_writable_folder(folder, Path(output) if output is not None else folder)
+
+
+def _longest_name(folder: Path) -> int:
+    """The longest file name, in bytes, that `folder` (or the nearest existing folder above it) takes."""
+    existing = folder.absolute()
+    while not existing.is_dir() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer: the common limit
+        return 255
 
 
 def _check_writable_folder(folder: Path, shown: Path) -> None:
@@ -178,16 +199,14 @@ def screen_image(path: Path, scale: float) -> tuple[int, int]:
     would be too large, is reported at once; the pipeline checks again (with the exact decoded image).
     """
     try:
-        with PIL.Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(PIL.ExifTags.Base.Orientation)
-    except Exception as error:  # noqa: BLE001 (PIL reports unreadable files with many exception types)
-        raise JobError(f"cannot read {path}: {one_line(error)}") from None
+        width, height = read_photo_size(path)
+    except ValueError as error:  # the file's name as it is, the reason on one line
+        raise JobError(f"cannot read {path}: {one_line(error.__cause__ or error)}") from None
     try:
         output_size(width, height, scale)
     except ValueError as error:
         raise JobError(f"cannot upscale {path}: {error}") from None
-    return (height, width) if orientation in EXIF_TRANSPOSED else (width, height)
+    return width, height
 
 
 def plan_batches(jobs: list[Job], sizes: dict[Job, tuple[int, int]], batch_size: int) -> list[list[Job]]:

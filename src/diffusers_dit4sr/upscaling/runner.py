@@ -32,7 +32,7 @@ from ..runtime import LoadError
 from .captions import CaptionCounts, CaptionSource, caption_jobs, read_caption
 from .events import RunEvents
 from .jobs import Job, JobError, check_outputs, find_images, plan_batches, plan_jobs, screen_image
-from .outputs import remove_stale_outputs
+from .outputs import keep_existing_output, remove_stale_outputs
 
 __all__ = ["RunCounts", "UpscaleSettings", "run_jobs", "upscale_files"]
 
@@ -217,7 +217,7 @@ def _run_share(
     counts = RunCounts()
     todo = []
     for job in jobs:
-        if job.target.exists() and not overwrite:
+        if not overwrite and keep_existing_output(job, settings.scale, events):  # a damaged output is redone
             events.skipped(job)
             counts.skipped += 1
         else:
