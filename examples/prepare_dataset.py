@@ -46,6 +46,8 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from diffusers_dit4sr.captioning import Captioner
+from diffusers_dit4sr.cli.messages import DATASET_OPTIONS, CommandLineTerms
+from diffusers_dit4sr.errors import one_line
 from diffusers_dit4sr.file_utils import atomic_write_path, remove_stale_temporary_files
 from diffusers_dit4sr.image_processing import resize
 from diffusers_dit4sr.photo import read_photo
@@ -58,13 +60,7 @@ from diffusers_dit4sr.training.datasets import (
     random_crop,
     read_caption,
 )
-from diffusers_dit4sr.training.hf_datasets import (
-    SOURCE_FLAGS,
-    DatasetSource,
-    load_training_rows,
-    message_with_options,
-    read_row_image,
-)
+from diffusers_dit4sr.training.hf_datasets import DatasetSource, load_training_rows, read_row_image
 from diffusers_dit4sr.training.prepared_hub import export_prepared_dataset, push_prepared_dataset
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,7 +85,7 @@ RESUME_KEYS = (
 """`dataset.json` fields that decide the samples' content: a run may only add samples to a folder that agrees on them."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Prepare DiT4SR training pairs (LR/HR crops, latents, embeddings).")
     parser.add_argument("--input_dir", type=Path, default=None, help="Folder of HR images, searched recursively.")
     # 🤗 datasets (issue 28): the HR images from a dataset, and the pairs written as one.
@@ -159,6 +155,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="Device of the models: auto, cpu, cuda, cuda:1, mps...")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="Precision of the models.")
     parser.add_argument("--max_samples", type=int, default=None, help="Stop after this many samples (for trials).")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     if (args.input_dir is None) == (args.dataset_name is None):
@@ -448,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = SourceImages(args)
     except ValueError as error:  # the library names its parameters, mapped to their flags
-        print(f"prepare_dataset.py: error: {message_with_options(error, SOURCE_FLAGS)}", file=sys.stderr)
+        terms = CommandLineTerms(build_parser(), aliases=DATASET_OPTIONS)
+        print(f"prepare_dataset.py: error: {terms(one_line(error))}", file=sys.stderr)
         return 2
     total = len(images) * args.crops_per_image
     if args.max_samples is not None:

@@ -40,6 +40,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffusers_dit4sr import DiT4SRTransformer2DModel, StableDiffusion3SRPipeline
+from diffusers_dit4sr.cli.messages import DATASET_OPTIONS, CommandLineTerms
+from diffusers_dit4sr.errors import one_line
 from diffusers_dit4sr.file_utils import atomic_write_folder, atomic_write_path
 from diffusers_dit4sr.hub import RELEASED_DIT4SR_MODEL, RELEASED_SD3_MODEL, make_training_model_card
 from diffusers_dit4sr.pipelines import DEFAULT_MAX_SEQUENCE_LENGTH
@@ -85,7 +87,7 @@ def str_to_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     models = parser.add_argument_group("models")
     models.add_argument(
@@ -252,7 +254,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     saving.add_argument("--push_to_hub", action="store_true")
     saving.add_argument("--hub_model_id", default=None)
     saving.add_argument("--hub_token", default=None)
+    return parser
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if sum(source is not None for source in (args.train_data_dir, args.prepared_data_dir, args.dataset_name)) != 1:
         parser.error("pass exactly one of --train_data_dir, --prepared_data_dir and --dataset_name")
@@ -370,24 +376,13 @@ def limited_by(args: argparse.Namespace) -> str:
     return f" (--max_train_samples {args.max_train_samples})" if args.max_train_samples is not None else ""
 
 
-DATASET_FLAGS = {
-    "sources": "--dataset_name",
-    "weights": "--dataset_weights",
-    "max_samples": "--max_train_samples",
-    "resolution": "--resolution",
-    "shuffle_buffer_size": "--shuffle_buffer_size",
-    "batch_size": "--train_batch_size",
-    "num_workers": "--dataloader_num_workers",
-}
-"""The flags of the other parameters that `diffusers_dit4sr.training.hf_datasets` names in its errors (besides
-`SOURCE_FLAGS`)."""
-
-
 def as_flags(error: Exception) -> str:
-    """A library error on one line, with the parameters it names (`name`) replaced by their flags."""
-    from diffusers_dit4sr.training.hf_datasets import SOURCE_FLAGS, message_with_options
-
-    return message_with_options(error, {**SOURCE_FLAGS, **DATASET_FLAGS})
+    """A library error on one line, with the parameters it names (`name`) replaced by this script's options."""
+    terms = CommandLineTerms(
+        build_parser(),
+        aliases={**DATASET_OPTIONS, "batch_size": "train_batch_size", "num_workers": "dataloader_num_workers"},
+    )
+    return terms(one_line(error))
 
 
 def make_hub_dataset(args: argparse.Namespace, accelerator: Accelerator) -> torch.utils.data.Dataset:

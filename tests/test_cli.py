@@ -1,5 +1,6 @@
 """`dit4sr-upscale` end to end, in-process, with the real tiny pipeline saved to a folder (offline, CPU)."""
 
+import argparse
 import contextlib
 import importlib.util
 import os
@@ -1371,4 +1372,15 @@ def test_a_library_error_names_the_option_on_the_command_line(tmp_path, capsys):
     assert main([str(image), "--device", "cpu", "--cpu-offload", "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "dit4sr-upscale: error: --cpu-offload moves models to a GPU while they run; it needs a GPU --device"
+    )
+
+
+def test_a_command_can_name_its_own_options_for_library_parameters():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset_name")
+    parser.add_argument("--max_samples")
+    terms = CommandLineTerms(parser, aliases={"name": "dataset_name", "max_samples": "max_train_samples"})
+    # An alias whose option this command lacks falls back to the option of the parameter's own name.
+    assert terms("`name` has no column `image`; `max_samples` must be at least 1") == (
+        "--dataset_name has no column `image`; --max_samples must be at least 1"
     )

@@ -3,15 +3,17 @@
 `` `Captioner(batch_size=1)` ``), a command names its options (`--quantize int8`, `--caption-batch-size 1`).
 
 `CommandLineTerms` makes that translation for one command, from its parser: a parameter is the option whose `dest`
-has its name, and `PARAMETER_OPTIONS` names the few parameters whose option is called otherwise.
+has its name; `PARAMETER_OPTIONS` names the few parameters whose option is called otherwise, and a command adds its
+own (`DATASET_OPTIONS`: the training scripts' options for `training.hf_datasets`).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Mapping
 
-__all__ = ["PARAMETER_OPTIONS", "CommandLineTerms"]
+__all__ = ["DATASET_OPTIONS", "PARAMETER_OPTIONS", "CommandLineTerms"]
 
 PARAMETER_OPTIONS = {
     "Captioner.model": "caption_model",
@@ -23,6 +25,17 @@ PARAMETER_OPTIONS = {
 }
 """Library parameters (`Class.parameter` where the bare name would be ambiguous) and the `dest` of the option that
 sets them, where the two names differ."""
+DATASET_OPTIONS = {
+    "name": "dataset_name",
+    "sources": "dataset_name",
+    "config": "dataset_config_name",
+    "split": "dataset_split",
+    "revision": "dataset_revision",
+    "weights": "dataset_weights",
+    "max_samples": "max_train_samples",
+}
+"""How the training scripts name the parameters of `training.hf_datasets` (`DatasetSource`'s fields, `load_training_rows`'
+arguments), as Diffusers' training examples name them (`--dataset_name`, `--dataset_config_name`, ...)."""
 
 _PARAMETER = re.compile(r"`(?:(?P<owner>[A-Z]\w*)\()?(?P<name>[a-z_]\w*)(?:=(?P<value>[^`]*?))?(?(owner)\))`")
 """A parameter in a library message: `` `name` ``, `` `name=value` `` or `` `Class(name=value)` ``."""
@@ -33,9 +46,12 @@ class CommandLineTerms:
 
     Args:
         parser: The command's parser; its options' `dest`s are the parameters they set.
+        aliases: This command's parameters whose option's `dest` has another name (parameter -> `dest`), besides
+            `PARAMETER_OPTIONS`.
     """
 
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
+    def __init__(self, parser: argparse.ArgumentParser, aliases: Mapping[str, str] | None = None) -> None:
+        self.aliases = {**PARAMETER_OPTIONS, **(aliases or {})}
         self.options: dict[str, str] = {}
         for action in parser._actions:
             if action.option_strings and action.dest != argparse.SUPPRESS:
@@ -47,9 +63,9 @@ class CommandLineTerms:
 
     def _option(self, match: re.Match[str]) -> str:
         owner, name, value = match.group("owner", "name", "value")
-        qualified = f"{owner}.{name}" if owner else name
-        dest = PARAMETER_OPTIONS.get(qualified, PARAMETER_OPTIONS.get(name, name) if not owner else None)
-        option = self.options.get(dest) if dest is not None else None
+        # The option an alias names, else (for a bare name) the option of the same name.
+        dests = [self.aliases.get(f"{owner}.{name}")] if owner else [self.aliases.get(name), name]
+        option = next((self.options[dest] for dest in dests if dest in self.options), None)
         if option is None:
             return match.group(0)
         if value is None or value == "True":

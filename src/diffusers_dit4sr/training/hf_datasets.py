@@ -15,7 +15,7 @@ import glob
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,12 @@ from .datasets import crop_generator, random_crop
 __all__ = [
     "EMPTY_PROMPT_FILE",
     "PREPARED_COLUMNS",
-    "SOURCE_FLAGS",
     "DatasetSource",
     "PreparedInfo",
     "RowReader",
     "RowsDataset",
     "TrainingRows",
     "load_training_rows",
-    "message_with_options",
     "read_row_image",
 ]
 
@@ -58,16 +56,6 @@ PREPARED_TENSORS = ("hr_latents", "lr_latents", "prompt_embeds", "pooled_prompt_
 """Its optional array columns: the cached latents and text embeddings."""
 EMPTY_PROMPT_FILE = "empty_prompt.safetensors"
 """The file beside a prepared dataset's shards with the empty prompt's embeddings (as in a prepared folder)."""
-SOURCE_FLAGS = {
-    "name": "--dataset_name",
-    "config": "--dataset_config_name",
-    "split": "--dataset_split",
-    "revision": "--dataset_revision",
-    "image_column": "--image_column",
-    "caption_column": "--caption_column",
-}
-"""The command-line flags Diffusers' training examples (and ours) give the `DatasetSource` fields, for
-`message_with_options`."""
 _FILE_BUILDERS = {".parquet": "parquet", ".tar": "webdataset", ".arrow": "arrow"}
 """Builders of the files a source may name directly (paths or glob patterns)."""
 
@@ -420,12 +408,6 @@ def _empty_prompt_location(source: DatasetSource, token) -> str:
             f"`name` {source.name!r} has cached text embeddings but its {EMPTY_PROMPT_FILE} cannot be read: "
             f"{one_line(error)}"
         ) from error
-
-
-def message_with_options(error: BaseException, options: Mapping[str, str]) -> str:
-    """`error`'s message on one line, with each parameter it names in backticks replaced by the command-line option
-    that sets it (`options`, e.g. `{"image_column": "--image_column"}`): how a script reports this module's errors."""
-    return re.sub(r"`(\w+)`", lambda match: options.get(match[1], match[0]), one_line(error))
 
 
 def read_row_image(value: Any, token: str | bool | None = None) -> PIL.Image.Image | np.ndarray:
