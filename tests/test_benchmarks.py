@@ -18,6 +18,8 @@ from diffusers_dit4sr import DiT4SRTransformer2DModel
 
 from .utils import BENCHMARKS, import_benchmark
 
+pytestmark = pytest.mark.slow  # the benchmark scripts end to end: not for the edit-test loop
+
 STEPS = 2
 # 40 px -> 160 px output, processed as it is: a 20 x 20 latent in 8-latent tiles with overlap 4, 4 x 4 = 16 tiles.
 TILES = 16

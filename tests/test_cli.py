@@ -146,6 +146,7 @@ def test_folder_input_takes_the_images_directly_inside_and_leaves_no_temp_files(
     assert image_size(tmp_path / "out" / "B.png") == (56, 40)
 
 
+@pytest.mark.slow
 def test_glob_patterns_are_expanded_by_the_program(upscale, tmp_path):
     write_image(tmp_path / "in" / "a.png")
     write_image(tmp_path / "in" / "b.png", seed=1)
@@ -835,6 +836,7 @@ def library_captions(captioner_dir: Path, *image_paths: Path, seed: int = 0, bat
         return captioner(images)
 
 
+@pytest.mark.slow
 def test_caption_model_captions_first_and_writes_caption_files(
     model_dir, captioner_dir, caption_options, prompts, tmp_path, monkeypatch, capsys
 ):
@@ -871,6 +873,7 @@ def test_caption_model_captions_first_and_writes_caption_files(
     )
 
 
+@pytest.mark.slow
 def test_an_existing_caption_file_is_read_not_regenerated(upscale, caption_options, prompts, tmp_path, monkeypatch):
     source = write_image(tmp_path / "photo.png")
     assert upscale(source, "-o", tmp_path / "out", *caption_options) == 0
@@ -897,6 +900,7 @@ def test_a_skipped_image_is_not_captioned(upscale, caption_options, tmp_path, mo
     assert "0 upscaled, 1 skipped (exist), 0 failed; captions: 0 new, 0 reused, 0 failed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_captions_dir_wins_over_caption_model(upscale, caption_options, prompts, tmp_path):
     write_image(tmp_path / "in" / "a.png")
     write_image(tmp_path / "in" / "b.png", seed=1)
@@ -910,6 +914,7 @@ def test_captions_dir_wins_over_caption_model(upscale, caption_options, prompts,
     assert prompts == ["a red brick house", (tmp_path / "out" / "b.txt").read_text(encoding="utf-8").strip()]
 
 
+@pytest.mark.slow
 def test_a_failed_caption_is_reported_and_the_image_upscaled_without_one(
     upscale, caption_options, prompts, tmp_path, monkeypatch, capsys
 ):
@@ -937,6 +942,7 @@ def test_a_failed_caption_is_reported_and_the_image_upscaled_without_one(
     assert captured.out.strip() == "2 upscaled, 0 skipped (exist), 0 failed; captions: 1 new, 0 reused, 1 failed"
 
 
+@pytest.mark.slow
 def test_captions_follow_the_seed_and_the_batch_size(upscale, captioner_dir, caption_options, tmp_path):
     a = write_image(tmp_path / "in" / "a.png")
     b = write_image(tmp_path / "in" / "b.png", seed=1)
@@ -1055,6 +1061,7 @@ def test_a_local_model_folder_does_not_ask_the_hub(model_dir, tmp_path, monkeypa
     assert runtime.check_hub_access(str(model_dir)).unreachable is None
 
 
+@pytest.mark.slow
 def test_offline_mode_and_an_unknown_repository_fail_in_one_line(tmp_path):
     # The real thing, in a fresh process: HF_HUB_OFFLINE is read when huggingface_hub is imported.
     source = write_image(tmp_path / "photo.png")

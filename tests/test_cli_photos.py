@@ -41,6 +41,7 @@ def random_pixels(height: int, width: int, channels: int, seed: int = 0) -> np.n
     return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_transparency_is_kept(upscale, tmp_path):
     alpha = np.zeros((12, 10), np.uint8)
     alpha[3:9, 2:7] = 255
@@ -66,6 +67,7 @@ def test_transparency_is_kept(upscale, tmp_path):
         assert output_alpha.min() == 0 and output_alpha.max() == 255  # transparent stays transparent
 
 
+@pytest.mark.slow
 def test_a_jpeg_keeps_its_profile_camera_and_date_and_comes_out_upright(upscale, tmp_path):
     source = tmp_path / "camera.jpg"
     PIL.Image.fromarray(random_pixels(8, 12, 3)).save(source, icc_profile=SRGB, exif=camera_exif(orientation=6))
@@ -151,6 +153,7 @@ def test_sixteen_bits_for_a_jpeg_is_a_usage_error_before_loading(tmp_path, monke
     assert not (tmp_path / "photo.jpg").exists()
 
 
+@pytest.mark.slow
 def test_an_output_that_cannot_hold_the_metadata_fails_alone(upscale, tiny_pipeline_dir, tmp_path, capsys):
     exif = camera_exif(orientation=1)
     exif[TAGS.ImageDescription] = "x" * 70_000  # a JPEG's EXIF segment holds at most 64 KB

@@ -79,6 +79,7 @@ def pixels(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [0.5, 1.5, 2.7])
 def test_output_size_follows_the_scale(handlers, scale):
     (before, after), path, info, seed = upscale(handlers, scale=scale)
@@ -92,6 +93,7 @@ def test_output_size_follows_the_scale(handlers, scale):
         np.testing.assert_array_equal(np.asarray(before), np.asarray(lr.convert("RGB").resize(size, BICUBIC)))
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_randomized_seeds(handlers):
     first = upscale(handlers, seed=7)
     first_pixels = pixels(first[1])
@@ -107,6 +109,7 @@ def test_same_seed_same_result_and_randomized_seeds(handlers):
     assert not np.array_equal(pixels(randomized[1][1]), first_pixels)
 
 
+@pytest.mark.slow
 def test_page_gives_the_image_dit4sr_upscale_gives(handlers, model_dir, tmp_path):
     page = upscale(handlers, caption="a cat", scale=2, seed=3)
     target = tmp_path / "cli.png"
@@ -116,6 +119,7 @@ def test_page_gives_the_image_dit4sr_upscale_gives(handlers, model_dir, tmp_path
     assert difference.max() <= 1 and difference.mean() < 1e-3  # the same image, to float round-off
 
 
+@pytest.mark.slow
 def test_the_download_keeps_alpha_profile_and_sixteen_bits_and_the_slider_shows_opaque_previews(pipe, tmp_path):
     profile = PIL.ImageCms.ImageCmsProfile(PIL.ImageCms.createProfile("sRGB")).tobytes()
     rgba = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
@@ -149,6 +153,7 @@ def test_the_download_keeps_alpha_profile_and_sixteen_bits_and_the_slider_shows_
     assert (width, height, png_info["bitdepth"]) == (20, 24, 16) and len(np.unique(samples)) > 256
 
 
+@pytest.mark.slow
 def test_progress_is_reported_once_per_step(handlers):
     calls = []
 
@@ -161,6 +166,7 @@ def test_progress_is_reported_once_per_step(handlers):
     assert result[1] is not None and "3 steps" in result[2]
 
 
+@pytest.mark.slow
 def test_stop_interrupts_the_run_after_the_current_step(handlers):
     calls = []
     request = SimpleNamespace(session_hash="this page")

@@ -39,6 +39,7 @@ from .utils import HEADLESS_CHROMIUM_FLAGS  # noqa: E402
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = [
+    pytest.mark.slow,  # a browser and a server for every test
     pytest.mark.skipif(
         CHROMIUM is None or CHROMEDRIVER is None,
         reason="needs headless Chromium and its driver: apt-get install chromium chromium-driver",

@@ -61,6 +61,7 @@ def test_only_the_command_lines_know_argparse():
             assert "argparse" not in local_imports(path) | third_party_imports(path), path
 
 
+@pytest.mark.slow
 def test_package_names_are_imported_on_first_use():
     code = """
 import sys
@@ -78,6 +79,7 @@ print(sorted(set(diffusers_dit4sr.__all__) - set(dir(diffusers_dit4sr))))
         diffusers_dit4sr.nothing  # noqa: B018
 
 
+@pytest.mark.slow
 def test_importing_the_package_leaves_global_logging_alone():
     code = """
 import importlib.util, logging
@@ -244,6 +246,7 @@ def test_no_source_module_is_over_700_lines_but_the_pipeline():
     assert long == {}
 
 
+@pytest.mark.slow
 def test_importing_the_package_prints_nothing():
     """torchao, torch and Diffusers log on torchao's import (kernels that do not fit this torch): hidden, exactly."""
     code = """

@@ -230,6 +230,7 @@ def test_resume_refuses_other_settings(workspace, script):
     )
 
 
+@pytest.mark.slow
 def test_example_scripts_import_without_torchvision_warnings():
     # A fresh process, as a user starts them: transformers warns about torchvision once, when diffusers' SD3
     # pipelines are first imported (the package silences it; torchvision is not installed here).

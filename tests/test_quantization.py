@@ -149,6 +149,7 @@ def test_a_config_of_a_missing_backend_names_its_package(monkeypatch):
         pipeline_quantization_config("nf4-t5")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", CPU_PRESETS)
 def test_preset_runs_end_to_end(preset, tiny_pipeline_dir, reference):
     check_quantization(preset, device="cpu", dtype=DTYPE)

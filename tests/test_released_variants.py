@@ -214,6 +214,7 @@ def test_from_released_rejects_unknown_variants(released):
         StableDiffusion3SRPipeline.from_released("r2", sd3_model=str(released.sd35), dit4sr_model=str(released.repo))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [None, "r1"])
 def test_cli_variant_loads_the_released_model(released, tmp_path, monkeypatch, variant):
     """`dit4sr-upscale --variant r1` reaches `from_released("r1")`, which gives the r1 attention; no flag gives q."""

@@ -186,6 +186,7 @@ class TestConvert:
         ]
         assert settings[0] == settings[1]
 
+    @pytest.mark.slow
     def test_upscales_like_the_pipeline_composed_from_the_released_folders(self, converted, sd35, released):
         composed = StableDiffusion3SRPipeline.from_released(
             "q", sd3_model=str(sd35.path), dit4sr_model=str(released.path), dtype=torch.bfloat16
@@ -195,6 +196,7 @@ class TestConvert:
         assert expected.shape == (1, 64, 64, 3)
         np.testing.assert_array_equal(tiny_upscale(converted.pipe), expected)
 
+    @pytest.mark.slow
     def test_r1_is_converted_with_its_own_lr_keys(self, convert, sd35, released, tmp_path):
         """The converted config records `lr_key_source="lr"`, so the folder loads as r1 under any name."""
         output_dir = tmp_path / "my-upscaler"

@@ -191,6 +191,7 @@ def _generate(pipe: StableDiffusion3Pipeline, output_type: str) -> torch.Tensor:
     ).images
 
 
+@pytest.mark.slow
 def test_sd3_pipeline_runs_with_tiny_components(sd3_pipeline):
     latents = _generate(sd3_pipeline, "latent")
     assert latents.shape == (1, 16, 4, 4)

@@ -165,6 +165,7 @@ def test_lora_on_base_and_control_projections(model):
     assert relative_error(run(model, inputs, joint_attention_kwargs={"scale": 0.0}), expected) < 1e-6
 
 
+@pytest.mark.slow
 def test_regional_compilation_matches_eager(model, fresh_dynamo):
     """The library's compile path: the repeated blocks compiled with `fullgraph=True` (no graph breaks)."""
     model.fuse_lr_projections()
@@ -347,6 +348,7 @@ def test_batch_input_kwargs_are_the_tensor_arguments_of_forward():
     assert all(value.shape[0] == 2 for value in guided_step_inputs(0).values())
 
 
+@pytest.mark.slow
 def test_pab_cache_inference(cache_model, monkeypatch):
     """PyramidAttentionBroadcast: every attention (joint and `attn2`) reuses its output on every other step."""
     model = cache_model

@@ -121,6 +121,7 @@ class TestOutputSize:
 
 
 class TestInputs:
+    @pytest.mark.slow
     def test_input_types_give_the_same_image(self, pipe):
         image = random_image(11, 13)
         array = np.array(image)
@@ -135,6 +136,7 @@ class TestInputs:
         assert not torch.equal(from_floats, expected)
         torch.testing.assert_close(from_floats, expected, rtol=0, atol=0.05)
 
+    @pytest.mark.slow
     def test_grayscale_and_rgba_become_rgb(self, pipe):
         gray = random_image(11, 13).convert("L")
         as_rgb = upscale(pipe, gray.convert("RGB"))
@@ -169,6 +171,7 @@ class TestInputs:
 
 
 class TestOutputTypes:
+    @pytest.mark.slow
     def test_types_agree(self, pipe):
         image = random_image(11, 13)
         pt = upscale(pipe, image, output_type="pt")
@@ -187,12 +190,14 @@ class TestOutputTypes:
 
 
 class TestTiling:
+    @pytest.mark.slow
     def test_batched_tiles_equal_one_at_a_time(self, pipe):
         image = random_image(20, 36)
         batched = upscale(pipe, image, tile_batch_size=8)
         one_by_one = upscale(pipe, image, tile_batch_size=1)
         torch.testing.assert_close(batched, one_by_one, rtol=0, atol=1e-5)
 
+    @pytest.mark.slow
     def test_auto_tile_batch_halves_on_out_of_memory(self, pipe, monkeypatch):
         images = [random_image(20, 36), random_image(20, 36, seed=1)]  # 8 tiles each
         expected = upscale(pipe, images, tile_batch_size=2)

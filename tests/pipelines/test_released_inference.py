@@ -52,8 +52,9 @@ def run_pipeline(pipe, image, caption, noise, upscale):
     "width, height, upscale, tiles",
     [
         (128, 128, 4, 1),  # 512 px: one 64-latent tile
-        (768, 768, 1, 4),  # 96 x 96 latents: 2 x 2 tiles
-        (64, 32, 4, 3),  # enlarged to 256 x 128 by the process size, then 1024 x 512 px: 1 x 3 tiles
+        pytest.param(768, 768, 1, 4, marks=pytest.mark.slow),  # 96 x 96 latents: 2 x 2 tiles
+        # Enlarged to 256 x 128 by the process size, then 1024 x 512 px: 1 x 3 tiles.
+        pytest.param(64, 32, 4, 3, marks=pytest.mark.slow),
     ],
 )
 def test_pipeline_defaults_reproduce_the_released_inference(pipe, monkeypatch, width, height, upscale, tiles):
@@ -82,6 +83,7 @@ def test_pipeline_defaults_reproduce_the_released_inference(pipe, monkeypatch, w
     assert relative_error(latents, expected_latents) < 1e-4
 
 
+@pytest.mark.slow
 def test_symmetric_tile_weights_differ_from_the_release(pipe):
     image = photo(768, 768)
     noise = torch.randn(1, 16, 96, 96, generator=torch.Generator().manual_seed(0))
