@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Where the time goes: an analytic FLOP count of one DiT4SR (or plain SD3) forward, and SVG bar charts.
 
     python benchmarks/breakdown.py                      # table for SD3.5-medium, 1024 px, batch 2, 154 text tokens

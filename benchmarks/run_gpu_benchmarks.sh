@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 # Every GPU figure of issue #5 in one device.run call (10-minute limit), most important first; each JSON lands in
 # $OUT as soon as it is measured, and everything printed also goes to $OUT/log.txt. benchmarks/README.md has the
 # exact call and the wheels it needs in .whl/ (diffusers is not installed on the GPU machine).

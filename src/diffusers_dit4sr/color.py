@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Color correction of a super-resolved image against its low-resolution input.
 
 Diffusion SR models tend to drift in global color and contrast. The usual remedy (StableSR, SeeSR, DiT4SR)

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Named quantization presets for small GPUs, as Diffusers `PipelineQuantizationConfig`s.
 
 The preset names and components are plain data, importable without torch, so a CLI can list them in `--help`

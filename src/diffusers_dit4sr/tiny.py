@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Tiny, randomly initialized SD3-style components, built fully offline.
 
 They make the library's tests and smoke runs independent of the Hub: two CLIP text encoders, a T5 encoder,

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 from .pipeline_stable_diffusion_3_sr import (
     DEFAULT_ADDED_PROMPT,
     DEFAULT_MAX_SEQUENCE_LENGTH,

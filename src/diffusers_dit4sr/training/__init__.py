@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Training data: the Real-ESRGAN second-order degradation DiT4SR was trained with, and the datasets."""
 
 from .config import RESIZE_MODES, DegradationConfig

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Blur kernels of the Real-ESRGAN degradation, built in batches with torch.
 
 All kernels live on a square grid of odd size centred on the origin, with x along columns and y along rows.
