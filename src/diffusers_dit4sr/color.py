@@ -3,8 +3,9 @@
 
 Diffusion SR models tend to drift in global color and contrast. The usual remedy (StableSR, SeeSR, DiT4SR)
 is to take the low frequencies, or the per-channel statistics, from the bicubic-upscaled LR image and keep
-only the detail from the model's output. Both functions here work on batches of images (or on latents) and
-do not clamp their output: the caller decides the value range.
+only the detail from the model's output: `adain_color_fix` and `wavelet_color_fix` (`apply_color_fix` picks one by
+name). They work on batches of images (or on latents) and do not clamp their output: the caller decides the value
+range.
 """
 
 import torch

@@ -1,5 +1,6 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""Sharing DiT4SR pipelines on the Hugging Face Hub: a model card that says how to use them, and `push_to_hub`.
+"""Sharing DiT4SR pipelines on the Hugging Face Hub: a model card that says how to use them (`make_model_card`; for
+trained weights, `make_training_model_card`), and `push_to_hub`.
 
 Diffusers' own `push_to_hub` writes a generic card that says nothing of this library. Ours tells users to install it
 and leads with the library's own `StableDiffusion3SRPipeline.from_pretrained`, which runs no code from the

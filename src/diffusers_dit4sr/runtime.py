@@ -2,12 +2,13 @@
 """Getting models ready to run, for every program of the library: the `dit4sr-upscale` command, the `dit4sr-demo`
 page and the demo's Space (`examples/app.py`).
 
-Where and in which precision is `devices.resolve_device` and `resolve_dtype` (re-exported here for the programs);
-`open_pipeline` and `open_captioner` check the options (`check_model_options`), ask the Hub whether it can be reached (`check_hub_access`), load (quantized with a preset of `quantization`, if asked),
-prepare (`prepare_pipeline`: offloading, attention backend, fused projections, compilation, VAE tiling) and turn any
-failure into a `LoadError` whose message is one line that names the cause and the fix (`describe_load_error`).
-Messages name the parameters of these functions (`` `quantize='nf4-t5'` ``); the command line says its options
-instead (`cli.messages`).
+Where and in which precision is `devices.resolve_device` and `resolve_dtype` (re-exported here for the programs).
+`check_hub_access` asks the Hub once whether it can be reached; `open_pipeline` checks its options
+(`check_model_options`), loads (quantized with a preset of `quantization`, if asked) and prepares the pipeline
+(`prepare_pipeline`: offloading, attention backend, fused projections, compilation, VAE tiling); `open_captioner`
+loads a `Captioner`. Both turn any failure to load into a `LoadError` whose message is one line that names the cause
+and the fix (`describe_load_error`, `describe_caption_load_error`). Messages name the parameters of these functions
+(`` `quantize='nf4-t5'` ``); the commands say their options instead (`cli.messages`).
 """
 
 from __future__ import annotations

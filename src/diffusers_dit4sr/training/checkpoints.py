@@ -4,9 +4,9 @@ whole, and older ones go only after a newer one is.
 
 `save_checkpoint` has every process write its part of `accelerator.save_state` into `checkpoint-{step}.incomplete`;
 then one process lists every file with its size in `checkpoint.json`, flushes them all to the disk and renames the
-folder to `checkpoint-{step}` (`file_utils.replace_folder`); only then are checkpoints beyond the limit removed, oldest first. Killed at any point,
-the output folder keeps its last whole checkpoint: the worst a crash leaves is an `.incomplete` folder, removed by
-the next save. `latest_checkpoint` finds the newest whole checkpoint and says why it passed over any newer one;
+folder to `checkpoint-{step}` (`file_utils.replace_folder`); only then are checkpoints beyond the limit removed,
+oldest first. Killed at any point, the output folder keeps its last whole checkpoint: the worst a crash leaves is an
+`.incomplete` folder, removed by the next save. `latest_checkpoint` finds the newest whole checkpoint and says why it passed over any newer one;
 `check_checkpoint` is that check for one folder (the files of `checkpoint.json` are there with their sizes).
 """
 
