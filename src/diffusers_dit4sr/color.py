@@ -119,9 +119,13 @@ def wavelet_color_fix(content: torch.Tensor, reference: torch.Tensor, levels: in
 
 
 def apply_color_fix(content: torch.Tensor, reference: torch.Tensor, method: str | None) -> torch.Tensor:
-    """Apply the color correction named ``method`` (``"adain"``, ``"wavelet"``, or ``None`` for none).
+    """Apply the color correction named ``method``.
 
-    With ``method=None`` ``content`` is returned unchanged (the same tensor object).
+    Args:
+        content: The images to correct.
+        reference: The bicubic-upscaled LR images they are corrected against.
+        method: ``"adain"``, ``"wavelet"``, or ``None``, which returns ``content`` unchanged (the same tensor
+            object).
     """
     if method is None:
         return content

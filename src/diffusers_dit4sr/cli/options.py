@@ -57,9 +57,16 @@ def _version() -> str:
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, several_processes: bool = False) -> argparse._ArgumentGroup:
-    """The "model" group: `--model`, `--variant`, `--dtype`, `--device`, `--cpu-offload`, `--quantize`,
-    `--quantize-components`; returns the group. `several_processes`: the program runs under `accelerate launch` /
-    `torchrun` too."""
+    """Adds the "model" group: `--model`, `--variant`, `--dtype`, `--device`, `--cpu-offload`, `--quantize`,
+    `--quantize-components`.
+
+    Args:
+        parser: The command's parser.
+        several_processes: The program runs under `accelerate launch` / `torchrun` too (`--device` says how).
+
+    Returns:
+        The group, for more options of the same kind.
+    """
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",

@@ -126,9 +126,17 @@ def save_checkpoint(
     Every process writes its part into `checkpoint-{step}.incomplete`; after all have, the process that owns the
     files (the main one; each node's with `save_on_each_node`) writes `checkpoint.json`, flushes every file to the
     disk and renames the folder into place (an existing `checkpoint-{step}`, of an earlier run, is replaced only
-    then). Then, with `total_limit`, the oldest whole checkpoints beyond that number are removed, never the new one,
-    with the folders interrupted saves left behind. Returns the new checkpoint and what was removed, on every
-    process.
+    then). Then the oldest whole checkpoints beyond `total_limit` are removed, never the new one, with the folders
+    interrupted saves left behind.
+
+    Args:
+        accelerator: The run's `accelerate.Accelerator`.
+        output_dir: The training run's output folder.
+        step: The global step, in the checkpoint's name.
+        total_limit: How many whole checkpoints to keep (`None`: all).
+
+    Returns:
+        The new checkpoint and what was removed, on every process.
     """
     if total_limit is not None and total_limit < 1:
         raise ValueError(f"total_limit must be a positive number of checkpoints, got {total_limit}")
