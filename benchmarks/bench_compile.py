@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Regional compilation of `DiT4SRTransformer2DModel` (random weights): graphs compiled, compile time, speed.
 
     python benchmarks/bench_compile.py --preset sd35-medium --resolution 1024 --dtype bf16      # GPU

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Data-loading throughput of training: HR samples per second from an image folder, a local parquet dataset, and the
 same parquet files streamed, with 0 and 2 DataLoader workers, with and without the Real-ESRGAN degradation.
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Throughput of the Real-ESRGAN degradation: (LR, HR) training pairs per second.
 
 Each iteration degrades one batch of HR crops with a fresh random draw (as training does), so iteration times

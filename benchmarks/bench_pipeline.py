@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Wall time, phase times and peak memory of `StableDiffusion3SRPipeline` (random weights), per configuration.
 
     python benchmarks/bench_pipeline.py --preset sd35-medium --lr-size 512 --upscale 4 --steps 40 \\

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Forward latency and peak memory of `DiT4SRTransformer2DModel` (random weights), optionally beside plain SD3.
 
     python benchmarks/bench_transformer.py --preset sd35-medium --resolution 1024 --batch 2 --dtype bf16

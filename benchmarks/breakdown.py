@@ -1,8 +1,9 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Where the time goes: an analytic FLOP count of one DiT4SR (or plain SD3) forward, and SVG bar charts.
 
     python benchmarks/breakdown.py                      # table for SD3.5-medium, 1024 px, batch 2, 154 text tokens
-    python benchmarks/breakdown.py --svg docs/images/dit4sr_flops.svg
-    python benchmarks/breakdown.py --pipeline-results benchmarks/results/pipeline_....json --svg docs/images/pipeline_time.svg
+    python benchmarks/breakdown.py --text-tokens 333 --svg docs/performance_flops.svg
+    python benchmarks/breakdown.py --pipeline-results benchmarks/results/gpu/pipeline.json --svg docs/performance_pipeline_time.svg
 
 FLOPs count multiply-adds twice and cover the matrix work only (linear layers, the attention products QK^T and PV,
 the patch-embedding and depthwise convolutions); softmax, norms, modulation and residual adds are memory-bound and

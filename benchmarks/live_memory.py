@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Counting the activation memory of PyTorch code without a GPU: live tensor storages, tensor by tensor.
 
 On the meta device nothing is allocated, yet every operator's outputs have sizes, so the peak of what a forward

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Predicted GPU memory of the pipeline job, phase by phase, computed without a GPU.
 
     python benchmarks/memory_plan.py --preset sd35-medium --lr-size 512 --upscale 4 --gpu-memory-gib 12

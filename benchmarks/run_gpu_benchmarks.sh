@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU figure of issue #5 in one device.run call (10-minute limit), most important first; each JSON lands in
-# $OUT as soon as it is measured, and everything printed also goes to $OUT/log.txt. benchmarks/README.md has the
-# exact call and the wheels it needs in .whl/ (diffusers is not installed on the GPU machine).
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+# Every GPU figure of docs/performance.md in one run of at most 10 minutes, most important first; each JSON lands in
+# $OUT as soon as it is measured, and everything printed also goes to $OUT/log.txt. benchmarks/README.md says what the
+# machine needs (wheels in .whl/ are installed first, for a machine without diffusers).
 #
 #   bash benchmarks/run_gpu_benchmarks.sh        # in the repository root; BUDGET_S (default 570) caps the whole run
 #   ONLY='environment|transformer' bash benchmarks/run_gpu_benchmarks.sh    # a regex of step names: split the work
 #   ONLY='environment|pipeline' bash benchmarks/run_gpu_benchmarks.sh       # over two calls when time allows
 #
-# PYTHON (default python3) runs everything. PRESET, RESOLUTION, LR_SIZE and STEPS (defaults: the issue's
+# PYTHON (default python3) runs everything. PRESET, RESOLUTION, LR_SIZE and STEPS (defaults: the targets' job,
 # sd35-medium, 1024, 512, 40) shrink the job; the test suite runs the whole script that way on the CPU, so the GPU
 # call does not find its bugs.
 set -uo pipefail
@@ -25,7 +26,7 @@ RESOLUTION=${RESOLUTION:-1024}
 LR_SIZE=${LR_SIZE:-512}
 STEPS=${STEPS:-40}
 
-# The GPU machine has no diffusers: the wheels carried in .whl/ are installed into /tmp/site.
+# For a machine without diffusers (and without internet): the wheels put in .whl/ are installed into /tmp/site.
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"

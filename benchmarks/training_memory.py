@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """GPU memory of a DiT4SR training step at SD3.5-medium size, predicted from measurements on the CPU.
 
     python benchmarks/training_memory.py --resolution 512 --batch-sizes 1 2 4

@@ -88,7 +88,7 @@ RESUME_KEYS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Prepare DiT4SR training pairs (LR/HR crops, latents, embeddings).")
     parser.add_argument("--input_dir", type=Path, default=None, help="Folder of HR images, searched recursively.")
-    # 🤗 datasets (issue 28): the HR images from a dataset, and the pairs written as one.
+    # 🤗 datasets: the HR images from a dataset, and the pairs written as one.
     hub = parser.add_argument_group("🤗 datasets")
     hub.add_argument(
         "--dataset_name",
@@ -216,7 +216,7 @@ def atomic_write_json(data: dict[str, Any], path: Path) -> None:
 
 
 class SourceImages:
-    """The HR images: the files under --input_dir, or the rows of --dataset_name (issue 28)."""
+    """The HR images: the files under --input_dir, or the rows of --dataset_name."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.rows = args, None
@@ -425,7 +425,8 @@ def write_chunk(
         indices = [item["index"] for item in items]
         hr_generators = [seeded(args.seed, index, HR_LATENT_STREAM) for index in indices]
         lr_generators = [seeded(args.seed, index, LR_LATENT_STREAM) for index in indices]
-        # The LR is encoded after a bicubic upscale back to the HR size, exactly as the pipeline prepares it.
+        # The LR is encoded after a bicubic upscale back to the HR size with the released training's kernel (torch's,
+        # a = -0.75: `image_processing.resize`); inference resizes with PIL's (`pil_bicubic_resize`).
         extra["hr_latents"] = encode_latents(vae, hr, hr_generators)
         extra["lr_latents"] = encode_latents(vae, resize(lr, (args.resolution, args.resolution)), lr_generators)
     if text_pipeline is not None:

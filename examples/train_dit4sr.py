@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--train_data_dir", default=None, help="folder of HR images, degraded on the fly")
     data.add_argument("--prepared_data_dir", default=None, help="folder written by examples/prepare_dataset.py")
-    # 🤗 datasets (issue 28): options that take one value, or one per --dataset_name.
+    # 🤗 datasets: options that take one value, or one per --dataset_name.
     data.add_argument(
         "--dataset_name",
         nargs="+",
@@ -499,7 +499,8 @@ class BatchPreparer:
                 lr, hr = self.degradation(batch["pixel_values"].to(self.device), generator=generator)
             else:
                 lr, hr = batch["lr"].to(self.device), batch["hr"].to(self.device)
-            # The LR image is bicubic-upscaled back to the HR size before encoding, as at inference.
+            # The LR image is bicubic-upscaled back to the HR size before encoding, with torch's kernel (a = -0.75), as the
+            # released training did (inference enlarges with PIL's kernel, `image_processing.pil_bicubic_resize`).
             lr = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
             hr_latents, lr_latents = encode_images(vae, hr, generator), encode_images(vae, lr, generator)
 

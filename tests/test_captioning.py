@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`diffusers_dit4sr.captioning`: the released sentence filter, and `Captioner` on the tiny LLaVA model (offline)."""
 
 import importlib.util

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`dit4sr-upscale` end to end, in-process, with the real tiny pipeline saved to a folder (offline, CPU)."""
 
 import argparse

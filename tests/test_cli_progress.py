@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The command line's progress bar over denoising steps (`cli.progress`)."""
 
 import os

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`dit4sr-demo` without a browser: the page's handlers called directly, the app's events and the command line, on the
 tiny pipeline (offline, CPU). `test_demo_browser.py` drives the page itself."""
 

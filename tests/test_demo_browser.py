@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The demo page in a real browser: headless Chromium, driven by Selenium, against a demo server on 127.0.0.1 that
 serves the tiny pipeline (offline, CPU).
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`diffusers_dit4sr.distributed`: a process's place in its run, and its share of the jobs."""
 
 import pytest

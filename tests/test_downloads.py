@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`diffusers_dit4sr.downloads`: the released pipeline downloaded into plain folders, once, at one commit per
 repository; the Hub replaced by local copies of the two repositories laid out as released (no network)."""
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """atomic_write_file and atomic_write_path: a target is either replaced whole or left as it was, never half-written,
 even after a power cut; the temporary file is new, short-named and never a planted link; and the clean-up of the
 temporary files that killed processes leave behind."""

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The model card, `push_pipeline_to_hub` and the download diagnostics, with the Hub calls replaced (no network)."""
 
 import json

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Image inputs, size plans and the LR resizing of the inference pipeline."""
 
 import numpy as np

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The package's layout: a light import (no torch for the command line's options), lazy names, global logging left
 alone, one source of the released settings, the entry points, and no import cycles."""
 
@@ -271,3 +272,28 @@ logging.getLogger("torch.utils._pytree").warning("another warning")
 logging.getLogger("diffusers.quantizers.torchao.torchao_quantizer").warning("Unable to import `torchao` Tensor objects")
 """
     assert run_python(code).stdout.splitlines() == ["torchao: a real problem", "torch.utils._pytree: another warning"]
+
+
+LICENCE_HEADER = "# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0."
+
+
+def tracked_python_files() -> list[Path]:
+    """Every `.py` file of the repository: git's list in a checkout, else the files under the source folders."""
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout.strip():
+        return [ROOT / name for name in listed.stdout.splitlines()]
+    folders = ("src", "comfyui", "tests", "examples", "scripts", "benchmarks")
+    return [path for folder in folders for path in (ROOT / folder).rglob("*.py")]
+
+
+def test_every_python_file_starts_with_the_licence_header():
+    files = tracked_python_files()
+    assert len(files) > 100
+    without = []
+    for path in files:
+        lines = path.read_text(encoding="utf-8").splitlines()[:2]
+        if lines and lines[0].startswith("#!"):  # an executable script: the header follows the shebang
+            lines = lines[1:]
+        if not lines or lines[0] != LICENCE_HEADER:
+            without.append(str(path.relative_to(ROOT)))
+    assert without == []

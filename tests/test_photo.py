@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Photos keep their transparency, colour profile, metadata and bit depth through upscaling (issue 19)."""
 
 import numpy as np

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`examples/prepare_dataset.py`, offline, on a few tiny PNGs and a tiny pipeline folder."""
 
 import contextlib

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Quantization presets on the tiny pipeline: each preset that runs on a CPU end to end, against the unquantized
 pipeline in the same dtype (bfloat16), plus the checks that refuse presets that cannot run."""
 

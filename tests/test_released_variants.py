@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The released variants `dit4sr_q`, `dit4sr_f` and `dit4sr_r1` load with the attention they were trained with.
 
 The released folders carry plain SD3 configs, identical for the three variants; only `dit4sr_r1` needs the LR

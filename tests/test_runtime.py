@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Getting models ready (`runtime`, `devices`): devices, dtypes, preparing a pipeline."""
 
 import pytest

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Weights load from safetensors only unless the caller allows pickle files (`safe_loading`): a folder with only
 pickle weights is refused, before anything is read, with the way to convert it or allow it."""
 

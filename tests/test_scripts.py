@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`scripts/convert_dit4sr_to_diffusers.py` and `scripts/make_tiny_pipeline.py`, offline on tiny stand-ins.
 
 The stand-ins mirror the real inputs: an SD3.5-medium-like `StableDiffusion3Pipeline` folder, and a folder laid out

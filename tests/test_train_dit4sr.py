@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """examples/train_dit4sr.py on CPU with the tiny pipeline: what trains, resuming, saving, LoRA, data sources."""
 
 import importlib.util

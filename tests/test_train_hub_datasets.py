@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """examples/train_dit4sr.py on 🤗 datasets (`--dataset_name`), on CPU with the tiny pipeline: an image folder, parquet
 shards and a WebDataset tar train; a stream resumes exactly; bad input stops in one line before any model loads."""
 

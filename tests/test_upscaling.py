@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The Python API for folder jobs (`diffusers_dit4sr.upscale_files`) and the one-line load errors that the command
 line and the demo share, on the tiny pipeline (offline, CPU)."""
 

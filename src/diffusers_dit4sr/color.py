@@ -1,9 +1,11 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Color correction of a super-resolved image against its low-resolution input.
 
 Diffusion SR models tend to drift in global color and contrast. The usual remedy (StableSR, SeeSR, DiT4SR)
 is to take the low frequencies, or the per-channel statistics, from the bicubic-upscaled LR image and keep
-only the detail from the model's output. Both functions here work on batches of images (or on latents) and
-do not clamp their output: the caller decides the value range.
+only the detail from the model's output: `adain_color_fix` and `wavelet_color_fix` (`apply_color_fix` picks one by
+name). They work on batches of images (or on latents) and do not clamp their output: the caller decides the value
+range.
 """
 
 import torch
@@ -117,9 +119,13 @@ def wavelet_color_fix(content: torch.Tensor, reference: torch.Tensor, levels: in
 
 
 def apply_color_fix(content: torch.Tensor, reference: torch.Tensor, method: str | None) -> torch.Tensor:
-    """Apply the color correction named ``method`` (``"adain"``, ``"wavelet"``, or ``None`` for none).
+    """Apply the color correction named ``method``.
 
-    With ``method=None`` ``content`` is returned unchanged (the same tensor object).
+    Args:
+        content: The images to correct.
+        reference: The bicubic-upscaled LR images they are corrected against.
+        method: ``"adain"``, ``"wavelet"``, or ``None``, which returns ``content`` unchanged (the same tensor
+            object).
     """
     if method is None:
         return content

@@ -134,8 +134,21 @@ class DemoHandlers:
         """Upscales the photo; returns the before/after pair, the result's PNG path, a line about it and the seed.
 
         The pair is opaque 8-bit RGB: the photo bicubic-upscaled to the output size, and the result; the PNG keeps
-        the photo's alpha, profile, metadata and bit depth. `progress` is called after every denoising step. A
-        stopped run returns no images and says after how many steps it stopped.
+        the photo's alpha, profile, metadata and bit depth. A stopped run returns no images and says after how many
+        steps it stopped.
+
+        Args:
+            image_path: The uploaded photo (Gradio's copy, named as the visitor's file).
+            caption: What the photo shows (empty: no caption).
+            scale, steps, guidance, color_fix, tile_size: The page's settings (`upscale`, `num_inference_steps`,
+                `guidance_scale`, `color_fix` with `"none"`, `tile_size`); the tile overlap follows the tile size.
+            seed, randomize_seed: The noise's seed, or a new one drawn from 0 to `MAX_SEED`.
+            progress: Called after every denoising step.
+            request: Gradio's request, whose session Stop acts on.
+
+        Raises:
+            gr.Error: A request the page refuses (no photo, a bad setting, a photo or output over the limits) or the
+                pipeline's own errors, as a message for the page.
         """
         photo = self._read(image_path)
         scale = _number("Scale", scale, minimum=0, inclusive=False)

@@ -18,10 +18,18 @@ DTYPES = dict(zip(DTYPE_NAMES, (torch.bfloat16, torch.float16, torch.float32), s
 def resolve_device(
     name: str | torch.device | None = "auto", processes: Processes = ONE_PROCESS, *, option: str = "device"
 ) -> torch.device:
-    """The device `name` says: `"auto"` (or `None`) picks CUDA, then MPS, then the CPU; a named device must exist on
-    this machine. One of several `processes` takes CUDA device `LOCAL_RANK` (or the CPU).
+    """The device `name` says.
 
-    Raises a `ValueError` whose message starts with `option` (`"--device"` on the command line) and the name.
+    Args:
+        name: `"auto"` (or `None`) picks CUDA, then MPS, then the CPU; a named device (`"cuda:1"`, a `torch.device`)
+            must exist on this machine.
+        processes: This process's place in a multi-process run: one of several takes CUDA device `LOCAL_RANK` (or
+            the CPU), and `name` must then be `"auto"`, `"cuda"` or `"cpu"`.
+        option: How messages name the argument (`"--device"` on the command line).
+
+    Raises:
+        ValueError: A device this machine does not have; the message starts with `option` and the name.
+        TypeError: `name` is neither a string nor a `torch.device`.
     """
     if name is None:
         name = "auto"
@@ -73,8 +81,16 @@ def _device_of_process(name: str, processes: Processes, option: str) -> torch.de
 
 
 def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The precision `name` says (one of `DTYPE_NAMES`, or a torch dtype); by default bf16 on accelerators (the
-    weights' precision) and fp32 on the CPU."""
+    """The precision `name` says.
+
+    Args:
+        name: One of `DTYPE_NAMES`, or a torch dtype; `None`: bf16 on accelerators (the weights' precision) and fp32
+            on the CPU.
+        device: Where the model runs.
+
+    Raises:
+        ValueError: An unknown name.
+    """
     if name is None:
         return torch.float32 if device.type == "cpu" else torch.bfloat16
     if isinstance(name, torch.dtype):

@@ -31,8 +31,14 @@ would kill long runs; a process that dies still ends the run at once, through th
 
 
 def share(items: Sequence[T], index: int, count: int) -> list[T]:
-    """Process `index`'s share of `items` among `count` processes: items `index`, `index + count`, ... (strided, so
-    that every process gets a similar mix of the list, and the shares of `count` processes cover it once)."""
+    """One process's share of `items`: items `index`, `index + count`, ... (strided, so that every process gets a
+    similar mix of the list, and the shares of `count` processes cover it once).
+
+    Args:
+        items: The whole list, in the same order on every process.
+        index: The process's rank, from 0.
+        count: The number of processes.
+    """
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"process index {index} is not in 0..{count - 1}")
     return list(items[index::count])

@@ -235,8 +235,15 @@ def pair_images(
     A result pairs with the reference of the same stem (extension ignored): the StableSR / SeeSR test sets name LR
     and HR files alike (`Canon_001_LR4.png`, `Canon_10_x1.png` in both folders), and `dit4sr-upscale` keeps the
     LR's stem. Results and references left over are then paired by `reference_key` (the raw RealSR and DRealSR
-    names, `Nikon_026_LR4` with `Nikon_026_HR`). Raises `ValueError` naming the files for a result without a
-    reference, a reference without a result, and names that two files share on one side.
+    names, `Nikon_026_LR4` with `Nikon_026_HR`).
+
+    Args:
+        results: The result images.
+        references: The ground-truth images, or `None` (every pair's `reference` is then `None`).
+
+    Raises:
+        ValueError: No result, a result without a reference, a reference without a result, or a name that two
+            files share on one side; the message names the files.
     """
     result_paths = [Path(path) for path in results]
     if not result_paths:
@@ -273,10 +280,18 @@ def pair_images(
 
 
 def check_metrics(metrics: Sequence[str], *, with_references: bool) -> dict[str, tuple[bool, bool]]:
-    """Checks metric names against pyiqa's list; returns `{name: (full_reference, lower_better)}`.
+    """Checks metric names against pyiqa's list. Imports pyiqa (no model is created).
 
-    Raises `ValueError` for an unknown name (listing close ones), a duplicate, or a full-reference metric without
-    references. Imports pyiqa (no model is created).
+    Args:
+        metrics: Exact pyiqa metric names.
+        with_references: Whether references are given (full-reference metrics need them; `fid` counts as one).
+
+    Returns:
+        `{name: (full_reference, lower_better)}`, in the order of `metrics`.
+
+    Raises:
+        ValueError: An unknown name (listing close ones), a duplicate, or a full-reference metric without
+            references.
     """
     if isinstance(metrics, str) or not metrics:
         raise ValueError(f"metrics must be a non-empty sequence of pyiqa metric names, got {metrics!r}")
@@ -395,9 +410,16 @@ def _list(paths: Sequence[Path]) -> str:
 
 
 def check_image_pairs(pairs: Sequence[ImagePair]) -> list[tuple[int, int]]:
-    """Each image opens; each result has the size of its reference (`ValueError` naming both if not).
+    """Checks that each image opens and each result has the size of its reference, from the file headers only.
 
-    Reads only the file headers. Returns the results' sizes (width, height), in order.
+    Args:
+        pairs: The pairs of `pair_images`.
+
+    Returns:
+        The results' sizes (width, height), in order.
+
+    Raises:
+        ValueError: An image that does not open, or a result whose size differs from its reference's (naming both).
     """
     sizes = []
     for pair in pairs:

@@ -151,6 +151,10 @@ def replace_folder(source: str | os.PathLike, destination: str | os.PathLike) ->
     Flushes every file and folder under `source` to the disk, then renames `source` to `destination` and flushes
     their parent. An existing `destination` is first set aside as `{destination}.replaced.incomplete` and removed once
     `source` is in its place: a crash in between leaves both, never neither.
+
+    Args:
+        source: The folder written, whole.
+        destination: Where it goes, in the same file system.
     """
     source, destination = Path(source), Path(destination)
     for path in sorted(source.rglob("*"), reverse=True):  # files before the folders that hold them
@@ -198,8 +202,12 @@ def remove_stale_temporary_files(folder: str | os.PathLike, suffixes: tuple[str,
     A temporary file is stale when the process named by its pid no longer runs, or (Linux) when the process now
     holding that pid started after the file was last written: pids are reused, and that process cannot have written
     it. The file of a live writer is never touched. Where processes cannot be looked up (Windows), only files older
-    than `STALE_AGE_WITHOUT_PID_CHECK` go. `suffixes` (lowercase, with the dot) limits the clean-up to temporaries of
-    targets with these extensions. A missing or unreadable folder, or a file that cannot be removed, is left alone.
+    than `STALE_AGE_WITHOUT_PID_CHECK` go. A missing or unreadable folder, or a file that cannot be removed, is left
+    alone.
+
+    Args:
+        folder: Where to look (not its subfolders).
+        suffixes: Only the temporaries of targets with these extensions (lowercase, with the dot); `None`: all.
     """
     removed = []
     try:

@@ -1,5 +1,6 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""Sharing DiT4SR pipelines on the Hugging Face Hub: a model card that says how to use them, and `push_to_hub`.
+"""Sharing DiT4SR pipelines on the Hugging Face Hub: a model card that says how to use them (`make_model_card`; for
+trained weights, `make_training_model_card`), and `push_to_hub`.
 
 Diffusers' own `push_to_hub` writes a generic card that says nothing of this library. Ours tells users to install it
 and leads with the library's own `StableDiffusion3SRPipeline.from_pretrained`, which runs no code from the
@@ -304,13 +305,16 @@ def hub_offline_mode() -> bool:
 def hub_unreachable_reason(timeout: float = HUB_CHECK_TIMEOUT) -> str | None:
     """
     Asks the Hub (`HF_ENDPOINT`, by default https://huggingface.co) once whether it answers, through
-    huggingface_hub's own HTTP session (its proxy settings included), without retries; at most `timeout` seconds,
-    the name lookup included.
+    huggingface_hub's own HTTP session (its proxy settings included), without retries. Downloads would otherwise
+    retry for a minute before failing. In offline mode (`hub_offline_mode()`) it does not ask.
 
-    Returns `None` when it answers, whatever the HTTP status, and otherwise why not in a few words ("DNS lookup of
-    huggingface.co failed: Name or service not known", "no answer from https://huggingface.co within 5 s", ...).
-    Downloads would otherwise retry for a minute before failing. In offline mode (`hub_offline_mode()`) it does not
-    ask and returns `None`.
+    Args:
+        timeout: Seconds to wait at most, the name lookup included.
+
+    Returns:
+        `None` when the Hub answers, whatever the HTTP status (or in offline mode), and otherwise why not in a few
+        words ("DNS lookup of huggingface.co failed: Name or service not known", "no answer from
+        https://huggingface.co within 5 s", ...).
     """
     if hub_offline_mode():
         return None
@@ -337,12 +341,18 @@ def hub_unreachable_reason(timeout: float = HUB_CHECK_TIMEOUT) -> str | None:
 
 def describe_hub_error(error: BaseException, what: str) -> str | None:
     """
-    What made loading `what` (a repository id, or a few, for the message) fail, as one sentence with the fix, when
-    the cause is the Hub: offline mode, no network, a gated repository without access, no such repository, a
-    missing file, a refused token or a Hub outage. `None` when no Hub exception is among `error`'s causes.
+    What made a load fail, as one sentence with the fix, when the cause is the Hub: offline mode, no network, a gated
+    repository without access, no such repository, a missing file, a refused token or a Hub outage.
 
     diffusers and transformers wrap the Hub's exceptions (`OSError("... does not appear to have a file named
     config.json")`), so the whole chain (`__cause__`, `__context__`) is searched.
+
+    Args:
+        error: What loading raised.
+        what: The repository id (or a few) that was loaded, for the sentence.
+
+    Returns:
+        The sentence, or `None` when no Hub exception is among `error`'s causes.
     """
     chain = list(_exception_chain(error))
 
@@ -414,10 +424,15 @@ class HubLoadError(OSError):
 @contextmanager
 def explain_hub_errors(what: str, repos: str) -> Iterator[None]:
     """
-    Re-raises an exception of loading `what` (from the repositories or folders `repos`, for the message) whose cause
-    is the Hub as a [`HubLoadError`] naming that cause (offline mode, no network, a gated or unknown repository, a
-    missing file...), instead of the misleading message diffusers and transformers wrap it in. Other exceptions
-    pass unchanged.
+    Re-raises an exception of loading whose cause is the Hub as a [`HubLoadError`] naming that cause (offline mode,
+    no network, a gated or unknown repository, a missing file...), instead of the misleading message diffusers and
+    transformers wrap it in. Other exceptions pass unchanged.
+
+    Args:
+        what: What is loaded, for the message ("the DiT4SR transformer").
+        repos: The repositories or folders it is loaded from, for the message.
+
+    Example:
 
         with explain_hub_errors("the DiT4SR transformer", "acceptee/DiT4SR"):
             transformer = DiT4SRTransformer2DModel.from_pretrained("acceptee/DiT4SR", subfolder=...)

@@ -50,10 +50,16 @@ def to_rgb_tensors(image: ImageInput | list[ImageInput], name: str = "image") ->
     Converts the pipeline's image input into a list of `(3, H, W)` tensors: uint8 for 8-bit inputs (PIL images,
     uint8 arrays), float32 in [0, 1] otherwise.
 
-    Accepts a PIL image (any mode; grayscale and RGBA become RGB; 16-bit modes are scaled from [0, 65535] and float
-    ones read as they are, both at full precision), a numpy array `(H, W)`, `(H, W, C)` or `(B, H, W, C)` (uint8,
-    uint16, or float in [0, 1]), a tensor `(C, H, W)` or `(B, C, H, W)` in [0, 1], or a list of these. One or four
-    channels become RGB (alpha is dropped). Images of a list may differ in size.
+    Args:
+        image: A PIL image (any mode; grayscale and RGBA become RGB; 16-bit modes are scaled from [0, 65535] and
+            float ones read as they are, both at full precision), a numpy array `(H, W)`, `(H, W, C)` or
+            `(B, H, W, C)` (uint8, uint16, or float in [0, 1]), a tensor `(C, H, W)` or `(B, C, H, W)` in [0, 1], or
+            a list of these. One or four channels become RGB (alpha is dropped). Images of a list may differ in
+            size.
+        name: How messages name the argument.
+
+    Raises:
+        ValueError, TypeError: An input of another kind, shape or range, naming `name`.
     """
     if isinstance(image, (list, tuple)):
         if len(image) == 0:
@@ -144,6 +150,12 @@ def plan_sizes(height: int, width: int, upscale: float, process_size: int, multi
     enlarged LR times `upscale` and the result is resized back to the output size at the end. The working image is
     reflect-padded to a multiple of `multiple` pixels (VAE factor x patch size) and cropped back after decoding (the
     release resized it to a multiple of 8 instead, losing the exact output size).
+
+    Args:
+        height, width: The LR input's size, in pixels.
+        upscale: The upscaling factor.
+        process_size: The short side, in output pixels, below which the LR is first enlarged (0: never).
+        multiple: The working image is padded to a multiple of this many pixels.
     """
     output_size = (max(1, round(height * upscale)), max(1, round(width * upscale)))
     short_lr_side = process_size // upscale

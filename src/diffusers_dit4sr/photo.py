@@ -137,8 +137,14 @@ class UpscaledPhoto:
         """
         Writes the photo atomically in the format its extension names (`SAVE_FORMATS`); returns the path.
 
-        `bit_depth` is 8, 16 (PNG and TIFF only) or "auto": 16 where the source had more than 8 bits a sample and
-        the format allows, else 8. Sixteen bits need the pipeline's float output (`output_type="np"` or `"pt"`).
+        Args:
+            path: The file to write; its extension picks the format.
+            bit_depth: 8, 16 (PNG and TIFF only) or "auto": 16 where the source had more than 8 bits a sample and
+                the format allows, else 8.
+
+        Raises:
+            ValueError: An unknown extension, a bad `bit_depth`, or 16 bits without the pipeline's float output
+                (`output_type="np"` or `"pt"`).
         """
         path = Path(path)
         file_format = _save_format(path)
@@ -169,10 +175,15 @@ def read_photo(path: str | os.PathLike | bytes) -> Photo:
     Reads an image file: its pixels turned upright as its EXIF orientation says, with its alpha, ICC profile, EXIF,
     XMP, DPI, bit depth and format.
 
-    `path` may also be the file's content (`bytes`, e.g. an image stored in a 🤗 dataset), read the same way.
     8-bit images become RGB as Pillow converts them (CMYK, palette and grey images included); RGBA, LA and palette
     or colour-key (tRNS) transparency give the alpha. 16-bit PNG and TIFF files (grey or RGB, with or without alpha)
-    and float TIFFs are read at full precision. Raises a `ValueError` naming the file when it cannot be decoded.
+    and float TIFFs are read at full precision.
+
+    Args:
+        path: The file, or its content (`bytes`, e.g. an image stored in a 🤗 dataset), read the same way.
+
+    Raises:
+        ValueError: The file cannot be decoded; the message names it.
     """
     source = path if isinstance(path, bytes) else Path(path)
     try:
@@ -192,7 +203,13 @@ def read_photo_size(path: str | os.PathLike) -> tuple[int, int]:
     """
     The (width, height) of the photo in an image file, turned upright as its EXIF orientation says (as `read_photo`
     reads it), from the file's header alone: nothing is decoded, so a small file that would decode into gigabytes
-    is measured at no cost. Raises a `ValueError` naming the file when its header cannot be read.
+    is measured at no cost.
+
+    Args:
+        path: The image file.
+
+    Raises:
+        ValueError: The header cannot be read; the message names the file.
     """
     path = Path(path)
     try:
@@ -287,12 +304,16 @@ def upscaled_photo(
     strip_metadata: bool = False,
 ) -> UpscaledPhoto:
     """
-    The image to save for `source` from one of the pipeline's outputs: a float `(H, W, 3)` array (`output_type="np"`),
-    a float `(3, H, W)` tensor (`"pt"`), or an 8-bit PIL image (`"pil"`, which cannot give 16-bit files).
+    The image to save for `source` from one of the pipeline's outputs.
 
     The source's alpha is resized to the output size (bicubic, clipped); its ICC profile is kept if it is an RGB one;
-    its EXIF gets Orientation 1 and the new dimensions; its DPI is scaled with the image. `strip_metadata` drops EXIF
-    and XMP.
+    its EXIF gets Orientation 1 and the new dimensions; its DPI is scaled with the image.
+
+    Args:
+        source: The photo as read (`read_photo`).
+        output: One pipeline output: a float `(H, W, 3)` array (`output_type="np"`), a float `(3, H, W)` tensor
+            (`"pt"`), or an 8-bit PIL image (`"pil"`, which cannot give 16-bit files).
+        strip_metadata: Drop EXIF and XMP (the colour profile and DPI stay).
     """
     color, precise = _output_array(output)
     height, width = color.shape[:2]
@@ -330,7 +351,9 @@ def save_upscaled(
     Saves the pipeline's `output` for `source` to `path` (atomically), keeping the source's alpha, colour profile,
     metadata and bit depth as `upscaled_photo` and `UpscaledPhoto.save` describe; returns the path.
 
-    The arguments are checked (`check_save_options`) before any work.
+    Args:
+        source, output, strip_metadata: As in `upscaled_photo`.
+        path, bit_depth: As in `UpscaledPhoto.save`; checked (`check_save_options`) before any work.
     """
     check_save_options(path, bit_depth=bit_depth)
     return upscaled_photo(source, output, strip_metadata=strip_metadata).save(path, bit_depth=bit_depth)
@@ -338,9 +361,15 @@ def save_upscaled(
 
 def check_save_options(path: str | os.PathLike, *, bit_depth: int | str = "auto") -> None:
     """
-    Raises a `ValueError` unless results can be saved to `path` with `bit_depth`: the extension must be one of
-    `SAVE_FORMATS`, `bit_depth` one of `BIT_DEPTHS`, and 16 bits need PNG or TIFF. Checks before any work is done
-    (the command line calls it before loading the model); `save_upscaled` calls it too.
+    Checks, before any work, that results can be saved to `path` with `bit_depth` (the command line calls it before
+    loading the model; `save_upscaled` calls it too).
+
+    Args:
+        path: The output file; its extension must be one of `SAVE_FORMATS`.
+        bit_depth: One of `BIT_DEPTHS`; 16 needs PNG or TIFF.
+
+    Raises:
+        ValueError: The first of these that fails.
     """
     _resolve_bit_depth(bit_depth, _save_format(Path(path)), source_bit_depth=8)
 

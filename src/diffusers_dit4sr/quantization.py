@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Named quantization presets for small GPUs, as Diffusers `PipelineQuantizationConfig`s.
 
 The preset names and components are plain data, importable without torch, so a CLI can list them in `--help`
@@ -173,10 +174,16 @@ def _backend_configs(spec: QuantizationPreset) -> tuple[Any, Any]:
 def pipeline_quantization_config(
     preset: str, components: list[str] | tuple[str, ...] | None = None
 ) -> PipelineQuantizationConfig:
-    """A `PipelineQuantizationConfig` quantizing `components` (default: the preset's) with `preset`'s backend.
+    """A `PipelineQuantizationConfig` quantizing `components` with `preset`'s backend.
 
-    Pass it as `quantization_config` to `StableDiffusion3SRPipeline.from_released` or `from_pretrained`. Raises a
-    `ValueError` naming the backend's package if it is not installed.
+    Pass it as `quantization_config` to `StableDiffusion3SRPipeline.from_released` or `from_pretrained`.
+
+    Args:
+        preset: A name of `QUANTIZATION_PRESETS`.
+        components: Which of `QUANTIZABLE_COMPONENTS` to quantize (default: the preset's).
+
+    Raises:
+        ValueError: An unknown preset or component, or a backend whose package is not installed (naming it).
     """
     from diffusers import PipelineQuantizationConfig
 

@@ -2,12 +2,13 @@
 """Getting models ready to run, for every program of the library: the `dit4sr-upscale` command, the `dit4sr-demo`
 page and the demo's Space (`examples/app.py`).
 
-Where and in which precision is `devices.resolve_device` and `resolve_dtype` (re-exported here for the programs);
-`open_pipeline` and `open_captioner` check the options (`check_model_options`), ask the Hub whether it can be reached (`check_hub_access`), load (quantized with a preset of `quantization`, if asked),
-prepare (`prepare_pipeline`: offloading, attention backend, fused projections, compilation, VAE tiling) and turn any
-failure into a `LoadError` whose message is one line that names the cause and the fix (`describe_load_error`).
-Messages name the parameters of these functions (`` `quantize='nf4-t5'` ``); the command line says its options
-instead (`cli.messages`).
+Where and in which precision is `devices.resolve_device` and `resolve_dtype` (re-exported here for the programs).
+`check_hub_access` asks the Hub once whether it can be reached; `open_pipeline` checks its options
+(`check_model_options`), loads (quantized with a preset of `quantization`, if asked) and prepares the pipeline
+(`prepare_pipeline`: offloading, attention backend, fused projections, compilation, VAE tiling); `open_captioner`
+loads a `Captioner`. Both turn any failure to load into a `LoadError` whose message is one line that names the cause
+and the fix (`describe_load_error`, `describe_caption_load_error`). Messages name the parameters of these functions
+(`` `quantize='nf4-t5'` ``); the commands say their options instead (`cli.messages`).
 """
 
 from __future__ import annotations
@@ -109,10 +110,17 @@ def check_model_options(
     quantize: str | None = None,
     quantize_components: list[str] | tuple[str, ...] | None = None,
 ) -> None:
-    """A `ValueError` for model options that contradict each other or cannot run here: a released `variant` with a
-    `model`, `cpu_offload` without a GPU, `quantize_components` without a `quantize` preset, or a preset that cannot
-    run on `device` in `dtype` (`quantization.check_quantization`: no CUDA, a GPU too old, a missing package, another
-    dtype than the preset's). The arguments are those of `open_pipeline`."""
+    """Checks the model options of `open_pipeline` before anything loads.
+
+    Args:
+        model, variant, cpu_offload, device, dtype, quantize, quantize_components: As in `open_pipeline`.
+
+    Raises:
+        ValueError: Options that contradict each other or cannot run here, named as these parameters: a released
+            `variant` with a `model`, `cpu_offload` without a GPU, `quantize_components` without a `quantize` preset,
+            or a preset that cannot run on `device` in `dtype` (`quantization.check_quantization`: no CUDA, a GPU
+            too old, a missing package, another dtype than the preset's).
+    """
     if model is not None and variant is not None:
         raise ValueError("`variant` picks one of the released models; it cannot be combined with `model`")
     if cpu_offload and device.type == "cpu":
@@ -200,12 +208,17 @@ class HubAccess:
 
 
 def check_hub_access(*sources: str | None) -> HubAccess:
-    """Asks the Hub once, within seconds, whether it can be reached, if a model to load is not a local folder
-    (`None`: the released weights).
+    """Asks the Hub once, within seconds, whether it can be reached, if a model to load is not a local folder.
 
     Unreachable (no network, DNS failing), the models are loaded from the local Hugging Face cache only: a cached
     model still works, and a missing one fails at once, in one line, instead of after a minute of retries. In offline
     mode (`HF_HUB_OFFLINE=1`) nothing is asked.
+
+    Args:
+        *sources: The models to load: local folders or Hub ids; `None` stands for the released weights.
+
+    Returns:
+        The `HubAccess` to pass to `open_pipeline` and `open_captioner`.
     """
     needs_hub = any(source is None or not Path(source).exists() for source in sources)
     if not needs_hub or hub_offline_mode():
@@ -214,8 +227,17 @@ def check_hub_access(*sources: str | None) -> HubAccess:
 
 
 def pipeline_dtype(dtype: str | torch.dtype | None, device: torch.device, quantize: str | None = None) -> torch.dtype:
-    """The precision a pipeline loads in: `dtype` (`resolve_dtype`); without one, the dtype the `quantize` preset
-    computes in (bf16 for torchao's), else the device's default."""
+    """The precision a pipeline loads in.
+
+    Args:
+        dtype: A name of `DTYPE_NAMES` or a torch dtype (`resolve_dtype`); `None` for the default.
+        device: Where the pipeline runs.
+        quantize: A preset of `quantization.QUANTIZATION_PRESETS`, or `None`.
+
+    Returns:
+        `dtype`; without one, the dtype the `quantize` preset computes in (bf16 for torchao's), else the device's
+        default (bf16 on accelerators, fp32 on the CPU).
+    """
     preset = QUANTIZATION_PRESETS.get(quantize) if quantize is not None else None
     if dtype is None and preset is not None and preset.dtype is not None:
         return getattr(torch, preset.dtype)
@@ -229,8 +251,15 @@ def load_pipeline(
     local_files_only: bool = False,
     quantization_config: PipelineQuantizationConfig | None = None,
 ) -> StableDiffusion3SRPipeline:
-    """A converted pipeline from `model`, or the released weights (`variant`, default q) composed with
-    SD3.5-medium; `quantization_config` quantizes the components it names in either case."""
+    """Loads a pipeline, without checks or preparation (`open_pipeline` does both).
+
+    Args:
+        model: A folder written by `save_pretrained`, or the Hub id of one; `None` for the released weights.
+        variant: The released variant, without `model` (default `"q"`).
+        dtype: The dtype every component loads in.
+        local_files_only: Load from the local Hugging Face cache only.
+        quantization_config: Quantizes the components it names, in either case.
+    """
     options = {"dtype": dtype, "local_files_only": local_files_only, "quantization_config": quantization_config}
     if model is not None:
         return StableDiffusion3SRPipeline.from_pretrained(model, **options)
@@ -242,6 +271,11 @@ def describe_load_error(model: str | None, error: BaseException, hub: HubAccess 
 
     When the cause is the Hub (offline mode, no network, a gated or unknown repository, a missing file), the line
     names it instead of repeating the library's message, which can mislead (a missing `config.json` when offline).
+
+    Args:
+        model: What was loaded, as passed to `open_pipeline` (`None`: the released weights).
+        error: What loading raised.
+        hub: The `HubAccess` it was loaded with; an unreachable Hub is then named as the cause.
     """
     if model is None:
         what = f"the released DiT4SR pipeline ({RELEASED_DIT4SR_MODEL} with {RELEASED_SD3_MODEL})"
@@ -307,6 +341,15 @@ def prepare_pipeline(
     VAE tiling only engages above the VAE's tile size (1024 px for SD3.5), where it bounds the memory of large
     outputs at a negligible cost in exactness; smaller images are encoded and decoded whole as before. A VAE whose
     tile is below `VAE_TILING_MIN_TILE` (a test-sized VAE) is left untiled.
+
+    Args:
+        pipe: The loaded pipeline.
+        device: Where it runs.
+        cpu_offload: Keep the models in CPU memory and move each to `device` only while it runs
+            (`enable_model_cpu_offload`) instead of moving them all there.
+        attention_backend: A Diffusers attention backend for the transformer (`None`: PyTorch's default).
+        fuse_lr_projections: Fold each LR projection into the SD3 projection before it.
+        compile: Compile the transformer's repeated blocks (`compile_repeated_blocks(fullgraph=True)`).
     """
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
@@ -349,12 +392,21 @@ def open_pipeline(
 ) -> StableDiffusion3SRPipeline:
     """Loads the pipeline (`model`, or the released `variant`) and prepares it on `device` (`prepare_pipeline`).
 
-    `quantize` names a preset of `quantization.QUANTIZATION_PRESETS` that quantizes `quantize_components` (default:
-    the preset's) while loading; `dtype` defaults to the preset's (`pipeline_dtype`). Options that cannot run here
-    raise a `ValueError` before loading (`check_model_options`). Any failure to load raises a `LoadError`
-    with one line saying why (a broken folder fails in many ways: bad JSON, truncated weights, an unknown class, no
-    components); `debug` lets the library's own exception through and shows the libraries' warnings. `hub`: from
-    `check_hub_access` (default: the Hub is used normally).
+    Args:
+        model: A folder written by `save_pretrained`, or the Hub id of one; `None` for the released weights.
+        variant: The released variant (`"q"`, `"f"`, `"r1"`), without `model` (default `"q"`).
+        device: Where the pipeline runs (`resolve_device`).
+        dtype: The precision (`pipeline_dtype`: by default the `quantize` preset's, else the device's).
+        quantize: A preset of `quantization.QUANTIZATION_PRESETS`, applied while loading.
+        quantize_components: What `quantize` quantizes (default: the preset's components).
+        hub: From `check_hub_access` (default: the Hub is used normally).
+        cpu_offload, attention_backend, fuse_lr_projections, compile: As in `prepare_pipeline`.
+        debug: Let the library's own exception through and show the libraries' warnings.
+
+    Raises:
+        ValueError: Options that cannot run here, before anything loads (`check_model_options`).
+        LoadError: Any failure to load or prepare, with one line saying why (a broken folder fails in many ways:
+            bad JSON, truncated weights, an unknown class, no components).
     """
     check_model_options(
         model=model,
@@ -406,8 +458,19 @@ def open_captioner(
     debug: bool = False,
     **options,
 ) -> Captioner:
-    """A `Captioner` of `model` on `device` (`options`: its other keyword arguments); any failure to load raises a
-    `LoadError` with one line saying why (`debug`: the library's own exception)."""
+    """Loads a `Captioner`.
+
+    Args:
+        model: A folder or Hub id of a transformers vision-language model.
+        device: Where it runs.
+        dtype: Its precision (`resolve_dtype`'s default when `None`).
+        hub: From `check_hub_access` (default: the Hub is used normally).
+        debug: Let the library's own exception through and show the libraries' warnings.
+        **options: The `Captioner`'s other keyword arguments.
+
+    Raises:
+        LoadError: Any failure to load, with one line saying why (`describe_caption_load_error`).
+    """
     hub = hub or HubAccess()
     try:
         with quiet_loading(debug):

@@ -5,9 +5,8 @@ Pickle weights (`.bin`, `.pt`, `.ckpt`) can run any code when they are loaded, a
 silently where a folder has no safetensors. The library's `from_pretrained` methods therefore ask for safetensors
 (`use_safetensors=True`) unless the caller passes `allow_pickle=True` (or `use_safetensors` itself), and a local
 folder that holds only pickle weights is refused before anything is read, with a message that says how to convert
-it or allow it. torch 2.6 or
-later (the floor in `pyproject.toml`) loads pickle weights with `weights_only=True`, which earlier versions let a
-crafted file bypass.
+it or allow it. torch 2.6 or later (the floor in `pyproject.toml`) loads pickle weights with `weights_only=True`,
+which earlier versions let a crafted file bypass.
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Latent tiling: denoise a large latent as overlapping tiles and blend the per-tile predictions.
 
 The transformer is run on fixed-size tiles of the latent (all tiles have the same size, so they can be

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Tiny, randomly initialized SD3-style components, built fully offline.
 
 They make the library's tests and smoke runs independent of the Hub: two CLIP text encoders, a T5 encoder,
@@ -243,6 +244,10 @@ def make_tiny_transformer(seed: int = 0, **dit4sr_options: Any) -> DiT4SRTransfo
 
     Unlike a freshly initialized DiT4SR model, its LR layers are not zero: the LR stream must change the output,
     or tests could not see it wired wrongly.
+
+    Args:
+        seed: Seeds the random weights (the global RNG state is left untouched).
+        **dit4sr_options: `lr_key_source`, `lr_attention`, `lr_residual`, `lr_injection`.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -258,7 +263,11 @@ def make_tiny_pipeline(seed: int = 0, with_t5: bool = True) -> StableDiffusion3S
     """A complete tiny ``StableDiffusion3SRPipeline`` (random weights, SD3.5's scheduler config), built offline.
 
     It runs a few steps on a CPU in well under a second; images are noise, but shapes, dtypes and control flow are
-    those of the real pipeline. ``with_t5=False`` leaves out the optional T5 encoder and tokenizer.
+    those of the real pipeline.
+
+    Args:
+        seed: Seeds the random weights (the global RNG state is left untouched).
+        with_t5: Include the optional T5 encoder and tokenizer.
     """
     text_components = make_tiny_text_encoders(seed)
     if not with_t5:

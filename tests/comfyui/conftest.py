@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """A real ComfyUI for the node pack's tests: unpacked from its release tarball, started once per test session on a
 free port of 127.0.0.1 with `--cpu` and a base directory of its own (the node pack and a test probe linked into
 `custom_nodes/`, the tiny pipeline in `models/diffusers/`), and driven over its HTTP API and websocket.

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The helpers of the ComfyUI tests: where ComfyUI's release tarball is, whether its requirements are installed, and
 a client of a running server (HTTP API and websocket)."""
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The shipped example workflow in ComfyUI's own web page: headless Chromium, driven by Selenium, opens the page of
 the test server (`conftest.py`), loads the UI-format example and checks that the page knows its nodes and turns it
 into the shipped API-format example (the two files describe one workflow).

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """A transformers that does not fit (another node pack installed its own, say) must not keep ComfyUI from registering
 the nodes: the pack imports neither Diffusers nor transformers, and the loader says what clashes when it runs.
 

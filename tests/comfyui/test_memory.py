@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The node pack's use of ComfyUI's model management where a CPU-only machine cannot show it through the server: which
 GPUs get model offload, what `ready()` asks ComfyUI for (against the real signatures of `load_models_gpu` and
 `free_memory`), and the one line an out-of-memory failure becomes.

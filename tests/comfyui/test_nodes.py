@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The node pack in a real ComfyUI (`conftest.py` starts it), through its HTTP API and websocket, on the tiny
 pipeline: discovery, workflows (one image, a batch with a mask), progress, interrupt, errors, caching, ComfyUI's
 model management and the global RNG. Prompts are few and small (a tiny-pipeline step still costs a second here)."""

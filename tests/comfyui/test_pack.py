@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """What ComfyUI's registry and ComfyUI-Manager read from the node pack (`comfyui/`), and the rule that only the pack
 imports ComfyUI; no ComfyUI needed."""
 

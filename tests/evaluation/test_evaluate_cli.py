@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`dit4sr-evaluate`: exit codes, the checks before any metric loads, reports, on the real pyiqa where needed."""
 
 import csv

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The metrics through the real pyiqa, offline: PSNR/SSIM against an independent computation, LPIPS and MUSIQ with
 weights built here and loaded from local files, and the one-line messages when weights cannot be downloaded."""
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Pairing results with references by name, the checks before any metric loads, and the reports (no pyiqa)."""
 
 import csv

@@ -1,16 +1,4 @@
-# Copyright 2025 The diffusers-dit4sr contributors. All rights reserved.
-#
-# Licensed under the Apache License, Version 2.0 (the "License");
-# you may not use this file except in compliance with the License.
-# You may obtain a copy of the License at
-#
-#     http://www.apache.org/licenses/LICENSE-2.0
-#
-# Unless required by applicable law or agreed to in writing, software
-# distributed under the License is distributed on an "AS IS" BASIS,
-# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-# See the License for the specific language governing permissions and
-# limitations under the License.
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Test oracle: a slow, explicit, plain-torch statement of the DiT4SR transformer forward pass.
 
 Written from the DiT4SR specification (`dit4sr-spec.md`, sections 1-3) and from the math of diffusers'

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`estimate_activation_memory` against the activations a forward really holds, counted tensor by tensor."""
 
 import pytest

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """DiT4SRTransformer2DModel: construction, SD3 compatibility, loading, inputs and Diffusers integrations."""
 
 import json

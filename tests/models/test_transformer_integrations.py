@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """DiT4SRTransformer2DModel with Diffusers' attention backends, caching hooks, group offloading, compilation,
 gradient checkpointing and PEFT.
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Tiny transformer configs and inputs shared by the model tests."""
 
 import torch

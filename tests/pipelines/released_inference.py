@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """A plain re-statement of the released DiT4SR inference, the reference the pipeline's defaults are tested against.
 
 Written from the specification (`dit4sr-spec.md`, section 4) and a reading of the authors' test script and tiled

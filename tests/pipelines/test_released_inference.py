@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The pipeline's defaults reproduce the released inference (`released_inference.py`) on the tiny components."""
 
 import numpy as np

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` and our own class load saved pipelines (folder and
 Hub repo, with and without the loader module) into the same `StableDiffusion3SRPipeline`."""
 

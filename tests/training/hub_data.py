@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Small datasets the 🤗 Datasets tests build offline: photos in a folder (with captions), and the same photos as
 parquet shards and a WebDataset tar."""
 

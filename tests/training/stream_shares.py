@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Run under `torchrun --nproc_per_node 2` by test_hf_datasets.py: each process streams its share of a parquet
 dataset, saves its position with accelerate (`register_for_checkpointing`) and resumes from it; writes what it saw.
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Training checkpoints (`training.checkpoints`): whole or absent after a crash at any point of a save, old ones
 removed only after the new one is in place, and `latest` picking the newest whole one and saying why it passed over
 the others. A small model on accelerate's CPU state, interrupted in-process at every stage, and killed for real."""

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`diffusers_dit4sr.training.hf_datasets`, offline, on an image folder, parquet shards and a WebDataset tar of a few
 small photos: the samples equal the folder reader's, mixing, streaming shares, exact resumption, and bad input."""
 

@@ -138,8 +138,15 @@ def check_options(args: argparse.Namespace, device) -> None:
 
 
 def read_auth_file(path: Path) -> list[tuple[str, str]]:
-    """The (user, password) pairs of an `--auth` file: one `USER:PASSWORD` a line, blank lines and `#` comments
-    ignored; a `ValueError` names the line that is not one (without showing it: it may hold a password)."""
+    """The (user, password) pairs of an `--auth` file.
+
+    Args:
+        path: The file: one `USER:PASSWORD` a line, blank lines and `#` comments ignored.
+
+    Raises:
+        ValueError: An unreadable file, no pair, or a line that is not one (named by its number, not shown: it may
+            hold a password).
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixels cut off each border for psnr and ssim (default: %(default)s)",
     )
     parser.add_argument(
-        "--device", default="auto", help="'auto' (cuda if available, else cpu) or a torch device (default: auto)"
+        "--device", default="auto", help="'auto' (cuda, else mps, else cpu) or a torch device (default: auto)"
     )
     parser.add_argument(
         "--batch-size",

@@ -1,12 +1,12 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """The command line of `dit4sr-upscale` (`build_parser`) and the option groups it shares with `dit4sr-demo`
-(`add_model_options`, `add_caption_model_options`).
+(`add_model_options`, `add_caption_model_options`; `model_options` turns them into `runtime.open_pipeline`'s keyword
+arguments).
 
-Only argparse and the torch-free `constants` and `quantization` are imported here, so `--help` and `--version` answer
-at once. The
-defaults of the upscaling options are read from the source of `StableDiffusion3SRPipeline.__call__` (without
-importing it), so that the pipeline stays their single source. Option types raise `ArgumentTypeError` for every bad
-value: for a `ValueError`, argparse would name the function.
+Only argparse and the torch-free modules `constants`, `inference_defaults`, `quantization` and `errors` are imported
+here, so `--help` and `--version` answer at once. The defaults of the upscaling options are
+`inference_defaults.INFERENCE_DEFAULTS`, the source of the pipeline's own defaults. Option types raise
+`ArgumentTypeError` for every bad value: for a `ValueError`, argparse would name the function.
 """
 
 from __future__ import annotations
@@ -57,9 +57,16 @@ def _version() -> str:
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, several_processes: bool = False) -> argparse._ArgumentGroup:
-    """The "model" group: `--model`, `--variant`, `--dtype`, `--device`, `--cpu-offload`, `--quantize`,
-    `--quantize-components`; returns the group. `several_processes`: the program runs under `accelerate launch` /
-    `torchrun` too."""
+    """Adds the "model" group: `--model`, `--variant`, `--dtype`, `--device`, `--cpu-offload`, `--quantize`,
+    `--quantize-components`.
+
+    Args:
+        parser: The command's parser.
+        several_processes: The program runs under `accelerate launch` / `torchrun` too (`--device` says how).
+
+    Returns:
+        The group, for more options of the same kind.
+    """
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",

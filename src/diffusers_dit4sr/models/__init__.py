@@ -1,3 +1,7 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+"""The DiT4SR transformer (`transformer_dit4sr`), its blocks (`transformer_blocks`), its joint attention
+(`attention_processor`) and which attention each released checkpoint needs (`released`)."""
+
 from .attention_processor import DiT4SRAttention, DiT4SRAttnProcessor
 from .transformer_blocks import (
     DiT4SRDualAttentionTransformerBlock,

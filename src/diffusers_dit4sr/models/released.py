@@ -30,6 +30,10 @@ def released_variant_in_path(path: str | os.PathLike, subfolder: str | None = No
     `dit4sr_{variant}` (case and `_`/`-` do not matter), as the released layout `dit4sr_r1/transformer` and copies of
     it keep. Names that merely contain such a word (`my_dit4sr_r1_copy`) name nothing.
 
+    Args:
+        path: A local path or Hub id.
+        subfolder: The subfolder within it, as `from_pretrained` takes it.
+
     Raises:
         ValueError: when the location names two different variants, e.g. `dit4sr_q/dit4sr_r1/transformer`.
     """

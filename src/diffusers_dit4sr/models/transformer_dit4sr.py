@@ -196,8 +196,18 @@ class DiT4SRTransformer2DModel(ModelMixin, AttentionMixin, CacheMixin, ConfigMix
         without error and give wrong images. To start a new DiT4SR from an SD3 transformer, use
         [`~DiT4SRTransformer2DModel.from_transformer`].
 
-        Weights load from safetensors only unless `allow_pickle=True` is passed: a folder with only pickle weights is
-        refused with a `ValueError` that says how to convert it (`safe_loading`).
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`): A Hub id or a local folder.
+            **kwargs: Diffusers' arguments (`subfolder`, `dtype`, `revision`, ...), and:
+
+                - `lr_key_source` (`str`, *optional*): `"noise"` or `"lr"`, overriding the config and the folder
+                  name.
+                - `allow_pickle` (`bool`, defaults to `False`): also load pickle weights (`.bin`), which can run
+                  code when loaded; without it weights load from safetensors only (`safe_loading`).
+
+        Raises:
+            ValueError: A checkpoint whose key source cannot be attributed, or a folder with only pickle weights
+                (the message says how to convert it).
         """
         kwargs = safetensors_options(cls, pretrained_model_name_or_path, kwargs)
         if kwargs.get("lr_key_source") is None:

@@ -263,9 +263,17 @@ class StableDiffusion3SRPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
         r"""
-        Diffusers' [`~DiffusionPipeline.from_pretrained`] (same arguments), loading safetensors only unless
-        `allow_pickle=True` is passed: a folder whose components hold only pickle weights (`.bin`), which can run code
-        when loaded, is refused with a `ValueError` that says how to convert it (`safe_loading`).
+        Diffusers' [`~DiffusionPipeline.from_pretrained`] (same arguments), loading safetensors only.
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`): A Hub id or a local pipeline folder.
+            **kwargs: Diffusers' arguments, and `allow_pickle` (`bool`, defaults to `False`): also load pickle weights
+                (`.bin`), which can run code when loaded, as Diffusers does by itself. A `use_safetensors` of the
+                caller's own is passed on as it is.
+
+        Raises:
+            ValueError: A folder whose components hold only pickle weights, without `allow_pickle=True`; the message
+                says how to convert it (`safe_loading`).
         """
         return super().from_pretrained(
             pretrained_model_name_or_path, **safetensors_options(cls, pretrained_model_name_or_path, kwargs)

@@ -1,4 +1,7 @@
-"""Training data: the Real-ESRGAN second-order degradation DiT4SR was trained with, and the datasets."""
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
+"""Training DiT4SR: the Real-ESRGAN second-order degradation it was trained with and the folder datasets (exported
+here), and, imported by name, 🤗 datasets (`hf_datasets`, `hf_streaming`), prepared pairs as a 🤗 dataset
+(`prepared_hub`) and crash-safe checkpoints (`checkpoints`)."""
 
 from .config import RESIZE_MODES, DegradationConfig
 from .datasets import HRImageDataset, PreparedDataset, collate_samples

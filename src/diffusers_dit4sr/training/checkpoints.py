@@ -4,9 +4,9 @@ whole, and older ones go only after a newer one is.
 
 `save_checkpoint` has every process write its part of `accelerator.save_state` into `checkpoint-{step}.incomplete`;
 then one process lists every file with its size in `checkpoint.json`, flushes them all to the disk and renames the
-folder to `checkpoint-{step}` (`file_utils.replace_folder`); only then are checkpoints beyond the limit removed, oldest first. Killed at any point,
-the output folder keeps its last whole checkpoint: the worst a crash leaves is an `.incomplete` folder, removed by
-the next save. `latest_checkpoint` finds the newest whole checkpoint and says why it passed over any newer one;
+folder to `checkpoint-{step}` (`file_utils.replace_folder`); only then are checkpoints beyond the limit removed,
+oldest first. Killed at any point, the output folder keeps its last whole checkpoint: the worst a crash leaves is an
+`.incomplete` folder, removed by the next save. `latest_checkpoint` finds the newest whole checkpoint and says why it passed over any newer one;
 `check_checkpoint` is that check for one folder (the files of `checkpoint.json` are there with their sizes).
 """
 
@@ -126,9 +126,17 @@ def save_checkpoint(
     Every process writes its part into `checkpoint-{step}.incomplete`; after all have, the process that owns the
     files (the main one; each node's with `save_on_each_node`) writes `checkpoint.json`, flushes every file to the
     disk and renames the folder into place (an existing `checkpoint-{step}`, of an earlier run, is replaced only
-    then). Then, with `total_limit`, the oldest whole checkpoints beyond that number are removed, never the new one,
-    with the folders interrupted saves left behind. Returns the new checkpoint and what was removed, on every
-    process.
+    then). Then the oldest whole checkpoints beyond `total_limit` are removed, never the new one, with the folders
+    interrupted saves left behind.
+
+    Args:
+        accelerator: The run's `accelerate.Accelerator`.
+        output_dir: The training run's output folder.
+        step: The global step, in the checkpoint's name.
+        total_limit: How many whole checkpoints to keep (`None`: all).
+
+    Returns:
+        The new checkpoint and what was removed, on every process.
     """
     if total_limit is not None and total_limit < 1:
         raise ValueError(f"total_limit must be a positive number of checkpoints, got {total_limit}")

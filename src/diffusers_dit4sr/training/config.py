@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Parameters of the Real-ESRGAN second-order degradation, with the values DiT4SR's released model used.
 
 Field names follow Real-ESRGAN's option keys (a suffix `2` marks the second stage), so SeeSR / Real-ESRGAN

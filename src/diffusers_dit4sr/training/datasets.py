@@ -88,12 +88,15 @@ def read_caption(image_path: str | os.PathLike, caption_extension: str = ".txt")
 def random_crop(
     image: PIL.Image.Image | np.ndarray, resolution: int, generator: torch.Generator, random_flip: bool = True
 ) -> torch.Tensor:
-    """A random `resolution` x `resolution` crop as a (3, R, R) float tensor in [0, 1], flipped with probability 0.5.
+    """A random `resolution` x `resolution` crop as a (3, R, R) float tensor in [0, 1].
 
-    `image` is what `read_photo` returns as pixels: an RGB image (8-bit files) or a float32 `(H, W, 3)` array in
-    [0, 1] (16-bit and float files, kept at their precision). Images whose short side is below `resolution` are first
-    upscaled (bicubic) so that it equals `resolution`. All draws come from `generator`: the same generator state
-    gives the same crop.
+    Args:
+        image: What `read_photo` returns as pixels: an RGB image (8-bit files) or a float32 `(H, W, 3)` array in
+            [0, 1] (16-bit and float files, kept at their precision). Images whose short side is below
+            `resolution` are first upscaled (bicubic) so that it equals `resolution`.
+        resolution: The crop's side.
+        generator: Where every draw comes from: the same generator state gives the same crop.
+        random_flip: Flip the crop horizontally with probability 0.5.
     """
     width, height = image.size if isinstance(image, PIL.Image.Image) else (image.shape[1], image.shape[0])
     if min(width, height) < resolution:
@@ -118,9 +121,17 @@ def random_crop(
 
 
 def crop_generator(seed: int | None, epoch: int, index: int) -> torch.Generator:
-    """The generator of item `index`'s crop in `epoch`: seeded with `derive_seed(seed, epoch, index)`, or fresh
-    randomness without a seed. Every reader of HR images draws its crops from it, so that the same image at the same
-    place gives the same crop whichever way it was stored."""
+    """The generator of one item's crop. Every reader of HR images draws its crops from it, so that the same image at
+    the same place gives the same crop whichever way it was stored.
+
+    Args:
+        seed: The run's seed; `None`: fresh randomness.
+        epoch: The epoch.
+        index: The item's index in the dataset.
+
+    Returns:
+        A CPU generator seeded with `derive_seed(seed, epoch, index)`.
+    """
     generator = torch.Generator()
     if seed is None:
         generator.seed()

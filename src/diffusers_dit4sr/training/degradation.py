@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Real-ESRGAN's second-order degradation: synthetic real-world LR images from HR crops, on the training device.
 
 The pipeline (Wang et al., "Real-ESRGAN", 2021) as DiT4SR trained with it, with SeeSR's parameters:

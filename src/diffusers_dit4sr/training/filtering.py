@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Spatial filtering of image batches with reflect padding.
 
 `filter2d` applies one kernel per image in a single grouped convolution, the way the degradation blurs a

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """A baseline JPEG encode/decode round trip in torch, batched, with one quality per image.
 
 This reproduces what libjpeg (as used by PIL and OpenCV) does to 8-bit RGB images, so the degradation sees real

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Blur kernels of the Real-ESRGAN degradation, built in batches with torch.
 
 All kernels live on a square grid of odd size centred on the origin, with x along columns and y along rows.
@@ -196,11 +197,20 @@ def random_mixed_kernels(
 ) -> torch.Tensor:
     """One random blur kernel per image, as Real-ESRGAN's dataset draws them.
 
-    Each kernel has a random odd support in [min_kernel_size, kernel_size], zero-padded to `kernel_size`. With
-    probability `sinc_prob` it is a sinc kernel (cutoff from [pi/3, pi], or [pi/5, pi] for supports of 13 and
-    more); otherwise its type is drawn from `kernel_list` with `kernel_prob`. Sigmas come from `sigma_range`,
-    anisotropic kernels get an independent `sigma_y` and a rotation in [-pi, pi], generalized and plateau kernels
-    a shape exponent from `betag_range` / `betap_range`.
+    Args:
+        batch_size: Kernels to draw, one per image.
+        kernel_size: Side of every kernel (odd); each has a random odd support in [min_kernel_size, kernel_size],
+            zero-padded to it.
+        kernel_list: The kernel types to draw from (`KERNEL_TYPES`).
+        kernel_prob: Their probabilities.
+        sigma_range: Where the sigmas come from; anisotropic kernels get an independent `sigma_y` and a rotation
+            in [-pi, pi].
+        betag_range: The shape exponents of generalized Gaussian kernels.
+        betap_range: The shape exponents of plateau kernels.
+        sinc_prob: The probability of a sinc kernel instead (cutoff from [pi/3, pi], or [pi/5, pi] for supports of
+            13 and more).
+        generator: Where every draw comes from.
+        min_kernel_size: The smallest support.
 
     Returns:
         Float32 kernels of shape (batch_size, kernel_size, kernel_size) on the generator's device.
@@ -245,8 +255,15 @@ def random_mixed_kernels(
 def random_sinc_kernels(
     batch_size: int, kernel_size: int, prob: float, generator: torch.Generator, min_kernel_size: int = 7
 ) -> torch.Tensor:
-    """Real-ESRGAN's final sinc filter: per image, with probability `prob` a sinc kernel (random odd support in
-    [min_kernel_size, kernel_size], cutoff from [pi/3, pi]), otherwise the identity (a centred unit pulse).
+    """Real-ESRGAN's final sinc filter: per image, a sinc kernel or the identity (a centred unit pulse).
+
+    Args:
+        batch_size: Kernels to draw, one per image.
+        kernel_size: Side of every kernel (odd).
+        prob: The probability of a sinc kernel (random odd support in [min_kernel_size, kernel_size], cutoff from
+            [pi/3, pi]).
+        generator: Where every draw comes from.
+        min_kernel_size: The smallest support.
 
     Returns:
         Float32 kernels of shape (batch_size, kernel_size, kernel_size) on the generator's device.

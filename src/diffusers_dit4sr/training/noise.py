@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Sensor noise of the Real-ESRGAN degradation: additive Gaussian and signal-dependent Poisson (shot) noise.
 
 Both functions return the noise only (the caller adds it and clamps). Parameters are per image; an image

@@ -223,7 +223,17 @@ def _size_category(count: int) -> str:
 def push_prepared_dataset(
     output_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool | None = None
 ) -> str:
-    """Uploads an exported dataset to the Hub dataset repository `repo_id` (created if needed); returns its id."""
+    """Uploads an exported dataset to a Hub dataset repository.
+
+    Args:
+        output_dir: The folder `export_prepared_dataset` wrote.
+        repo_id: The dataset repository, `namespace/name`; created if needed.
+        token: A Hub token (default: the logged-in one).
+        private: Whether a new repository is private (default: the Hub's).
+
+    Returns:
+        The repository's id.
+    """
     from huggingface_hub import create_repo, upload_folder
 
     repo_id = create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True, token=token).repo_id

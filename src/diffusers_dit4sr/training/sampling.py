@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Random draws from an explicit `torch.Generator`.
 
 Every random decision of the degradation goes through these helpers, so one generator seeded by the caller

@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """Unsharp masking of the HR training target, as Real-ESRGAN (and SeeSR, DiT4SR) sharpen ground truth.
 
 Training against a slightly sharpened HR pushes the model towards crisper output. The residual against a wide

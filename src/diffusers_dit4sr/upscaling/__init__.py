@@ -2,7 +2,8 @@
 """Folder jobs: upscale files and folders with skipping, atomic writes, resuming, captions and several processes.
 
 `upscale_files` is the entry point (`docs/api.md`); `jobs` plans and checks the work, `captions` reads, generates
-and reuses captions, `outputs` cleans up after killed runs, `runner` runs it all and `events` is how a run reports.
+and reuses captions, `outputs` cleans up after killed runs and decides whether an existing output is kept, `runner`
+runs it all and `events` is how a run reports.
 """
 
 from .captions import CaptionCounts, CaptionSource

@@ -86,8 +86,17 @@ def names_output_file(output: str | os.PathLike | None) -> bool:
 
 
 def plan_jobs(images: list[Path], output: str | os.PathLike | None) -> list[Job]:
-    """Pairs each image with its output path: `output` as a file for a single image, otherwise
-    `<folder>/<stem>.png` (`folder`: `output`, by default `DEFAULT_OUTPUT_DIR`)."""
+    """Pairs each image with its output path.
+
+    Args:
+        images: The input images (`find_images`).
+        output: A file for a single image (an image extension, not an existing folder), otherwise the folder of
+            the `<stem>.png` outputs (default `DEFAULT_OUTPUT_DIR`).
+
+    Raises:
+        PlanError: A file `output` for several images, or two inputs whose outputs would be one file (the same
+            name, or names that differ only in case).
+    """
     if names_output_file(output):
         if len(images) > 1:
             raise PlanError(f"-o {output} names a file, but {len(images)} images were given; pass a folder instead")
@@ -113,13 +122,23 @@ def plan_jobs(images: list[Path], output: str | os.PathLike | None) -> list[Job]
 
 
 def check_outputs(jobs: list[Job], output: str | os.PathLike | None, *, bit_depth: int | str = "auto") -> None:
-    """Where the outputs go must be a writable folder (or be creatable in one), and not where the inputs are; each
-    output's format must take `bit_depth` (`photo.check_save_options`: 16 bits need PNG or TIFF).
+    """Checks where the outputs go, before the model loads: otherwise a read-only output folder would only show after
+    every image was denoised.
 
-    Checked before the model loads: otherwise a read-only output folder would only show after every image was
-    denoised. An output folder that holds an input is refused: its outputs would replace inputs (`photo.png`), be
-    skipped as existing, or be taken for inputs by the next run. A single output file (`-o photo_x4.png`) may sit
-    beside its input, but not replace it.
+    An output folder that holds an input is refused: its outputs would replace inputs (`photo.png`), be skipped as
+    existing, or be taken for inputs by the next run. A single output file (`photo_x4.png`) may sit beside its
+    input, but not replace it.
+
+    Args:
+        jobs: The planned jobs (`plan_jobs`).
+        output: The `output` they were planned with.
+        bit_depth: One of `BIT_DEPTHS`: each output's format must take it (`photo.check_save_options`: 16 bits need
+            PNG or TIFF).
+
+    Raises:
+        PlanError: An output folder that is not writable (nor creatable in a writable folder) or that holds an
+            input, an output that would replace its input, a name longer than its folder takes, or a format without
+            `bit_depth`.
     """
     for job in jobs:
         try:
@@ -193,10 +212,17 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 def screen_image(path: Path, scale: float) -> tuple[int, int]:
     """The (width, height) of an input as it will be upscaled (EXIF orientation applied), from its header alone (no
-    decoding); a `JobError` if the pipeline would refuse it.
+    decoding).
 
     Run on every pending input before any model loads, so that a file that is no image, or an image whose output
     would be too large, is reported at once; the pipeline checks again (with the exact decoded image).
+
+    Args:
+        path: The input image.
+        scale: The upscaling factor.
+
+    Raises:
+        JobError: A file that is no image, or an output side above `MAX_OUTPUT_SIDE`.
     """
     try:
         width, height = read_photo_size(path)

@@ -39,9 +39,18 @@ def remove_stale_outputs(folders: list[Path]) -> list[Path]:
 
 
 def keep_existing_output(job: Job, scale: float, events: RunEvents) -> bool:
-    """Whether `job`'s output exists and is to be kept: a whole image. A damaged one is reported (`events.warning`)
-    and made again (False); a whole image of other dimensions than `scale` makes of the input (an earlier run with
-    other settings) is kept, with a warning, since replacing it is what `overwrite` is for."""
+    """Whether `job`'s output exists and is to be kept: a whole image.
+
+    Args:
+        job: The image and its output.
+        scale: The run's upscaling factor.
+        events: Told why a damaged output is made again, or that an output of other dimensions is kept.
+
+    Returns:
+        False for a missing or damaged output (`damaged_output`; made again); True for a whole image, also one of
+        other dimensions than `scale` makes of the input (an earlier run with other settings: replacing it is what
+        `overwrite` is for).
+    """
     if not job.target.exists():
         return False
     damage = damaged_output(job.target)

@@ -39,12 +39,20 @@ __all__ = ["RunCounts", "UpscaleSettings", "run_jobs", "upscale_files"]
 
 @dataclass(frozen=True)
 class UpscaleSettings:
-    """How each image is upscaled (the pipeline's arguments, by default the released ones), batched and saved.
+    """How each image is upscaled (the pipeline's arguments, by default the released ones: `INFERENCE_DEFAULTS`),
+    batched and saved. Checked on creation (`ValueError`).
 
-    `seed` seeds every image's noise afresh; `color_fix` is one of `constants.COLOR_FIXES` (`"none"`: no correction);
-    `batch_size` images of one input size go through one pipeline call, with results equal to one image at a time to
-    float round-off. `bit_depth` (one of `constants.BIT_DEPTHS`, checked with the outputs by `jobs.check_outputs`)
-    and `strip_metadata` are how results are saved (`photo.save_upscaled`).
+    Attributes:
+        scale: The pipeline's `upscale`.
+        steps: Its `num_inference_steps`.
+        guidance: Its `guidance_scale`.
+        seed: Seeds every image's noise afresh, so a result depends neither on the other images nor on the batches.
+        color_fix: One of `constants.COLOR_FIXES` (`"none"`: no correction).
+        process_size, tile_size, tile_overlap, tile_batch_size: The pipeline's arguments of these names.
+        batch_size: Images of one input size that go through one pipeline call, with results equal to one image at
+            a time to float round-off.
+        bit_depth: One of `constants.BIT_DEPTHS` (checked with the outputs by `jobs.check_outputs`).
+        strip_metadata: Write no EXIF and no XMP (`photo.save_upscaled`).
     """
 
     scale: float = INFERENCE_DEFAULTS.upscale
@@ -187,8 +195,15 @@ def run_jobs(
     events: RunEvents | None = None,
     raise_errors: bool = False,
 ) -> RunCounts:
-    """Runs planned and checked `jobs` (see `upscale_files`): the main process removes the temporary files of an
-    interrupted run, each process does its share, and every process returns the counts of the whole run."""
+    """Runs jobs already planned and checked (`jobs.plan_jobs`, `jobs.check_outputs`): the main process removes the
+    temporary files of an interrupted run, each process does its share, and every process returns the counts of the
+    whole run.
+
+    Args:
+        jobs: The planned jobs.
+        captions: Where captions come from (default: none, or generated with a `captioner`).
+        pipeline, settings, captioner, overwrite, processes, events, raise_errors: As in `upscale_files`.
+    """
     events = events or RunEvents()
     captions = captions or CaptionSource(generated=captioner is not None)
     if processes.is_main:

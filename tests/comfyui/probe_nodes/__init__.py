@@ -1,3 +1,4 @@
+# Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """A node pack for the tests only (never shipped): `DiT4SRTestProbe`, an output node that reports what HTTP does not
 show: the global torch RNG state, ComfyUI's device and loaded models, a DiT4SR pipeline's device and dtype. Its
 `unload_models` does what ComfyUI does when another node needs the GPU's room: it unloads every model."""
