@@ -327,12 +327,21 @@ def test_released_weights_failure_explains_the_gated_model(tmp_path, monkeypatch
         (lambda tmp: [tmp / "in", "--caption-model", "m", "--caption-8bit"], "--caption-8bit runs on CUDA only"),
         (lambda tmp: [tmp / "in", "--captions-dir", tmp / "notes"], "a file, not a folder of <name>.txt captions"),
         # Output folders
-        (lambda tmp: [tmp / "photos", "-o", tmp / "notes"], "-o {tmp}/notes: an existing file, not a folder"),
-        (lambda tmp: [tmp / "in" / "a.png", "-o", tmp / "notes"], "-o {tmp}/notes: an existing file, not a folder"),
+        (lambda tmp: [tmp / "photos", "-o", tmp / "notes"], "--output {tmp}/notes: an existing file, not a folder"),
+        (
+            lambda tmp: [tmp / "in" / "a.png", "-o", tmp / "notes"],
+            "--output {tmp}/notes: an existing file, not a folder",
+        ),
         (lambda tmp: [tmp / "photos", "-o", tmp / "notes" / "x4"], "cannot create the folder {tmp}/notes/x4, {tmp}/n"),
         (lambda tmp: [tmp / "in" / "b.png", "-o", tmp / "notes" / "b.png"], "cannot create the folder {tmp}/notes,"),
-        (lambda tmp: [tmp / "photos", "-o", tmp / "photos"], "-o {tmp}/photos is the folder of the input {tmp}/ph"),
-        (lambda tmp: [tmp / "in" / "a.jpg", "-o", tmp / "in"], "-o {tmp}/in is the folder of the input {tmp}/in/a"),
+        (
+            lambda tmp: [tmp / "photos", "-o", tmp / "photos"],
+            "--output {tmp}/photos is the folder of the input {tmp}/ph",
+        ),
+        (
+            lambda tmp: [tmp / "in" / "a.jpg", "-o", tmp / "in"],
+            "--output {tmp}/in is the folder of the input {tmp}/in/a",
+        ),
         (lambda tmp: [tmp / "in" / "a.png", "-o", tmp / "in" / "a.png"], "would replace the input {tmp}/in/a.png"),
         # Models: a folder must be of the right kind, anything else a well-formed Hub id
         (lambda tmp: [tmp / "photos", "--model", tmp / "missing"], "{tmp}/missing: no such folder, and not a Hub id"),
@@ -402,7 +411,7 @@ def test_a_read_only_output_folder_is_a_usage_error_before_loading(where, tmp_pa
         (tmp_path / "out").chmod(0o755)
 
     err = capsys.readouterr().err
-    assert f"-o {tmp_path / where}: cannot write there" in err and "read-only" in err
+    assert f"--output {tmp_path / where}: cannot write there" in err and "read-only" in err
     assert no_loading == []
 
 

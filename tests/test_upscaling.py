@@ -250,8 +250,10 @@ def test_inputs_and_outputs_that_cannot_work_raise_before_anything_is_done(tmp_p
     write_image(tmp_path / "in" / "a.png")
     with pytest.raises(PlanError, match="no such file or folder"):
         upscale_files([tmp_path / "missing"], tmp_path / "out", pipeline=no_loading)
-    with pytest.raises(PlanError, match="is the folder of the input"):
+    with pytest.raises(PlanError, match="^`output` .* is the folder of the input"):
         upscale_files([tmp_path / "in"], tmp_path / "in", pipeline=no_loading)
+    with pytest.raises(ValueError, match="^`prompt` gives every image the same caption; .* with `captions_dir`"):
+        upscale_files([tmp_path / "in"], tmp_path / "out", pipeline=no_loading, prompt="a cat", captions_dir=tmp_path)
     with pytest.raises(ValueError, match="tile_overlap"):
         UpscaleSettings(tile_size=64, tile_overlap=64)
     with pytest.raises(ValueError, match="color_fix must be one of adain, wavelet, none"):

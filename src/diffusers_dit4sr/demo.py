@@ -38,7 +38,7 @@ from .constants import (
 from .errors import one_line
 from .image_processing import pil_bicubic_resize, plan_sizes, to_rgb_tensors
 from .inference_defaults import INFERENCE_DEFAULTS
-from .photo import Photo, read_photo, read_photo_size, save_upscaled
+from .photo import Photo, eight_bit_rgb, read_photo, read_photo_size, save_upscaled
 from .pipelines import StableDiffusion3SRPipeline
 from .runtime import CAPTION_ERRORS
 
@@ -109,8 +109,8 @@ class DemoHandlers:
     def caption(self, image_path: str | None) -> str:
         """The captioner's description of the photo (the caption box's new text)."""
         if self.captioner is None:
-            raise _user_error("No captioner is configured: start the demo with --caption-model to fill the caption.")
-        image = _eight_bit(self._read(image_path).pixels)
+            raise _user_error("No captioner is configured for this demo: describe the photo in the caption yourself.")
+        image = eight_bit_rgb(self._read(image_path).pixels)
         with self._lock:
             try:
                 return self.captioner(image)[0]
@@ -193,10 +193,9 @@ class DemoHandlers:
                     output_type="np",  # float: 16-bit photos are saved from it
                 ).images[0]
             except torch.cuda.OutOfMemoryError as error:
-                raise gr.Error(
-                    "Out of GPU memory: lower the scale or the tile size, or restart the demo with --cpu-offload or "
-                    "--quantize int8 (docs/usage.md, Small GPUs)."
-                ) from error
+                # The page's visitor can change the scale and the tile size; the server's options (CPU offload, a
+                # quantization preset: docs/usage.md, Small GPUs) are the operator's.
+                raise gr.Error("Out of GPU memory: lower the scale or the tile size.") from error
             except (ValueError, TypeError) as error:
                 raise gr.Error(f"Cannot upscale this photo: {one_line(error)}") from error
             finally:
@@ -212,7 +211,7 @@ class DemoHandlers:
             f"**{output_width} × {output_height} px** (×{scale:g} from {width} × {height} px), "
             f"{steps} step{'s' if steps != 1 else ''} in {seconds:.1f} s, seed {seed}"
         )
-        return (before, _eight_bit(result)), str(path), info, seed
+        return (before, eight_bit_rgb(result)), str(path), info, seed
 
     def stop(self, request: gr.Request | None = None) -> None:
         """Interrupts the running upscale after its current step, if it is the caller's (their session's) own."""
@@ -464,11 +463,4 @@ def _bicubic(pixels: PIL.Image.Image | np.ndarray, size: tuple[int, int]) -> PIL
     if isinstance(pixels, PIL.Image.Image):
         return pixels.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
     rgb = to_rgb_tensors(pixels)[0]  # 16-bit or float, read at full precision
-    return _eight_bit(pil_bicubic_resize(rgb[None], size)[0].permute(1, 2, 0).numpy())
-
-
-def _eight_bit(pixels: PIL.Image.Image | np.ndarray) -> PIL.Image.Image:
-    """An RGB image, or a float `(H, W, 3)` array in [0, 1] as one (rounded as the pipeline's "pil" output is)."""
-    if isinstance(pixels, PIL.Image.Image):
-        return pixels
-    return PIL.Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8))
+    return eight_bit_rgb(pil_bicubic_resize(rgb[None], size)[0].permute(1, 2, 0).numpy())

@@ -12,7 +12,6 @@ latents of a PIL image are then exactly the released ones. Other inputs are resi
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,23 +25,6 @@ from .constants import IMAGE_EXTENSIONS, MAX_OUTPUT_SIDE  # noqa: F401 (their ho
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor
 HIGH_PRECISION_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
 """PIL modes (gray, 16-bit integer or float) read at full precision, with the value that maps to white."""
-
-
-def load_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """An image file, fully decoded and turned upright as its EXIF orientation says.
-
-    8-bit images come back as RGB; 16-bit and float gray images keep their mode (`HIGH_PRECISION_MODES`), since
-    converting them to RGB would clip them to white or black. `to_rgb_tensors` reads both.
-
-    Raises a `ValueError` naming the file when it cannot be decoded (PIL reports corrupt or truncated data with many
-    exception types).
-    """
-    try:
-        with PIL.Image.open(path) as image:
-            image = PIL.ImageOps.exif_transpose(image)
-            return image.copy() if image.mode in HIGH_PRECISION_MODES else image.convert("RGB")
-    except Exception as error:
-        raise ValueError(f"cannot read {path}: {error}") from error
 
 
 def to_rgb_tensors(image: ImageInput | list[ImageInput], name: str = "image") -> list[torch.Tensor]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusers_dit4sr.image_processing import load_image
+from diffusers_dit4sr.photo import read_photo
 from diffusers_dit4sr.training.datasets import (
     HRImageDataset,
     PreparedDataset,
@@ -119,7 +119,7 @@ def test_exif_orientation_is_applied(tmp_path: Path):
     exif = image.getexif()
     exif[0x0112] = 6  # rotated 90 degrees: displayed as 20 x 40
     image.save(tmp_path / "rotated.jpg", exif=exif)
-    assert load_image(tmp_path / "rotated.jpg").size == (20, 40)
+    assert read_photo(tmp_path / "rotated.jpg").size == (20, 40)
 
 
 def test_empty_folder_is_an_error(tmp_path: Path):

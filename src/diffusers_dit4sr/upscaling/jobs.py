@@ -99,7 +99,9 @@ def plan_jobs(images: list[Path], output: str | os.PathLike | None) -> list[Job]
     """
     if names_output_file(output):
         if len(images) > 1:
-            raise PlanError(f"-o {output} names a file, but {len(images)} images were given; pass a folder instead")
+            raise PlanError(
+                f"`output` {output} names a file, but {len(images)} images were given; pass a folder instead"
+            )
         return [Job(images[0], Path(output))]
 
     folder = Path(output if output is not None else DEFAULT_OUTPUT_DIR)
@@ -158,13 +160,15 @@ def check_outputs(jobs: list[Job], output: str | os.PathLike | None, *, bit_dept
         for folder in folders:
             if folder.resolve() in input_folders:
                 raise PlanError(
-                    f"-o {folder} is the folder of the input {input_folders[folder.resolve()]}: the outputs would "
+                    f"`output` {folder} is the folder of the input {input_folders[folder.resolve()]}: the outputs would "
                     "replace inputs, be skipped as existing or be taken for inputs on the next run; pass another "
                     "folder"
                 )
     for job in jobs:
         if job.target.resolve() in sources:
-            raise PlanError(f"-o {job.target} would replace the input {job.source} with its output; pass another -o")
+            raise PlanError(
+                f"`output` {job.target} would replace the input {job.source} with its output; pass another `output`"
+            )
     for folder in folders:
         _check_writable_folder(folder, Path(output) if output is not None else folder)
 
@@ -189,13 +193,13 @@ def _check_writable_folder(folder: Path, shown: Path) -> None:
     if not existing.is_dir():
         if existing == shown.absolute():
             raise PlanError(
-                f"-o {shown}: an existing file, not a folder (for a single input, a file name with an image "
+                f"`output` {shown}: an existing file, not a folder (for a single input, a file name with an image "
                 f"extension, {', '.join(IMAGE_EXTENSIONS)}, names the output file)"
             )
-        raise PlanError(f"-o {shown}: cannot create the folder {folder}, {existing} is a file")
+        raise PlanError(f"`output` {shown}: cannot create the folder {folder}, {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == folder.absolute() else f" ({existing}, where {folder} would be created)"
-        raise PlanError(f"-o {shown}: cannot write there{where}: permission denied or a read-only file system")
+        raise PlanError(f"`output` {shown}: cannot write there{where}: permission denied or a read-only file system")
 
 
 def output_size(width: int, height: int, scale: float) -> tuple[int, int]:

@@ -148,8 +148,8 @@ def upscale_files(
         pipeline: a pipeline ready on its device, or a function that loads one (called only if an image needs
             upscaling; it may raise `runtime.LoadError`, which is reported and counts the pending images as failed).
         settings: the upscaling settings (default: the released ones, seed 0, one image per call).
-        prompt: a caption for every image (default: none). Excludes `captioner`.
-        captions_dir: a folder of `<stem>.txt` captions, which win over `prompt` and `captioner`.
+        prompt: a caption for every image (default: none). Excludes `captions_dir` and `captioner`.
+        captions_dir: a folder of `<stem>.txt` captions, which win over `captioner`.
         captioner: a `Captioner`, or a function that loads one, to caption the images that have no caption yet; the
             captions are written beside the outputs and reused by later runs.
         overwrite: replace existing outputs instead of skipping them.
