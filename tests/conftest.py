@@ -1,14 +1,12 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""Fixtures shared by the test modules: the tiny random pipeline (built offline, runs on a CPU), prepared or not, and
-saved as a pipeline folder."""
+"""Fixtures shared by the test modules: the tiny random pipeline (built offline, runs on a CPU), and the same saved as
+a pipeline folder and laid out as the released weights."""
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline
-from diffusers_dit4sr.runtime import prepare_pipeline
 from diffusers_dit4sr.tiny import make_tiny_pipeline
 
 
@@ -18,14 +16,6 @@ def pipe() -> StableDiffusion3SRPipeline:
     progress bar."""
     pipe = make_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def prepared_pipe() -> StableDiffusion3SRPipeline:
-    """The tiny pipeline prepared on the CPU as the programs (`dit4sr-upscale`, the demo) prepare theirs."""
-    pipe = make_tiny_pipeline()
-    prepare_pipeline(pipe, torch.device("cpu"))
     return pipe
 
 

@@ -36,7 +36,7 @@ from diffusers_dit4sr.cli.options import build_parser
 from diffusers_dit4sr.constants import DEFAULT_OUTPUT_DIR, SEED_RANGE
 from diffusers_dit4sr.file_utils import temporary_path
 from diffusers_dit4sr.quantization import QUANTIZATION_PRESETS
-from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
+from diffusers_dit4sr.tiny import save_tiny_captioner
 
 from .utils import dns_failure, hub_http_error, wrapped
 
@@ -45,13 +45,6 @@ FAST_OPTIONS = [
     "--steps", "1", "--scale", "2", "--device", "cpu", "--dtype", "fp32",
     "--tile-size", "64", "--tile-overlap", "32", "--process-size", "64", "--quiet",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-pipeline")
-    make_tiny_pipeline().save_pretrained(path)
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -83,11 +76,11 @@ def fake_pipeline_dir(path: Path) -> Path:
 
 
 @pytest.fixture
-def upscale(model_dir):
+def upscale(tiny_pipeline_dir):
     """Runs the CLI on the tiny pipeline with fast settings; returns the exit code."""
 
     def run(*args: object) -> int:
-        return main([*map(str, args), "--model", str(model_dir), *FAST_OPTIONS])
+        return main([*map(str, args), "--model", str(tiny_pipeline_dir), *FAST_OPTIONS])
 
     return run
 
@@ -587,9 +580,9 @@ def quantized_components(pipe) -> list[str]:
     ]
 
 
-def test_quantize_loads_a_model_folder_quantized_in_bf16_and_upscales(model_dir, loaded_pipelines, tmp_path):
+def test_quantize_loads_a_model_folder_quantized_in_bf16_and_upscales(tiny_pipeline_dir, loaded_pipelines, tmp_path):
     source = write_image(tmp_path / "a.png")
-    args = [str(source), "-o", str(tmp_path / "out.png"), "--model", str(model_dir), "--quantize", "int8"]
+    args = [str(source), "-o", str(tmp_path / "out.png"), "--model", str(tiny_pipeline_dir), "--quantize", "int8"]
 
     assert main([*args, *QUANTIZED_OPTIONS]) == 0
 
@@ -601,16 +594,16 @@ def test_quantize_loads_a_model_folder_quantized_in_bf16_and_upscales(model_dir,
     assert image_size(tmp_path / "out.png") == (40, 56)
 
 
-def test_quantize_components_reach_the_released_weights(model_dir, loaded_pipelines, tmp_path, monkeypatch):
+def test_quantize_components_reach_the_released_weights(
+    tiny_pipeline_dir, released_dit4sr_dir, loaded_pipelines, tmp_path, monkeypatch
+):
     # The released weights, composed by `from_released` from local folders in place of the Hub's.
-    dit4sr_dir = tmp_path / "dit4sr"
-    StableDiffusion3SRPipeline.from_pretrained(model_dir).transformer.save_pretrained(
-        dit4sr_dir / "dit4sr_q/transformer"
-    )
     from_released = StableDiffusion3SRPipeline.from_released.__func__
 
     def from_local_folders(cls, variant="q", **kwargs):
-        return from_released(cls, variant, sd3_model=str(model_dir), dit4sr_model=str(dit4sr_dir), **kwargs)
+        return from_released(
+            cls, variant, sd3_model=str(tiny_pipeline_dir), dit4sr_model=str(released_dit4sr_dir), **kwargs
+        )
 
     monkeypatch.setattr(StableDiffusion3SRPipeline, "from_released", classmethod(from_local_folders))
     source = write_image(tmp_path / "a.png")
@@ -848,7 +841,7 @@ def library_captions(captioner_dir: Path, *image_paths: Path, seed: int = 0, bat
 
 @pytest.mark.slow
 def test_caption_model_captions_first_and_writes_caption_files(
-    model_dir, captioner_dir, caption_options, prompts, tmp_path, monkeypatch, capsys
+    tiny_pipeline_dir, captioner_dir, caption_options, prompts, tmp_path, monkeypatch, capsys
 ):
     a = write_image(tmp_path / "in" / "a.png", seed=1)
     b = write_image(tmp_path / "in" / "b.png", size=(28, 20), seed=2)
@@ -867,7 +860,15 @@ def test_caption_model_captions_first_and_writes_caption_files(
     monkeypatch.setattr(Captioner, "unload", unload)
     monkeypatch.setattr(StableDiffusion3SRPipeline, "from_pretrained", from_pretrained)
     options = [option for option in FAST_OPTIONS if option != "--quiet"]
-    args = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_dir), *caption_options, *options]
+    args = [
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_pipeline_dir),
+        *caption_options,
+        *options,
+    ]
 
     assert main(args) == 0
 
@@ -968,12 +969,20 @@ def test_captions_follow_the_seed_and_the_batch_size(upscale, captioner_dir, cap
     assert batched == library_captions(captioner_dir, a, b, batch_size=2)
 
 
-def test_a_caption_model_that_cannot_load_is_one_clear_error(model_dir, tmp_path, capsys):
+def test_a_caption_model_that_cannot_load_is_one_clear_error(tiny_pipeline_dir, tmp_path, capsys):
     source = write_image(tmp_path / "photo.png")
     missing = tmp_path / "broken-captioner"
     missing.mkdir()
     (missing / "config.json").write_text('{"model_type": "no-such-model-type"}')
-    args = [str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--caption-model", str(missing)]
+    args = [
+        str(source),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_pipeline_dir),
+        "--caption-model",
+        str(missing),
+    ]
 
     assert main([*args, *FAST_OPTIONS]) == 1
 
@@ -1041,14 +1050,14 @@ def test_an_unreachable_hub_loads_from_the_cache_only_and_says_why(tmp_path, mon
     assert f"the Hub cannot be reached ({reason})" in err and "not (fully) in the local Hugging Face cache" in err
 
 
-def test_an_unreachable_hub_still_loads_cached_models(model_dir, tmp_path, monkeypatch, capsys):
+def test_an_unreachable_hub_still_loads_cached_models(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
     reason = "DNS lookup of huggingface.co failed: Name or service not known"
     monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: reason)
     loads = []
 
     def load_pipeline(model, variant, dtype, local_files_only=False, quantization_config=None):
         loads.append((model, local_files_only))
-        return StableDiffusion3SRPipeline.from_pretrained(model_dir)  # as if the released weights were cached
+        return StableDiffusion3SRPipeline.from_pretrained(tiny_pipeline_dir)  # as if the released weights were cached
 
     monkeypatch.setattr(runtime, "load_pipeline", load_pipeline)
     source = write_image(tmp_path / "photo.png")
@@ -1061,14 +1070,14 @@ def test_an_unreachable_hub_still_loads_cached_models(model_dir, tmp_path, monke
     assert f"note: the Hub cannot be reached ({reason}); the released pipeline was loaded from the local cache" in err
 
 
-def test_a_local_model_folder_does_not_ask_the_hub(model_dir, tmp_path, monkeypatch, capsys):
+def test_a_local_model_folder_does_not_ask_the_hub(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runtime, "hub_unreachable_reason", lambda *args, **kwargs: pytest.fail("asked the Hub"))
     monkeypatch.setattr(runtime, "load_pipeline", lambda *args, **kwargs: pytest.fail("loaded"))
     source = write_image(tmp_path / "photo.png")
     write_image(tmp_path / "out" / "photo.png", size=(80, 112))  # done (x4)
     # Nothing to do: neither asked nor loaded (and with work to do, a folder needs no Hub: see the tests above).
-    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--quiet"]) == 0
-    assert runtime.check_hub_access(str(model_dir)).unreachable is None
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir), "--quiet"]) == 0
+    assert runtime.check_hub_access(str(tiny_pipeline_dir)).unreachable is None
 
 
 @pytest.mark.slow
@@ -1123,10 +1132,10 @@ def test_stale_temporary_files_are_removed_on_the_next_run(tmp_path, capsys, no_
     assert f"removed {stale}, a temporary file left by an interrupted run" in err and str(stale_caption) in err
 
 
-def test_a_single_image_shows_its_denoising_steps(model_dir, tmp_path, capsys):
+def test_a_single_image_shows_its_denoising_steps(tiny_pipeline_dir, tmp_path, capsys):
     source = write_image(tmp_path / "photo.png")
     options = [*(option for option in FAST_OPTIONS if option != "--quiet"), "--steps", "3"]
-    args = [str(source), "-o", str(tmp_path / "out"), "--model", str(model_dir), *options]
+    args = [str(source), "-o", str(tmp_path / "out"), "--model", str(tiny_pipeline_dir), *options]
 
     assert main(args) == 0
     err = capsys.readouterr().err
@@ -1286,12 +1295,12 @@ def finish(process: subprocess.Popen) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def many_inputs(tmp_path_factory, model_dir, captioner_dir) -> tuple[Path, list[str]]:
+def many_inputs(tmp_path_factory, tiny_pipeline_dir, captioner_dir) -> tuple[Path, list[str]]:
     """Six images of two sizes and the options of every multi-process run (tiny pipeline and captioner)."""
     folder = tmp_path_factory.mktemp("six-images")
     for index in range(6):
         write_image(folder / "in" / f"img{index}.png", size=(40, 48) if index % 3 else (48, 40), seed=index)
-    options = ["--model", str(model_dir), *MULTI_PROCESS_OPTIONS]
+    options = ["--model", str(tiny_pipeline_dir), *MULTI_PROCESS_OPTIONS]
     options += ["--caption-model", str(captioner_dir), "--caption-max-new-tokens", str(CAPTION_MAX_NEW_TOKENS)]
     return folder, options
 

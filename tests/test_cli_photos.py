@@ -1,5 +1,5 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""`dit4sr-upscale` keeps what a photo has besides colour (issue 19): transparency, colour profile, EXIF, bit depth;
+"""`dit4sr-upscale` keeps what a photo has besides colour: transparency, colour profile, EXIF, bit depth;
 end to end, in-process, with the real tiny pipeline saved to a folder (offline, CPU)."""
 
 from pathlib import Path

@@ -28,8 +28,7 @@ from diffusers_dit4sr.cli.demo import main  # noqa: E402
 from diffusers_dit4sr.cli.main import main as upscale_main  # noqa: E402
 from diffusers_dit4sr.demo import MAX_SEED, DemoHandlers, build_demo  # noqa: E402
 from diffusers_dit4sr.image_processing import MAX_OUTPUT_SIDE  # noqa: E402
-from diffusers_dit4sr.runtime import prepare_pipeline  # noqa: E402
-from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner  # noqa: E402
+from diffusers_dit4sr.tiny import save_tiny_captioner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "assets" / "sample_lr.png"  # 128 x 85 px
@@ -39,24 +38,9 @@ BICUBIC = PIL.Image.Resampling.BICUBIC
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    """The tiny pipeline, prepared as `dit4sr-demo --device cpu` prepares the pipeline it serves."""
-    pipe = make_tiny_pipeline()
-    prepare_pipeline(pipe, torch.device("cpu"))
-    return pipe
-
-
 @pytest.fixture
 def handlers(pipe) -> DemoHandlers:
     return DemoHandlers(pipe)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-pipeline")
-    make_tiny_pipeline().save_pretrained(path)
-    return path
 
 
 def upscale(handlers: DemoHandlers, image=SAMPLE, **options):
@@ -111,10 +95,10 @@ def test_same_seed_same_result_and_randomized_seeds(handlers):
 
 
 @pytest.mark.slow
-def test_page_gives_the_image_dit4sr_upscale_gives(handlers, model_dir, tmp_path):
+def test_page_gives_the_image_dit4sr_upscale_gives(handlers, tiny_pipeline_dir, tmp_path):
     page = upscale(handlers, caption="a cat", scale=2, seed=3)
     target = tmp_path / "cli.png"
-    argv = [str(SAMPLE), "-o", str(target), "--model", str(model_dir), "--device", "cpu", "--quiet"]
+    argv = [str(SAMPLE), "-o", str(target), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet"]
     assert upscale_main([*argv, "--prompt", "a cat", "--scale", "2", "--seed", "3", "--steps", "1"]) == 0
     difference = np.abs(pixels(page[1]).astype(int) - pixels(str(target)))
     assert difference.max() <= 1 and difference.mean() < 1e-3  # the same image, to float round-off
@@ -323,8 +307,8 @@ def launches(monkeypatch) -> list:
     return calls
 
 
-def test_main_serves_the_given_pipeline(model_dir, launches, monkeypatch):
-    assert main(["--model", str(model_dir), "--device", "cpu", "--host", "0.0.0.0", "--port", "8123"]) == 0
+def test_main_serves_the_given_pipeline(tiny_pipeline_dir, launches, monkeypatch):
+    assert main(["--model", str(tiny_pipeline_dir), "--device", "cpu", "--host", "0.0.0.0", "--port", "8123"]) == 0
     ((demo, options),) = launches
     assert options == {
         "server_name": "0.0.0.0",
@@ -337,10 +321,10 @@ def test_main_serves_the_given_pipeline(model_dir, launches, monkeypatch):
     assert demo._queue.max_size == 20
 
 
-def test_main_bounds_uploads_and_the_queue_and_asks_for_a_login(model_dir, launches, tmp_path, capsys):
+def test_main_bounds_uploads_and_the_queue_and_asks_for_a_login(tiny_pipeline_dir, launches, tmp_path, capsys):
     auth = tmp_path / "users.txt"
     auth.write_text("# who may use the demo\nalice:correct horse\n\nbob:b:at:tery\n")
-    argv = ["--model", str(model_dir), "--device", "cpu", "--max-file-size", "8", "--queue-size", "3"]
+    argv = ["--model", str(tiny_pipeline_dir), "--device", "cpu", "--max-file-size", "8", "--queue-size", "3"]
     assert main([*argv, "--share", "--auth", str(auth)]) == 0
     ((demo, options),) = launches
     assert options["max_file_size"] == 8 * 2**20 and demo._queue.max_size == 3 and options["share"] is True
@@ -383,9 +367,9 @@ def test_build_demo_bounds_launch_and_the_queue(pipe, launches):
     assert [options["max_file_size"] for _, options in launches] == [1234, "1gb"]
 
 
-def test_main_serves_a_quantized_pipeline(model_dir, launches):
+def test_main_serves_a_quantized_pipeline(tiny_pipeline_dir, launches):
     options = ["--quantize", "int8", "--quantize-components", "transformer"]
-    assert main(["--model", str(model_dir), "--device", "cpu", *options]) == 0
+    assert main(["--model", str(tiny_pipeline_dir), "--device", "cpu", *options]) == 0
     ((demo, _),) = launches
     pipe = events_by_name(demo)["upscale"][0].fn.__self__.pipe
     assert type(pipe.transformer.transformer_blocks[0].attn.to_q.weight).__name__ == "Int8Tensor"
@@ -393,9 +377,9 @@ def test_main_serves_a_quantized_pipeline(model_dir, launches):
     assert pipe.transformer.dtype == torch.bfloat16  # the preset's dtype, without --dtype
 
 
-def test_main_loads_the_captioner(model_dir, launches, tmp_path):
+def test_main_loads_the_captioner(tiny_pipeline_dir, launches, tmp_path):
     captioner_dir = save_tiny_captioner(tmp_path / "captioner")
-    assert main(["--model", str(model_dir), "--device", "cpu", "--caption-model", str(captioner_dir)]) == 0
+    assert main(["--model", str(tiny_pipeline_dir), "--device", "cpu", "--caption-model", str(captioner_dir)]) == 0
     ((demo, options),) = launches
     assert options["server_name"] == "127.0.0.1" and options["server_port"] == 7860
     assert any(fn.name == "caption" for fn in demo.fns.values())
@@ -435,17 +419,17 @@ def test_main_reports_a_missing_model(launches, tmp_path, capsys):
     assert "cannot load the pipeline from" in capsys.readouterr().err and not launches
 
 
-def test_main_reports_a_taken_port(model_dir, capsys):
+def test_main_reports_a_taken_port(tiny_pipeline_dir, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert main(["--model", str(model_dir), "--device", "cpu", "--port", str(port)]) == 1
+        assert main(["--model", str(tiny_pipeline_dir), "--device", "cpu", "--port", str(port)]) == 1
     assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
-def test_space_app_builds_the_demo(model_dir, monkeypatch):
-    monkeypatch.setenv("DIT4SR_MODEL", str(model_dir))
+def test_space_app_builds_the_demo(tiny_pipeline_dir, monkeypatch):
+    monkeypatch.setenv("DIT4SR_MODEL", str(tiny_pipeline_dir))
     monkeypatch.delenv("DIT4SR_CAPTION_MODEL", raising=False)
     app = runpy.run_path(str(EXAMPLES / "app.py"))  # not as __main__: builds the app without launching it
     assert isinstance(app["demo"], gr.Blocks) and "upscale" in events_by_name(app["demo"])

@@ -1,5 +1,5 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
-"""Photos keep their transparency, colour profile, metadata and bit depth through upscaling (issue 19)."""
+"""Photos keep their transparency, colour profile, metadata and bit depth through upscaling."""
 
 import numpy as np
 import PIL.ExifTags

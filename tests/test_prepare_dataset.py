@@ -320,7 +320,7 @@ def test_bad_arguments(workspace, script, tmp_path, extra):
     assert error.value.code == 2
 
 
-# --- As a 🤗 dataset (issue 28) ----------------------------------------------------------------------------------------
+# --- As a 🤗 dataset --------------------------------------------------------------------------------------------------
 
 
 def test_the_export_reads_back_as_the_prepared_samples(workspace, tmp_path):

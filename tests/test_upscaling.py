@@ -13,14 +13,13 @@ import PIL.Image
 import png
 import pytest
 import tifffile
-import torch
 
 from diffusers_dit4sr import StableDiffusion3SRPipeline, UpscaleSettings, runtime, upscale_files
 from diffusers_dit4sr.captioning import Captioner
 from diffusers_dit4sr.cli.main import main as upscale_main
 from diffusers_dit4sr.file_utils import temporary_path
 from diffusers_dit4sr.photo import eight_bit_rgb, read_photo, save_upscaled
-from diffusers_dit4sr.tiny import make_tiny_pipeline, save_tiny_captioner
+from diffusers_dit4sr.tiny import save_tiny_captioner
 from diffusers_dit4sr.upscaling import Job, PlanError, RunEvents
 from diffusers_dit4sr.upscaling.jobs import plan_batches
 from diffusers_dit4sr.upscaling.outputs import damaged_output
@@ -53,13 +52,6 @@ class Recorder(RunEvents):
 
     def of(self, kind: str) -> list:
         return [value for event, value in self.events if event == kind]
-
-
-@pytest.fixture(scope="module")
-def pipe() -> StableDiffusion3SRPipeline:
-    pipe = make_tiny_pipeline()
-    runtime.prepare_pipeline(pipe, torch.device("cpu"))
-    return pipe
 
 
 @pytest.fixture
@@ -416,13 +408,6 @@ def test_a_link_planted_where_an_output_is_written_is_not_followed(pipe, tmp_pat
 # --- One line for a model that cannot load, in the command line and the demo -----------------------------------
 
 
-@pytest.fixture(scope="module")
-def saved_pipeline(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-pipeline")
-    make_tiny_pipeline().save_pretrained(path)
-    return path
-
-
 def break_json(folder: Path) -> None:
     (folder / "transformer" / "config.json").write_text("{ not json")
 
@@ -449,16 +434,16 @@ def any_other_failure(folder: Path) -> None:
 
 @pytest.mark.parametrize("breaking", [break_json, truncate_weights, unknown_class, no_components, any_other_failure])
 def test_a_broken_model_folder_is_the_same_line_in_the_command_and_the_demo(
-    breaking, saved_pipeline, tmp_path, monkeypatch, capsys
+    breaking, tiny_pipeline_dir, tmp_path, monkeypatch, capsys
 ):
     gr = pytest.importorskip("gradio")
     from diffusers_dit4sr.cli import demo
 
     folder = tmp_path / "broken"
     folder.mkdir()
-    for path in saved_pipeline.rglob("*"):
+    for path in tiny_pipeline_dir.rglob("*"):
         if path.is_file():
-            target = folder / path.relative_to(saved_pipeline)
+            target = folder / path.relative_to(tiny_pipeline_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
     breaking(folder)
