@@ -5,10 +5,10 @@ quieter still for programs that own the terminal.
 Diffusers imports torchao (and bitsandbytes) whenever they are installed, to know its quantizers, and they log at
 import time when their compiled kernels do not fit the installed torch: "Failed to load .../torchao/_C_mxfp8...",
 torch's `_pytree` deprecation of torchao's enum registrations, Diffusers' "Unable to import `torchao` Tensor
-objects", "Skipping import of cpp extensions". Nothing failed that the user could act on. `hide_import_noise`, which
-the package runs on import, drops exactly those records (a filter on the loggers that emit them; levels, handlers and
-every other message stay as they are). `quiet_backend_imports` is for the command line only: it raises the backends'
-loggers to errors.
+objects", "Skipping import of cpp extensions", bitsandbytes' "Failed to load CPU gemm_4bit_forward". Nothing failed
+that the user could act on. `hide_import_noise`, which the package runs on import, drops exactly those records (a
+filter on the loggers that emit them; levels, handlers and every other message stay as they are).
+`quiet_backend_imports` is for the command line only: it raises the backends' loggers to errors.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ IMPORT_NOISE = {
     "torchao.kernel.intmm": re.compile(r"Detected no triton"),
     "torch.utils._pytree": re.compile(r"is an Enum subclass and is now natively supported by torch\.compile"),
     "diffusers.quantizers.torchao.torchao_quantizer": re.compile(r"Unable to import `torchao` Tensor objects"),
+    "bitsandbytes.backends.cpu.ops": re.compile(r"Failed to load CPU gemm_4bit_forward from kernels-community"),
 }
 """The messages the backends log on import, by the logger that logs them (torchao 0.15 to 0.18 beside torch 2.13 and
-2.14, Diffusers 0.42)."""
+2.14, bitsandbytes 0.50 on a CPU, whose optional kernel download is refused, Diffusers 0.42)."""
 
 
 class _ImportNoise(logging.Filter):
