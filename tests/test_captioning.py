@@ -1,7 +1,6 @@
 # Copyright 2026 The diffusers-dit4sr authors. Licensed under the Apache License, Version 2.0.
 """`diffusers_dit4sr.captioning`: the released sentence filter, and `Captioner` on the tiny LLaVA model (offline)."""
 
-import importlib.util
 import weakref
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from diffusers_dit4sr.captioning import (
     remove_focus_sentences,
 )
 from diffusers_dit4sr.tiny import save_tiny_captioner
+
+from .utils import pretend_installed
 
 MAX_NEW_TOKENS = 12
 """The tiny model's random text rarely ends by itself: a short budget keeps every caption fast."""
@@ -220,8 +221,8 @@ def test_cuda_device_must_exist(tmp_path, monkeypatch):
         Captioner(tmp_path / "not-loaded", device="cuda")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
 def test_8bit_needs_bitsandbytes(tmp_path, monkeypatch):
+    pretend_installed(monkeypatch, "bitsandbytes", False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # cuda:0 exists
     with pytest.raises(ImportError, match="load_in_8bit=True needs the bitsandbytes package"):
